@@ -1,0 +1,262 @@
+"""VTK legacy POLYDATA files (``.vtk``), ASCII and binary, read and write.
+
+3D Slicer, ParaView, Statismo and ShapeWorks use this format; meshio does not read
+POLYDATA, hence this small reader. Supported: ``POINTS``, ``POLYGONS`` (legacy
+count-prefixed cells and the 5.1 ``OFFSETS``/``CONNECTIVITY`` layout), ``VERTICES``
+and ``LINES`` (skipped), ``TRIANGLE_STRIPS`` (converted to triangles),
+``POINT_DATA`` with ``SCALARS``, ``NORMALS``, ``VECTORS`` and ``FIELD`` arrays.
+Polygons with more than three corners are fan-triangulated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .._atomic import atomic_path
+
+__all__ = ["read_vtk_polydata", "write_vtk_polydata"]
+
+_TYPES = {
+    "bit": "u1", "unsigned_char": "u1", "char": "i1", "unsigned_short": "u2", "short": "i2",
+    "unsigned_int": "u4", "int": "i4", "unsigned_long": "u8", "long": "i8", "float": "f4",
+    "double": "f8", "vtkidtype": "i4", "vtktypeint64": "i8", "vtktypeuint64": "u8",
+    "vtktypeint32": "i4", "vtktypeuint32": "u4",
+}
+
+
+class _Reader:
+    def __init__(self, data: bytes, binary: bool, path):
+        self.data, self.binary, self.pos, self.path = data, binary, 0, path
+
+    def fail(self, msg):
+        raise ValueError(f"{self.path}: {msg}")
+
+    def line(self) -> str | None:
+        while self.pos < len(self.data):
+            end = self.data.find(b"\n", self.pos)
+            end = len(self.data) if end < 0 else end
+            text = self.data[self.pos : end].decode("latin-1").strip()
+            self.pos = end + 1
+            if text:
+                return text
+        return None
+
+    def array(self, count: int, vtk_type: str) -> np.ndarray:
+        code = _TYPES.get(vtk_type.lower())
+        if code is None:
+            self.fail(f"unsupported VTK data type {vtk_type!r}")
+        if self.binary:
+            nbytes = count * np.dtype(code).itemsize
+            if self.pos + nbytes > len(self.data):
+                self.fail("file ends inside a binary data block (truncated?)")
+            out = np.frombuffer(self.data, dtype=">" + code, count=count, offset=self.pos)
+            self.pos += nbytes
+            return out.astype(code)
+        vals: list[str] = []
+        while len(vals) < count:
+            ln = self.line()
+            if ln is None:
+                self.fail(f"file ends while reading {count} values (truncated?)")
+            vals.extend(ln.split())
+        if len(vals) != count:
+            self.fail(f"expected {count} values in a data block, found {len(vals)}")
+        try:
+            return np.asarray(vals, dtype=np.float64).astype(code)
+        except ValueError:
+            self.fail("non-numeric value in an ASCII data block")
+
+
+def _cells_legacy(arr: np.ndarray, n_cells: int, path):
+    cells, i = [], 0
+    for _ in range(n_cells):
+        if i >= arr.size:
+            raise ValueError(f"{path}: cell list shorter than its declared size")
+        k = int(arr[i])
+        cells.append(arr[i + 1 : i + 1 + k])
+        i += 1 + k
+    return cells
+
+
+def _triangulate(polys) -> np.ndarray:
+    tris = []
+    for c in polys:
+        c = np.asarray(c, dtype=np.int64)
+        for j in range(1, len(c) - 1):
+            tris.append((c[0], c[j], c[j + 1]))
+    return np.asarray(tris, dtype=np.int64).reshape(-1, 3)
+
+
+def _strips(strips) -> np.ndarray:
+    tris = []
+    for s in strips:
+        for j in range(len(s) - 2):
+            a, b, c = s[j], s[j + 1], s[j + 2]
+            tris.append((a, b, c) if j % 2 == 0 else (b, a, c))
+    return np.asarray(tris, dtype=np.int64).reshape(-1, 3)
+
+
+def read_vtk_polydata(path):
+    """Read a legacy VTK POLYDATA file.
+
+    Returns:
+        ``(points (N, 3) float64, faces (F, 3) int64, point_data dict[str, ndarray])``.
+
+    Raises:
+        ValueError: not a legacy VTK file, not POLYDATA, truncated, or malformed.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    data = path.read_bytes()
+    head = _Reader(data, False, path)
+    if not (head.line() or "").startswith("# vtk DataFile"):
+        raise ValueError(f"{path}: not a legacy VTK file (first line must start with '# vtk DataFile')")
+    head.line()  # title
+    fmt = (head.line() or "").upper()
+    if fmt not in ("ASCII", "BINARY"):
+        raise ValueError(f"{path}: third line must be ASCII or BINARY, got {fmt!r}")
+    rd = _Reader(data, fmt == "BINARY", path)
+    rd.pos = head.pos
+    ds = (rd.line() or "").split()
+    if ds[:2] != ["DATASET", "POLYDATA"]:
+        raise ValueError(f"{path}: expected 'DATASET POLYDATA', got {' '.join(ds)!r}")
+    points, polys, point_data, n_points = None, [], {}, None
+    section = None
+    while True:
+        ln = rd.line()
+        if ln is None:
+            break
+        tok = ln.split()
+        key = tok[0].upper()
+        if key == "POINTS":
+            n_points = int(tok[1])
+            points = rd.array(3 * n_points, tok[2]).astype(np.float64).reshape(n_points, 3)
+        elif key in ("POLYGONS", "TRIANGLE_STRIPS", "VERTICES", "LINES"):
+            n_cells, size = int(tok[1]), int(tok[2])
+            nxt_pos = rd.pos
+            nxt = rd.line()
+            if nxt is not None and nxt.upper().startswith("OFFSETS"):
+                offsets = rd.array(n_cells, nxt.split()[1]).astype(np.int64)
+                conn_hdr = (rd.line() or "").split()
+                if not conn_hdr or conn_hdr[0].upper() != "CONNECTIVITY":
+                    raise ValueError(f"{path}: OFFSETS without CONNECTIVITY")
+                conn = rd.array(size, conn_hdr[1]).astype(np.int64)
+                cells = [conn[offsets[i] : offsets[i + 1]] for i in range(n_cells - 1)]
+            else:
+                rd.pos = nxt_pos
+                cells = _cells_legacy(rd.array(size, "int").astype(np.int64), n_cells, path)
+            if key == "POLYGONS":
+                polys.append(_triangulate(cells))
+            elif key == "TRIANGLE_STRIPS":
+                polys.append(_strips(cells))
+        elif key == "POINT_DATA":
+            section = "point"
+        elif key == "CELL_DATA":
+            section = "cell"
+        elif key == "METADATA":
+            while True:  # metadata block ends at an empty line; skip its INFORMATION lines
+                save = rd.pos
+                nxt = rd.line()
+                if nxt is None or nxt.split()[0].upper() in (
+                    "POINT_DATA", "CELL_DATA", "SCALARS", "FIELD", "NORMALS", "VECTORS", "POLYGONS",
+                    "LINES", "VERTICES", "TRIANGLE_STRIPS"):
+                    rd.pos = save
+                    break
+        elif key in ("SCALARS", "NORMALS", "VECTORS", "TENSORS", "FIELD", "TEXTURE_COORDINATES", "COLOR_SCALARS"):
+            n = n_points if section == "point" else None
+            if n is None:
+                raise ValueError(f"{path}: {key} outside POINT_DATA is not supported")
+            store = point_data if section == "point" else {}
+            if key == "SCALARS":
+                ncomp = int(tok[3]) if len(tok) > 3 else 1
+                save = rd.pos
+                lut = rd.line()
+                if lut is None or not lut.upper().startswith("LOOKUP_TABLE"):
+                    rd.pos = save
+                arr = rd.array(n * ncomp, tok[2])
+                store[tok[1]] = arr.reshape(n, ncomp) if ncomp > 1 else arr
+            elif key in ("NORMALS", "VECTORS"):
+                store[tok[1]] = rd.array(n * 3, tok[2]).reshape(n, 3)
+            elif key == "TEXTURE_COORDINATES":
+                store[tok[1]] = rd.array(n * int(tok[2]), tok[3]).reshape(n, int(tok[2]))
+            elif key == "TENSORS":
+                store[tok[1]] = rd.array(n * 9, tok[2]).reshape(n, 3, 3)
+            elif key == "COLOR_SCALARS":
+                ncomp = int(tok[2])
+                arr = rd.array(n * ncomp, "unsigned_char" if rd.binary else "float")
+                store[tok[1]] = arr.reshape(n, ncomp)
+            else:  # FIELD name k, then k arrays "name ncomp ntuples type"
+                for _ in range(int(tok[2])):
+                    hdr = (rd.line() or "").split()
+                    if len(hdr) < 4:
+                        raise ValueError(f"{path}: malformed FIELD array header")
+                    ncomp, ntup = int(hdr[1]), int(hdr[2])
+                    arr = rd.array(ncomp * ntup, hdr[3])
+                    store[hdr[0]] = arr.reshape(ntup, ncomp) if ncomp > 1 else arr
+                    save = rd.pos
+                    if (rd.line() or "").upper().startswith("METADATA"):
+                        while (rd.line() or "").strip():
+                            pass
+                    else:
+                        rd.pos = save
+        else:
+            raise ValueError(f"{path}: unsupported VTK keyword {tok[0]!r}")
+    if points is None:
+        raise ValueError(f"{path}: no POINTS section")
+    faces = np.concatenate(polys) if polys else np.zeros((0, 3), dtype=np.int64)
+    if faces.size and (faces.min() < 0 or faces.max() >= n_points):
+        raise ValueError(f"{path}: polygon vertex index out of range (0..{n_points - 1})")
+    return points, faces, point_data
+
+
+def write_vtk_polydata(path, points, faces, point_data: dict | None = None, *, binary: bool = True,
+                       title: str = "bayesshape") -> None:
+    """Write points, triangles and per-vertex arrays as legacy VTK POLYDATA (atomic).
+
+    ``point_data`` maps names (no spaces) to arrays of shape ``(N,)`` or ``(N, c)``
+    with ``c <= 4``; they are written as ``SCALARS`` (float32 unless integer).
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    fc = np.asarray(faces, dtype=np.int64)
+    n = pts.shape[0]
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise ValueError(f"points: expected shape (N, 3), got {pts.shape}")
+    if fc.ndim != 2 or fc.shape[1] != 3:
+        raise ValueError(f"faces: expected shape (F, 3), got {fc.shape}")
+    chunks: list[bytes] = []
+
+    def put(text: str):
+        chunks.append(text.encode("ascii"))
+
+    def block(arr: np.ndarray, code: str):
+        if binary:
+            chunks.append(np.ascontiguousarray(arr, dtype=">" + code).tobytes())
+            put("\n")
+        else:
+            flat = np.asarray(arr).reshape(-1)
+            fmtv = "%d" if code.startswith(("i", "u")) else "%.9g"
+            put("\n".join(" ".join(fmtv % v for v in flat[i : i + 9]) for i in range(0, flat.size, 9)) + "\n")
+
+    put(f"# vtk DataFile Version 3.0\n{title}\n{'BINARY' if binary else 'ASCII'}\nDATASET POLYDATA\n")
+    put(f"POINTS {n} double\n")
+    block(pts, "f8")
+    cells = np.concatenate([np.full((fc.shape[0], 1), 3, dtype=np.int64), fc], axis=1)
+    put(f"POLYGONS {fc.shape[0]} {cells.size}\n")
+    block(cells.astype(np.int32), "i4")
+    if point_data:
+        put(f"POINT_DATA {n}\n")
+        for name, arr in point_data.items():
+            a = np.asarray(arr)
+            if " " in name:
+                raise ValueError(f"point_data: array name {name!r} must not contain spaces")
+            if a.shape[0] != n or a.ndim > 2 or (a.ndim == 2 and not 1 <= a.shape[1] <= 4):
+                raise ValueError(f"point_data[{name!r}]: expected shape ({n},) or ({n}, c<=4), got {a.shape}")
+            ncomp = 1 if a.ndim == 1 else a.shape[1]
+            integer = np.issubdtype(a.dtype, np.integer) or a.dtype == bool
+            vt, code = ("int", "i4") if integer else ("float", "f4")
+            put(f"SCALARS {name} {vt} {ncomp}\nLOOKUP_TABLE default\n")
+            block(a.astype(code), code)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(b"".join(chunks))

@@ -1,0 +1,17 @@
+"""Shape priors: the ShapeModel distribution, PCA building, kernels and GP models."""
+
+from . import kernels
+from .build import build_pca_model, procrustes_align, similarity_transform
+from .gp import augment, gp_model, low_rank_kernel
+from .model import ShapeModel
+
+__all__ = [
+    "ShapeModel",
+    "build_pca_model",
+    "procrustes_align",
+    "similarity_transform",
+    "gp_model",
+    "augment",
+    "low_rank_kernel",
+    "kernels",
+]

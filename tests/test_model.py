@@ -1,0 +1,167 @@
+"""ShapeModel and PCA building."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bayesshape as bs
+
+
+def test_femur_model_reproduces_training_shapes(femur_meshes):
+    model = bs.build_pca_model(femur_meshes, align=None)
+    assert model.n_modes == 9
+    for m in femur_meshes:
+        rec = np.asarray(model.project(jnp.asarray(m.vertices)))
+        assert np.abs(rec - m.vertices).max() < 0.01  # mm; coordinates are ~1000 mm
+
+
+def test_femur_model_float32_reproduces_training_shapes(femur_meshes):
+    model = bs.build_pca_model(femur_meshes, align=None)
+    alphas = [np.asarray(model.coefficients(jnp.asarray(m.vertices)), np.float32) for m in femur_meshes[:3]]
+    with jax.enable_x64(False):
+        m32 = bs.ShapeModel(np.asarray(model.mean), np.asarray(model.basis), np.asarray(model.variance),
+                            faces=np.asarray(model.faces))
+        assert m32.basis.dtype == jnp.float32
+        for m, alpha in zip(femur_meshes[:3], alphas):
+            rec = np.asarray(m32.instance(jnp.asarray(alpha)))
+            assert rec.dtype == np.float32
+            assert np.abs(rec - m.vertices).max() < 0.01
+
+
+def test_pca_variance_matches_sample_covariance(example_shapes):
+    model = bs.build_pca_model(example_shapes, align=None)
+    data = np.stack([m.vertices.reshape(-1) for m in example_shapes])
+    total = np.var(data, axis=0, ddof=1).sum()
+    np.testing.assert_allclose(float(model.total_variance), total, rtol=1e-10)
+    np.testing.assert_allclose(float(model.variance.sum()), total, rtol=1e-8)
+    b = np.asarray(model.basis)
+    np.testing.assert_allclose(b.T @ b, np.eye(model.n_modes), atol=1e-10)
+    assert np.all(np.diff(np.asarray(model.variance)) <= 0)
+
+
+def test_alignment_removes_rigid_motion(example_shapes):
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.from_rotvec([0.3, -0.2, 0.5]).as_matrix()
+    moved = [example_shapes[0].vertices @ rot.T + np.array([10.0, -5.0, 3.0])[None, :]] + [
+        m.vertices for m in example_shapes[1:]
+    ]
+    a = bs.build_pca_model(example_shapes, align="rigid", faces=example_shapes[0].faces)
+    b = bs.build_pca_model(moved, align="rigid", faces=example_shapes[0].faces)
+    np.testing.assert_allclose(np.asarray(a.variance), np.asarray(b.variance), rtol=1e-6)
+    sim = bs.build_pca_model([1.2 * m.vertices for m in example_shapes[:6]] + [m.vertices for m in example_shapes[6:]],
+                             align="similarity", faces=example_shapes[0].faces)
+    ref = bs.build_pca_model([m.vertices for m in example_shapes], align="similarity", faces=example_shapes[0].faces)
+    np.testing.assert_allclose(np.asarray(sim.variance), np.asarray(ref.variance), rtol=1e-5)
+
+
+def test_vertex_covariance_matches_samples(example_model):
+    cov = np.asarray(example_model.vertex_covariance())
+    xs = np.asarray(example_model.sample(jax.random.key(0), 20000))
+    emp = np.einsum("snij,snik->njk", xs - xs.mean(0)[None], xs - xs.mean(0)[None]) / (xs.shape[0] - 1)
+    # sd of a variance estimate from 20000 samples is ~1% of the variance: 5% is > 4 sd
+    scale = np.trace(cov, axis1=1, axis2=2)[:, None, None]
+    assert np.max(np.abs(emp - cov) / scale) < 0.05
+
+
+def test_coefficients_roundtrip_and_noise_shrinkage(example_model):
+    alpha = jax.random.normal(jax.random.key(3), (example_model.n_modes,))
+    x = example_model.instance(alpha)
+    np.testing.assert_allclose(np.asarray(example_model.coefficients(x)), np.asarray(alpha), atol=1e-8)
+    noisy = bs.ShapeModel(example_model.mean, example_model.basis, example_model.variance, noise_variance=4.0,
+                          faces=example_model.faces)
+    shrunk = np.asarray(noisy.coefficients(x))
+    expected = np.asarray(alpha) * np.asarray(example_model.variance) / (np.asarray(example_model.variance) + 4.0)
+    np.testing.assert_allclose(shrunk, expected, rtol=1e-8)
+
+
+def test_jit_vmap_grad_and_compile_once(example_model):
+    k = example_model.n_modes
+    alphas = jax.random.normal(jax.random.key(1), (5, k))
+    loop = np.stack([np.asarray(example_model.instance(a)) for a in alphas])
+    traces = []
+
+    @jax.jit
+    def f(model, a):
+        traces.append(1)
+        return jax.vmap(model.instance)(a)
+
+    np.testing.assert_allclose(np.asarray(f(example_model, alphas)), loop, atol=1e-10)
+    f(example_model, alphas + 1.0)
+    f(example_model.truncate(k).__class__(example_model.mean * 2, example_model.basis, example_model.variance,
+                                          faces=example_model.faces), alphas)
+    assert len(traces) == 1  # same shapes: one compilation
+
+    g = jax.jit(jax.grad(lambda a: jnp.sum(example_model.instance(a) ** 2)))(alphas[0])
+    eps = 1e-6
+    e0 = jnp.zeros(k).at[0].set(eps)
+    fd = (jnp.sum(example_model.instance(alphas[0] + e0) ** 2) - jnp.sum(example_model.instance(alphas[0] - e0) ** 2)) / (2 * eps)
+    np.testing.assert_allclose(float(g[0]), float(fd), rtol=1e-6)
+
+    lp = jax.jit(jax.vmap(example_model.log_prob))(alphas)
+    ref = [float(jax.scipy.stats.norm.logpdf(a).sum()) for a in alphas]
+    np.testing.assert_allclose(np.asarray(lp), ref, rtol=1e-12)
+    gl = jax.grad(example_model.log_prob)(alphas[0])
+    np.testing.assert_allclose(np.asarray(gl), -np.asarray(alphas[0]), rtol=1e-12)
+
+    s1 = example_model.sample(jax.random.key(7), 3)
+    s2 = jax.jit(lambda m, key: m.sample(key, 3))(example_model, jax.random.key(7))
+    assert s1.shape == (3, example_model.n_vertices, 3)
+    np.testing.assert_allclose(np.asarray(s1), np.asarray(s2), atol=1e-10)
+
+
+def test_truncate(example_model):
+    t = example_model.truncate(3)
+    assert t.n_modes == 3 and t.basis.shape == (3 * example_model.n_vertices, 3)
+    assert float(t.total_variance) == float(example_model.total_variance)
+    with pytest.raises(ValueError, match="k: expected an integer"):
+        example_model.truncate(0)
+
+
+def test_point_set_model_without_faces(example_shapes):
+    pts = [m.vertices[::50] for m in example_shapes]
+    model = bs.build_pca_model(pts, align="rigid")
+    assert model.faces is None
+    assert model.instance(jnp.zeros(model.n_modes)).shape == (pts[0].shape[0], 3)
+    with pytest.raises(ValueError, match="point-set model"):
+        model.mesh()
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda ms: ms[:3] + [ms[3][:-1]], "has .* vertices but meshes\\[0\\] has"),
+        (lambda ms: ms[:3] + [np.where(np.arange(ms[3].size).reshape(ms[3].shape) == 7, np.nan, ms[3])], "NaN or inf"),
+        (lambda ms: ms[:3] + [np.where(np.arange(ms[3].size).reshape(ms[3].shape) == 7, np.inf, ms[3])], "NaN or inf"),
+        (lambda ms: ms[:1], "at least 2 shapes"),
+    ],
+)
+def test_build_rejects_bad_shapes(example_shapes, mutate, message):
+    verts = [m.vertices.copy() for m in example_shapes[:4]]
+    with pytest.raises(ValueError, match=message):
+        bs.build_pca_model(mutate(verts), faces=example_shapes[0].faces)
+
+
+def test_build_rejects_bad_faces(example_shapes):
+    import trimesh
+
+    verts = [m.vertices for m in example_shapes[:4]]
+    f = example_shapes[0].faces
+    with pytest.raises(ValueError, match="expected triangles"):
+        bs.build_pca_model(verts, faces=np.concatenate([f, f[:, :1]], axis=1))
+    bad = f.copy()
+    bad[0, 0] = len(verts[0])
+    with pytest.raises(ValueError, match="out of range"):
+        bs.build_pca_model(verts, faces=bad)
+    other = [trimesh.Trimesh(v, f, process=False) for v in verts]
+    other[2] = trimesh.Trimesh(verts[2], f[::-1].copy(), process=False)
+    with pytest.raises(ValueError, match="faces differ"):
+        bs.build_pca_model(other)
+
+
+def test_instance_rejects_wrong_alpha(example_model):
+    with pytest.raises(ValueError, match="alpha: expected"):
+        example_model.instance(jnp.zeros(example_model.n_modes + 1))
+    with pytest.raises(ValueError, match="points: expected"):
+        example_model.coefficients(jnp.zeros((3, 3)))
