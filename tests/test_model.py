@@ -60,11 +60,12 @@ def test_alignment_removes_rigid_motion(example_shapes):
 
 def test_vertex_covariance_matches_samples(example_model):
     cov = np.asarray(example_model.vertex_covariance())
-    xs = np.asarray(example_model.sample(jax.random.key(0), 20000))
-    emp = np.einsum("snij,snik->njk", xs - xs.mean(0)[None], xs - xs.mean(0)[None]) / (xs.shape[0] - 1)
-    # sd of a variance estimate from 20000 samples is ~1% of the variance: 5% is > 4 sd
-    scale = np.trace(cov, axis1=1, axis2=2)[:, None, None]
-    assert np.max(np.abs(emp - cov) / scale) < 0.05
+    xs = np.asarray(example_model.sample(jax.random.key(0), 5000))[:, ::7]
+    d = xs - xs.mean(0)[None]
+    emp = np.einsum("sni,snj->nij", d, d) / (xs.shape[0] - 1)
+    # sd of a variance estimate from 5000 samples is 2% of the variance: 8% is 4 sd
+    scale = np.trace(cov[::7], axis1=1, axis2=2)[:, None, None]
+    assert np.max(np.abs(emp - cov[::7]) / scale) < 0.08
 
 
 def test_coefficients_roundtrip_and_noise_shrinkage(example_model):
