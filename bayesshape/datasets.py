@@ -4,7 +4,7 @@ Every shape is the same triangulated sphere (same vertex count, order and faces)
 mapped onto a femur-like long bone, so shapes are **in correspondence** and
 **watertight** by construction. Units are mm. No downloads.
 
-The family has seven interpretable parameters (see :data:`PARAMETERS`), drawn from
+The family has nine interpretable parameters (see :data:`PARAMETERS`), drawn from
 independent normal distributions:
 
 ===============  ======  =====  ==================================================
@@ -17,7 +17,13 @@ condyles         1.4     0.2    distal bulb width, relative to the shaft
 bow              8       4      anterior bow of the shaft, mm
 neck_offset      15      5      medial offset of the proximal end, mm
 flattening       0.3     0.08   distal medio-lateral widening (relative)
+torsion          0       12     rotation of the distal widening about the long axis, deg
+neck_height      0       0.025  shift of the proximal bulb along the axis (fraction of length/2)
 ===============  ======  =====  ==================================================
+
+``torsion`` and ``neck_height`` act nonlinearly, so the family does not lie in a
+low-dimensional linear subspace: a PCA model built from a few shapes does not
+reproduce a new shape exactly, as with real anatomy.
 
 Example:
     >>> from bayesshape import datasets
@@ -41,6 +47,8 @@ PARAMETERS: dict[str, tuple[float, float]] = {
     "bow": (8.0, 4.0),
     "neck_offset": (15.0, 5.0),
     "flattening": (0.3, 0.08),
+    "torsion": (0.0, 12.0),
+    "neck_height": (0.0, 0.025),
 }
 
 _N_RINGS = 80
@@ -97,7 +105,7 @@ def make_shape(params: dict[str, float] | None = None):
         raise ValueError("params: length and shaft_radius must be positive (mm)")
     t, phi = _grid()
     half = p["length"] / 2
-    bump_p = np.exp(-(((t - 0.84) / 0.1) ** 2))
+    bump_p = np.exp(-(((t - 0.84 - p["neck_height"]) / 0.1) ** 2))
     bump_d = np.exp(-(((t + 0.84) / 0.1) ** 2))
     rad = p["shaft_radius"] * (1 + p["head"] * bump_p + p["condyles"] * bump_d)
     rad = rad * np.sqrt(np.clip(1 - t**16, 0, None))
@@ -105,8 +113,12 @@ def make_shape(params: dict[str, float] | None = None):
     smooth_p = 1 / (1 + np.exp(-(t - 0.75) / 0.04))
     cx = p["neck_offset"] * smooth_p
     cy = p["bow"] * (1 - t**2)
-    x = cx[:, None] + rad[:, None] * widen[:, None] * np.cos(phi)[None, :]
-    y = cy[:, None] + rad[:, None] * np.sin(phi)[None, :]
+    tau = np.deg2rad(p["torsion"])
+    # ellipse widened along the direction tau (distal end only; widen = 1 elsewhere)
+    u = rad[:, None] * widen[:, None] * np.cos(phi - tau)[None, :]
+    v = rad[:, None] * np.sin(phi - tau)[None, :]
+    x = cx[:, None] + u * np.cos(tau) - v * np.sin(tau)
+    y = cy[:, None] + u * np.sin(tau) + v * np.cos(tau)
     z = np.broadcast_to(half * t[:, None], x.shape)
     ring = np.stack([x, y, z], axis=-1).reshape(-1, 3)
     south = np.array([[0.0, 0.0, -half]])

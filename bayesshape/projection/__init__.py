@@ -1,0 +1,31 @@
+"""Projection: imaging geometry, pose, mesh topology and renderers."""
+
+from .pose import Pose, rotation_matrix
+from .render import (
+    beer_lambert,
+    contour_generator,
+    drr_footprint,
+    face_facing,
+    project_points,
+    render_drr,
+    soft_silhouette,
+)
+from .topology import Topology
+from .views import XRayView, biplanar, carm_view, stack_views
+
+__all__ = [
+    "XRayView",
+    "biplanar",
+    "carm_view",
+    "stack_views",
+    "Pose",
+    "rotation_matrix",
+    "Topology",
+    "project_points",
+    "face_facing",
+    "contour_generator",
+    "drr_footprint",
+    "render_drr",
+    "beer_lambert",
+    "soft_silhouette",
+]

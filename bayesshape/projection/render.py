@@ -1,0 +1,240 @@
+"""Renderers in pure JAX: projected points, the occluding contour, and an exact mesh DRR.
+
+All functions are pure, differentiable with respect to the vertices, and take one
+:class:`~bayesshape.XRayView`; batch over views with ``jax.vmap`` on a stacked view
+(:func:`~bayesshape.projection.stack_views`).
+
+The DRR
+-------
+``render_drr`` gives, for every pixel, the exact length (mm) of the ray from the
+source through the pixel centre inside the closed surface. For a closed, outward
+oriented mesh that length is ``sum_k sigma_k t_k`` over the ray's hits with the
+triangles, ``t_k`` the hit depth and ``sigma_k = +1`` where the ray leaves the
+volume (the triangle faces away from the source) and ``-1`` where it enters. So the
+DRR is a signed sum over triangles of their depth at every pixel centre they
+cover, which is computed by **rasterising** every triangle:
+
+* project the vertices to pixel coordinates and depths;
+* each triangle visits the ``K x K`` pixel centres of a window anchored at its
+  bounding box (``K``, the *footprint*, is static; the smallest ``K`` that holds
+  every triangle is computed from concrete vertices, or given);
+* a pixel centre is covered when its three edge functions are >= 0, with a
+  top-left tie rule so that a centre on an edge shared by two triangles counts
+  once; the depth there is interpolated from the vertex depths, linearly for
+  parallel projection and perspective-correctly (``1/z`` linear) for a cone beam,
+  which is exact for a planar triangle;
+* contributions are scatter-added into the image, and a per-pixel factor turns
+  depth along the central axis into length along the pixel's ray.
+
+Work is ``O(F K^2)``, not ``O(F H W)``: for the 23k-face femur at 256 x 256
+``K`` is about 4. The result is exact up to the mesh's own discretisation (no
+voxels, no splats). The DRR is a continuous, piecewise-smooth function of the
+vertices (depths agree where a pixel centre crosses from one triangle to its
+neighbour, and entry and exit depths agree at the silhouette), so the gradient
+that flows through the interpolated depths (coverage being piecewise constant) is
+the exact derivative almost everywhere.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from .._checks import is_concrete
+from .topology import Topology
+from .views import XRayView
+
+__all__ = [
+    "project_points",
+    "face_facing",
+    "contour_generator",
+    "drr_footprint",
+    "render_drr",
+    "beer_lambert",
+    "soft_silhouette",
+]
+
+
+def project_points(points: Float[Array, "n 3"], view: XRayView) -> Float[Array, "n 2"]:
+    """Project points (mm) to pixel coordinates ``(row, col)``."""
+    return view.project(points)
+
+
+def face_facing(vertices: Float[Array, "n_vert 3"], faces: Int[Array, "n_face 3"], view: XRayView) -> Float[Array, " n_face"]:
+    """Per face, ``n . (a - source)`` (cone) or ``n . d`` (parallel) with ``n`` the
+    unnormalised outward normal: positive where rays leave the volume through the
+    face (it faces away from the source), negative where they enter."""
+    tri = vertices[faces]
+    n = jnp.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    if view.is_parallel:
+        return n @ view.direction
+    return jnp.sum(n * (tri[:, 0] - view.source[None, :]), axis=-1)
+
+
+def contour_generator(vertices: Float[Array, "n_vert 3"], topology: Topology, view: XRayView):
+    """The occluding contour (contour generator) of a mesh in a view.
+
+    Returns:
+        ``(is_contour (n_edge,) bool, segments (n_edge, 2, 2))``: which edges separate a
+        face turned towards the source from one turned away (or lie on an open
+        boundary), and every edge's projected end points ``(row, col)``.
+    """
+    f = face_facing(vertices, topology.faces, view)
+    f0 = f[topology.edge_faces[:, 0]]
+    f1 = f[topology.edge_faces[:, 1]]
+    is_contour = (f0 * f1 < 0) | topology.boundary
+    p = view.project(vertices)
+    return is_contour, p[topology.edges]
+
+
+def _face_extent(vertices, faces, view):
+    p = np.asarray(view.project(jnp.asarray(vertices)))[np.asarray(faces)]
+    lo, hi = p.min(axis=1), p.max(axis=1)
+    h, w = view.detector_shape
+    inside = (hi[:, 0] >= 0) & (lo[:, 0] <= h - 1) & (hi[:, 1] >= 0) & (lo[:, 1] <= w - 1)
+    ext = (hi - lo).max(axis=1)
+    return ext, inside
+
+
+def drr_footprint(vertices, faces, view: XRayView, *, margin: float = 0.0) -> int:
+    """Smallest static window ``K`` (pixels) holding every triangle that reaches the image.
+
+    Args:
+        vertices, faces: a concrete mesh (mm).
+        view: the view (not batched).
+        margin: relative head room (e.g. 0.5 for shapes that may grow by 50%).
+    """
+    ext, inside = _face_extent(vertices, faces, view)
+    if not np.all(np.isfinite(ext)):
+        raise ValueError("drr_footprint: the mesh does not project to finite pixels (vertices behind the source?)")
+    m = float(ext[inside].max()) if inside.any() else 1.0
+    return int(np.ceil(m * (1.0 + margin))) + 1
+
+
+def render_drr(
+    vertices: Float[Array, "n_vert 3"],
+    faces: Int[Array, "n_face 3"],
+    view: XRayView,
+    *,
+    footprint: int | None = None,
+    mu: float | Float[Array, ""] | None = None,
+) -> Float[Array, "H W"]:
+    """Digitally reconstructed radiograph: ray path length (mm) inside the closed mesh.
+
+    Args:
+        vertices: ``(n_vert, 3)`` mm.
+        faces: ``(n_face, 3)`` int triangles of a closed (watertight) mesh; either
+            orientation (an inward-oriented mesh is handled by the sign of its volume).
+        view: an :class:`XRayView`.
+        footprint: static window size in pixels (see module doc); default computed
+            from concrete vertices. Required under ``jit``/``grad`` tracing.
+        mu: optional linear attenuation coefficient, 1/mm; then the result is the
+            line integral ``mu * length`` (dimensionless).
+
+    Returns:
+        ``(H, W)`` image. Zero where the ray misses the shape.
+
+    Raises:
+        ValueError: no footprint under tracing. At run time (inside jit) an error is
+            raised if a triangle is larger than the footprint or a vertex lies at or
+            behind a cone-beam source.
+
+    Example:
+        >>> sphere = bs.datasets.icosphere(50.0, 5)                    # doctest: +SKIP
+        >>> view = bs.XRayView.parallel((0, 1, 0), detector_shape=(128, 128), pixel_spacing=1.0)
+        >>> img = render_drr(jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces), view)
+        >>> float(img.max())   # ~ 100 mm, the diameter                 # doctest: +SKIP
+    """
+    if footprint is None:
+        if not (is_concrete(vertices) and is_concrete(view.origin)):
+            raise ValueError(
+                "render_drr: footprint is required when vertices or view are traced (jit/grad/vmap); "
+                "compute it once with drr_footprint(vertices, faces, view, margin=0.5)"
+            )
+        footprint = drr_footprint(vertices, faces, view)
+    k = int(footprint)
+    if k < 1:
+        raise ValueError(f"footprint: expected a positive number of pixels, got {footprint}")
+    h, w = view.detector_shape
+    dt = vertices.dtype
+
+    p = view.project(vertices)  # (N, 2) row, col
+    if view.is_parallel:
+        z = (vertices - view.origin[None, :]) @ view.direction
+    else:
+        z = view.depth(vertices)
+    tri_p = p[faces]  # (F, 3, 2)
+    tri_z = z[faces]  # (F, 3)
+    sigma = jnp.sign(face_facing(vertices, faces, view))
+
+    x, y = tri_p[..., 1], tri_p[..., 0]
+    area2 = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (y[:, 1] - y[:, 0]) * (x[:, 2] - x[:, 0])
+    flip = area2 < 0
+    perm = jnp.where(flip[:, None], jnp.array([0, 2, 1]), jnp.array([0, 1, 2]))
+    x = jnp.take_along_axis(x, perm, axis=1)
+    y = jnp.take_along_axis(y, perm, axis=1)
+    tz = jnp.take_along_axis(tri_z, perm, axis=1)
+    area2 = jnp.abs(area2)
+    valid_face = area2 > 1e-12
+    safe_area = jnp.where(valid_face, area2, 1.0)
+
+    xmin, ymin = x.min(axis=1), y.min(axis=1)
+    ext = jnp.maximum(x.max(axis=1) - xmin, y.max(axis=1) - ymin)
+    reaches = (x.max(axis=1) >= 0) & (xmin <= w - 1) & (y.max(axis=1) >= 0) & (ymin <= h - 1)
+    j0 = jnp.ceil(xmin).astype(jnp.int32)
+    i0 = jnp.ceil(ymin).astype(jnp.int32)
+    off = jnp.arange(k, dtype=jnp.int32)
+    jj = j0[:, None, None] + off[None, None, :]  # (F, K, K)
+    ii = i0[:, None, None] + off[None, :, None]
+    px = jj.astype(dt)
+    py = ii.astype(dt)
+
+    def edge(a, b):
+        ex, ey = x[:, b] - x[:, a], y[:, b] - y[:, a]
+        e = ex[:, None, None] * (py - y[:, a][:, None, None]) - ey[:, None, None] * (px - x[:, a][:, None, None])
+        owned = (ey > 0) | ((ey == 0) & (ex < 0))
+        return e, (e > 0) | ((e == 0) & owned[:, None, None])
+
+    e_bc, in_a = edge(1, 2)
+    e_ca, in_b = edge(2, 0)
+    e_ab, in_c = edge(0, 1)
+    inside = in_a & in_b & in_c & valid_face[:, None, None]
+    inside = inside & (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
+    la = e_bc / safe_area[:, None, None]
+    lb = e_ca / safe_area[:, None, None]
+    lc = e_ab / safe_area[:, None, None]
+    if view.is_parallel:
+        depth = la * tz[:, 0, None, None] + lb * tz[:, 1, None, None] + lc * tz[:, 2, None, None]
+    else:
+        inv = la / tz[:, 0, None, None] + lb / tz[:, 1, None, None] + lc / tz[:, 2, None, None]
+        depth = 1.0 / jnp.where(inside, inv, 1.0)
+    contrib = jnp.where(inside, sigma[:, None, None] * depth, 0.0)
+    idx = jnp.where(inside, ii * w + jj, h * w)
+    img = jnp.zeros(h * w, dtype=dt).at[idx.reshape(-1)].add(contrib.reshape(-1), mode="drop").reshape(h, w)
+    if not view.is_parallel:
+        img = img * view.ray_length_factor()
+
+    tri = vertices[faces]
+    volume = jnp.sum(jnp.sum(tri[:, 0] * jnp.cross(tri[:, 1], tri[:, 2]), axis=-1)) / 6.0
+    img = img * jnp.where(volume < 0, -1.0, 1.0)
+    too_big = jnp.any(reaches & (ext > k - 1))
+    behind = jnp.asarray(False) if view.is_parallel else jnp.any(z <= 0)
+    img = eqx.error_if(img, too_big, "render_drr: a triangle is larger than the footprint window; "
+                       "pass a larger footprint (see drr_footprint)")
+    img = eqx.error_if(img, behind, "render_drr: vertices lie at or behind the X-ray source")
+    if mu is not None:
+        img = mu * img
+    return img
+
+
+def beer_lambert(line_integral: Float[Array, "H W"], i0: float = 1.0) -> Float[Array, "H W"]:
+    """Detected intensity ``i0 * exp(-line_integral)`` for a line integral ``mu * length``."""
+    return i0 * jnp.exp(-line_integral)
+
+
+def soft_silhouette(vertices, faces, view: XRayView, *, tau: float = 1.0, footprint: int | None = None):
+    """A differentiable silhouette in [0, 1): ``1 - exp(-length / tau)``, tau in mm."""
+    return 1.0 - jnp.exp(-render_drr(vertices, faces, view, footprint=footprint) / tau)
