@@ -1,6 +1,10 @@
-"""bayesshape: probabilistic 3D shape reconstruction from 2D X-rays, in JAX."""
+"""bayesshape: probabilistic 3D shape reconstruction from 2D X-rays, in JAX.
 
-from . import datasets, io
+Data flow: prior (``ShapeModel``, ``kernels``, ``io``) -> instance -> projection
+(``XRayView``, renderers) -> likelihoods (``obs``) -> inference -> posterior.
+"""
+
+from . import datasets, io, obs
 from .prior import (
     ShapeModel,
     augment,
@@ -9,10 +13,26 @@ from .prior import (
     kernels,
     procrustes_align,
 )
+from .projection import (
+    Pose,
+    Topology,
+    XRayView,
+    beer_lambert,
+    biplanar,
+    carm_view,
+    contour_generator,
+    drr_footprint,
+    project_points,
+    render_drr,
+    soft_silhouette,
+    stack_views,
+)
+from .simulate import SimulatedXRay, simulate_xray
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # prior
     "ShapeModel",
     "build_pca_model",
     "procrustes_align",
@@ -21,5 +41,22 @@ __all__ = [
     "kernels",
     "datasets",
     "io",
+    # projection
+    "XRayView",
+    "biplanar",
+    "carm_view",
+    "stack_views",
+    "Pose",
+    "Topology",
+    "project_points",
+    "contour_generator",
+    "drr_footprint",
+    "render_drr",
+    "beer_lambert",
+    "soft_silhouette",
+    # likelihoods and simulation
+    "obs",
+    "simulate_xray",
+    "SimulatedXRay",
     "__version__",
 ]

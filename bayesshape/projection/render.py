@@ -222,9 +222,9 @@ def render_drr(
     img = img * jnp.where(volume < 0, -1.0, 1.0)
     too_big = jnp.any(reaches & (ext > k - 1))
     behind = jnp.asarray(False) if view.is_parallel else jnp.any(z <= 0)
+    img = eqx.error_if(img, behind, "render_drr: vertices lie at or behind the X-ray source")
     img = eqx.error_if(img, too_big, "render_drr: a triangle is larger than the footprint window; "
                        "pass a larger footprint (see drr_footprint)")
-    img = eqx.error_if(img, behind, "render_drr: vertices lie at or behind the X-ray source")
     if mu is not None:
         img = mu * img
     return img

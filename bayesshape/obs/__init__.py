@@ -1,0 +1,24 @@
+"""Observations and their likelihoods.
+
+Every observation holds its data, its view (if any) and its noise model, and gives
+``log_likelihood(vertices)`` for a vertex array ``(n_vert, 3)`` in mm (jit- and
+grad-safe). Mesh-based ones (``Contour``, ``DRR``, ``SurfacePoints``) are first
+bound to a model's mesh with ``obs.bind(model.faces, reference_vertices)``.
+
+=================  ==========================================  ==================
+type               data                                        noise sd (units)
+=================  ==========================================  ==================
+``Landmarks3D``    vertex ids and 3D points                    ``sigma`` mm
+``Landmarks2D``    vertex ids and pixels in one view           ``sigma`` pixels
+``SurfacePoints``  3D points on the surface, no correspondence ``sigma`` mm
+``Contour``        silhouette mask or contour points           ``sigma`` pixels
+``DRR``            radiograph in line-integral units           ``sigma`` (image)
+=================  ==========================================  ==================
+"""
+
+from .base import Observation
+from .contour import Contour, mask_contour_points
+from .drr import DRR
+from .landmarks import Landmarks2D, Landmarks3D, SurfacePoints
+
+__all__ = ["Observation", "Landmarks3D", "Landmarks2D", "SurfacePoints", "Contour", "DRR", "mask_contour_points"]

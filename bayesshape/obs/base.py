@@ -1,0 +1,51 @@
+"""The interface every observation type implements."""
+
+from __future__ import annotations
+
+import equinox as eqx
+from jaxtyping import Array, Float
+
+__all__ = ["Observation", "check_visible"]
+
+
+def check_visible(view, reference_vertices, what: str) -> None:
+    """Raise ``ValueError`` when no reference vertex projects inside the view's detector."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    refs = np.asarray(reference_vertices, dtype=np.float64).reshape(-1, 3)
+    px = np.asarray(view.project(jnp.asarray(refs)))
+    h, w = view.detector_shape
+    ok = np.isfinite(px).all(1) & (px[:, 0] >= 0) & (px[:, 0] <= h - 1) & (px[:, 1] >= 0) & (px[:, 1] <= w - 1)
+    if not ok.any():
+        raise ValueError(
+            f"{what}: the model's shape does not project into this view's {h} x {w} detector; "
+            "check the view geometry, the pose and the units (mm)"
+        )
+
+
+class Observation(eqx.Module):
+    """Base class: data, its view (if any) and its noise model.
+
+    Subclasses implement:
+
+    * ``log_likelihood(vertices) -> scalar``: jit- and grad-safe, vertices ``(n_vert, 3)`` mm;
+    * ``residuals(vertices) -> array``: the standardised residuals (residual / sigma)
+      the likelihood is built from, for posterior-predictive checks;
+    * ``bind(faces, reference_vertices)``: a copy prepared for one model's mesh
+      (topology, static sizes); observations that need no mesh return themselves.
+    """
+
+    def log_likelihood(self, vertices: Float[Array, "n_vert 3"]) -> Float[Array, ""]:
+        raise NotImplementedError
+
+    def residuals(self, vertices: Float[Array, "n_vert 3"]) -> Float[Array, " n"]:
+        raise NotImplementedError
+
+    def bind(self, faces, reference_vertices) -> Observation:
+        return self
+
+    @property
+    def n_data(self) -> int:
+        """Number of scalar data the likelihood counts."""
+        raise NotImplementedError

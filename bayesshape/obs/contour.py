@@ -1,0 +1,206 @@
+"""Silhouette contours observed in an X-ray."""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.ndimage import map_coordinates
+from jaxtyping import Array, Bool, Float, Int
+
+from .._checks import as_points, as_positive
+from ..projection.render import contour_generator
+from ..projection.topology import Topology
+from ..projection.views import XRayView
+from .base import Observation, check_visible
+
+__all__ = ["Contour", "mask_contour_points"]
+
+
+def mask_contour_points(mask) -> np.ndarray:
+    """Sub-pixel contour of a binary mask: the midpoints between every pair of
+    4-neighbouring pixels of which one is inside and one outside, ``(M, 2)``
+    ``(row, col)``. Edges along the image border are not contour (the object may
+    continue outside the detector)."""
+    m = np.asarray(mask, dtype=bool)
+    pts = []
+    dv = m[1:, :] != m[:-1, :]
+    r, c = np.nonzero(dv)
+    pts.append(np.stack([r + 0.5, c], axis=1))
+    dh = m[:, 1:] != m[:, :-1]
+    r, c = np.nonzero(dh)
+    pts.append(np.stack([r, c + 0.5], axis=1))
+    return np.concatenate(pts, axis=0).astype(np.float64)
+
+
+def _distance_image(points, shape):
+    from scipy.spatial import cKDTree
+
+    h, w = shape
+    grid = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij"), axis=-1).reshape(-1, 2)
+    d, _ = cKDTree(points).query(grid)
+    return d.reshape(h, w)
+
+
+def _sample(img, pts):
+    """Bilinear interpolation of ``img`` at ``(row, col)`` points; outside the image,
+    the border value plus the distance to the border."""
+    h, w = img.shape
+    r = jnp.clip(pts[:, 0], 0.0, h - 1.0)
+    c = jnp.clip(pts[:, 1], 0.0, w - 1.0)
+    inner = map_coordinates(img, [r, c], order=1, mode="nearest")
+    out2 = (pts[:, 0] - r) ** 2 + (pts[:, 1] - c) ** 2
+    out = jnp.where(out2 > 0, jnp.sqrt(jnp.where(out2 > 0, out2, 1.0)), 0.0)
+    return inner + out
+
+
+def _point_segment_distance(q, a, b):
+    """Distances ``(M, E)`` from points ``q (M, 2)`` to segments ``a -> b (E, 2)``."""
+    d = b - a
+    dd = jnp.sum(d * d, axis=-1)
+    t = jnp.sum((q[:, None, :] - a[None]) * d[None], axis=-1) / jnp.where(dd > 0, dd, 1.0)[None, :]
+    t = jnp.clip(t, 0.0, 1.0)
+    r = q[:, None, :] - (a[None] + t[..., None] * d[None])
+    return jnp.sqrt(jnp.sum(r * r, axis=-1) + 1e-12)
+
+
+class Contour(Observation):
+    """A silhouette outline in one view, from a segmentation mask or contour points.
+
+    Likelihood: the symmetric chamfer between the observed contour and the projected
+    occluding contour of the model (its contour-generator edges):
+
+    * image -> model: for each of ``M`` observed contour points, the distance (px)
+      to the nearest projected model contour edge;
+    * model -> image: for each model contour edge (midpoint, weighted by its
+      projected length), the distance to the observed outline read from a
+      precomputed distance image (bilinear interpolation). With
+      ``fold_tolerant=True`` (default, masks only) this is the distance to the
+      observed *region*, zero inside it, so contour-generator edges that fold
+      inside the silhouette (interior occluding contours, invisible in a mask)
+      are not penalised;
+    * ``C = (mean_m d_m^2 + mean_e d_e^2) / 2``,
+      ``log L = -M C / (2 sigma^2) - M log(sigma) - M/2 log(2 pi)``,
+
+    i.e. ``M`` independent Gaussian perpendicular errors of sd ``sigma`` pixels.
+    A view in which the model shows no contour at all has ``log L = -inf``
+    (documented; no NaN).
+
+    Call :meth:`bind` with the model's faces before evaluating (``infer`` does).
+
+    Args:
+        view: the :class:`XRayView`.
+        mask_or_points: ``(H, W)`` boolean mask matching the view's detector, or
+            ``(M, 2)`` contour points ``(row, col)``.
+        sigma: contour noise sd, pixels.
+        n_points: observed points used for the image -> model term (evenly thinned).
+        fold_tolerant: see above.
+    """
+
+    view: XRayView
+    points: Float[Array, "n_pt 2"]
+    distance: Float[Array, "H W"]
+    sigma: Float[Array, ""]
+    topology: Topology | None
+    capacity: int = eqx.field(static=True)
+
+    def __init__(self, view: XRayView, mask_or_points, sigma: float = 1.0, *, n_points: int = 400,
+                 fold_tolerant: bool = True, topology: Topology | None = None, capacity: int = 0,
+                 _arrays=None):
+        if not isinstance(view, XRayView):
+            raise ValueError(f"view: expected an XRayView, got {type(view).__name__}")
+        self.view = view
+        self.sigma = jnp.asarray(as_positive(sigma, "sigma (pixels)"))
+        self.topology = topology
+        self.capacity = int(capacity)
+        if _arrays is not None:  # internal copy (bind)
+            self.points, self.distance = _arrays
+            return
+        view.check()
+        h, w = view.detector_shape
+        arr = np.asarray(mask_or_points)
+        if arr.ndim == 2 and arr.shape == (h, w) and (arr.dtype == bool or np.isin(arr, (0, 1)).all()):
+            mask = arr.astype(bool)
+            if not mask.any():
+                raise ValueError("mask: the segmentation mask is empty; the shape is not visible in this view")
+            if mask.all():
+                raise ValueError("mask: the mask covers the whole image; there is no contour to fit")
+            pts = mask_contour_points(mask)
+            if fold_tolerant:
+                from scipy.ndimage import distance_transform_edt
+
+                dist = np.maximum(distance_transform_edt(~mask) - 0.5, 0.0)
+            else:
+                dist = _distance_image(pts, (h, w))
+        elif arr.ndim == 2 and arr.shape[1] == 2 and arr.shape != (h, w):
+            pts = as_points(arr, "points", dim=2)
+            dist = _distance_image(pts, (h, w))
+        else:
+            raise ValueError(
+                f"mask_or_points: expected a boolean mask of the view's detector shape {(h, w)} or contour "
+                f"points of shape (M, 2), got shape {arr.shape}"
+            )
+        n_points = int(n_points)
+        if n_points < 1:
+            raise ValueError(f"n_points: expected a positive count, got {n_points}")
+        if pts.shape[0] > n_points:
+            order = np.lexsort((pts[:, 1], pts[:, 0]))
+            pts = pts[order][np.linspace(0, pts.shape[0] - 1, n_points).round().astype(int)]
+        self.points = jnp.asarray(pts)
+        self.distance = jnp.asarray(dist)
+
+    def bind(self, faces, reference_vertices) -> Contour:
+        """Attach the mesh topology and a static capacity for contour edges.
+
+        The capacity is 4x the largest number of contour edges seen on the reference
+        shapes (at least 1024, at most the number of edges).
+        """
+        if faces is None:
+            raise ValueError("Contour needs a mesh model (faces); this model is a point set")
+        check_visible(self.view, reference_vertices, "Contour")
+        topo = Topology.from_faces(faces, np.shape(reference_vertices)[-2])
+        refs = np.asarray(reference_vertices, dtype=np.float64).reshape(-1, *np.shape(reference_vertices)[-2:])
+        most = 0
+        for v in refs:
+            is_c, _ = contour_generator(jnp.asarray(v), topo, self.view)
+            most = max(most, int(np.asarray(is_c).sum()))
+        cap = int(min(topo.n_edges, max(1024, 4 * most)))
+        return Contour(self.view, None, float(self.sigma), topology=topo, capacity=cap,
+                       _arrays=(self.points, self.distance))
+
+    def _terms(self, vertices):
+        if self.topology is None:
+            raise ValueError("Contour: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
+        is_c, seg = contour_generator(vertices, self.topology, self.view)
+        count = jnp.sum(is_c)
+        idx = jnp.nonzero(is_c, size=self.capacity, fill_value=0)[0]
+        valid = jnp.arange(self.capacity) < count
+        s = seg[idx]
+        a, b = s[:, 0], s[:, 1]
+        length = jnp.where(valid, jnp.sqrt(jnp.sum((b - a) ** 2, axis=-1) + 1e-12), 0.0)
+        d_model = _sample(self.distance, 0.5 * (a + b))
+        wsum = jnp.sum(length)
+        mean_model = jnp.sum(length * d_model**2) / jnp.where(wsum > 0, wsum, 1.0)
+        dist = _point_segment_distance(self.points, a, b)
+        dist = jnp.where(valid[None, :], dist, jnp.inf)
+        d_img = jnp.min(dist, axis=1)
+        d_img = jnp.where(jnp.isfinite(d_img), d_img, 0.0)
+        return d_img, mean_model, count
+
+    def residuals(self, vertices):
+        """Standardised image -> model distances of the observed contour points."""
+        d_img, _, _ = self._terms(vertices)
+        return d_img / self.sigma
+
+    def log_likelihood(self, vertices):
+        d_img, mean_model, count = self._terms(vertices)
+        m = self.points.shape[0]
+        c = 0.5 * (jnp.mean(d_img**2) + mean_model)
+        ll = -m * c / (2 * self.sigma**2) - m * jnp.log(self.sigma) - 0.5 * m * math.log(2 * math.pi)
+        return jnp.where(count > 0, ll, -jnp.inf)
+
+    @property
+    def n_data(self) -> int:
+        return self.points.shape[0]

@@ -1,0 +1,185 @@
+"""Landmark observations: 3D points, 2D projected points, and 3D surface points."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from .._checks import as_points, as_positive
+from ..projection.views import XRayView
+from ._noise import check_df, log_density
+from .base import Observation, check_visible
+
+__all__ = ["Landmarks3D", "Landmarks2D", "SurfacePoints"]
+
+
+def _ids(ids, n):
+    a = np.asarray(ids)
+    if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer) or a.size == 0:
+        raise ValueError(f"ids: expected a non-empty 1-D integer array of vertex indices, got shape {a.shape}, dtype {a.dtype}")
+    if a.size != n:
+        raise ValueError(f"ids: {a.size} vertex ids but {n} observed points; they must match one to one")
+    if a.min() < 0:
+        raise ValueError("ids: vertex indices must be >= 0")
+    return jnp.asarray(a.astype(np.int32))
+
+
+def _check_ids_in_range(ids, n_vertices):
+    hi = int(np.asarray(ids).max())
+    if hi >= n_vertices:
+        raise ValueError(f"ids: vertex index {hi} is out of range for a model with {n_vertices} vertices")
+
+
+class Landmarks3D(Observation):
+    """3D landmarks: model vertices ``ids`` observed at ``points`` (mm).
+
+    Noise model: every coordinate independent, Gaussian with sd ``sigma`` mm, or
+    Student-t with ``df`` degrees of freedom (robust to outliers).
+
+    Example:
+        >>> obs = Landmarks3D(jnp.array([10, 200]), jnp.array([[0., 1., 2.], [3., 4., 5.]]), sigma=1.0)
+    """
+
+    ids: Int[Array, " n_lm"]
+    points: Float[Array, "n_lm 3"]
+    sigma: Float[Array, ""]
+    df: float | None = eqx.field(static=True)
+
+    def __init__(self, ids, points, sigma: float, df: float | None = None):
+        pts = as_points(points, "points")
+        self.ids = _ids(ids, pts.shape[0])
+        self.points = jnp.asarray(pts)
+        self.sigma = jnp.asarray(as_positive(sigma, "sigma (mm)"))
+        self.df = check_df(df)
+
+    def bind(self, faces, reference_vertices):
+        _check_ids_in_range(self.ids, np.shape(reference_vertices)[-2])
+        return self
+
+    def residuals(self, vertices):
+        return ((vertices[self.ids] - self.points) / self.sigma).reshape(-1)
+
+    def log_likelihood(self, vertices):
+        return log_density(vertices[self.ids] - self.points, self.sigma, self.df)
+
+    @property
+    def n_data(self) -> int:
+        return 3 * self.ids.shape[0]
+
+
+class Landmarks2D(Observation):
+    """Landmarks seen in one X-ray: model vertices ``ids`` at ``pixels`` ``(row, col)``.
+
+    Noise model: every pixel coordinate independent, Gaussian with sd ``sigma`` pixels
+    (or Student-t with ``df``).
+    """
+
+    view: XRayView
+    ids: Int[Array, " n_lm"]
+    pixels: Float[Array, "n_lm 2"]
+    sigma: Float[Array, ""]
+    df: float | None = eqx.field(static=True)
+
+    def __init__(self, view: XRayView, ids, pixels, sigma: float, df: float | None = None):
+        if not isinstance(view, XRayView):
+            raise ValueError(f"view: expected an XRayView, got {type(view).__name__}")
+        self.view = view.check()
+        px = as_points(pixels, "pixels", dim=2)
+        self.ids = _ids(ids, px.shape[0])
+        self.pixels = jnp.asarray(px)
+        self.sigma = jnp.asarray(as_positive(sigma, "sigma (pixels)"))
+        self.df = check_df(df)
+
+    def bind(self, faces, reference_vertices):
+        _check_ids_in_range(self.ids, np.shape(reference_vertices)[-2])
+        check_visible(self.view, reference_vertices, "Landmarks2D")
+        return self
+
+    def residuals(self, vertices):
+        return ((self.view.project(vertices[self.ids]) - self.pixels) / self.sigma).reshape(-1)
+
+    def log_likelihood(self, vertices):
+        return log_density(self.view.project(vertices[self.ids]) - self.pixels, self.sigma, self.df)
+
+    @property
+    def n_data(self) -> int:
+        return 2 * self.ids.shape[0]
+
+
+def _point_triangle_distance(p, a, b, c):
+    """Exact distance from points ``p (P, 3)`` to triangles ``(F, 3)`` each: ``(P, F)``."""
+    ab, ac = b - a, c - a
+    n = jnp.cross(ab, ac)
+    nn = jnp.sum(n * n, axis=-1)
+    nn_safe = jnp.where(nn > 0, nn, 1.0)
+    ap = p[:, None, :] - a[None, :, :]
+    # barycentric coordinates of the projection onto the plane
+    v = jnp.sum(jnp.cross(ap, ac[None, :, :]) * n[None, :, :], axis=-1) / nn_safe[None, :]
+    w = jnp.sum(jnp.cross(ab[None, :, :], ap) * n[None, :, :], axis=-1) / nn_safe[None, :]
+    inside = (v >= 0) & (w >= 0) & (v + w <= 1) & (nn > 0)[None, :]
+    d_plane = jnp.abs(jnp.sum(ap * n[None, :, :], axis=-1)) / jnp.sqrt(nn_safe)[None, :]
+
+    def seg(q0, q1):
+        d = q1 - q0
+        dd = jnp.sum(d * d, axis=-1)
+        t = jnp.sum((p[:, None, :] - q0[None]) * d[None], axis=-1) / jnp.where(dd > 0, dd, 1.0)[None, :]
+        t = jnp.clip(t, 0.0, 1.0)
+        r = p[:, None, :] - (q0[None] + t[..., None] * d[None])
+        return jnp.sum(r * r, axis=-1)
+
+    d_edge2 = jnp.minimum(jnp.minimum(seg(a, b), seg(b, c)), seg(c, a))
+    d_edge = jnp.sqrt(jnp.maximum(d_edge2, 1e-30))
+    return jnp.where(inside, d_plane, d_edge)
+
+
+class SurfacePoints(Observation):
+    """Partial 3D data: points (mm) that lie on the surface, at unknown correspondence.
+
+    The residual of each point is its exact distance to the closest triangle of the
+    model surface. Noise model: Gaussian (or Student-t) in that distance, sd
+    ``sigma`` mm. Cost ``O(n_points x n_faces)``, evaluated in chunks of 16 points.
+    """
+
+    points: Float[Array, "n_pt 3"]
+    sigma: Float[Array, ""]
+    df: float | None = eqx.field(static=True)
+    faces: Int[Array, "n_face 3"] | None
+
+    def __init__(self, points, sigma: float, df: float | None = None, faces=None):
+        self.points = jnp.asarray(as_points(points, "points"))
+        self.sigma = jnp.asarray(as_positive(sigma, "sigma (mm)"))
+        self.df = check_df(df)
+        self.faces = None if faces is None else jnp.asarray(np.asarray(faces, dtype=np.int32))
+
+    def bind(self, faces, reference_vertices):
+        if faces is None:
+            raise ValueError("SurfacePoints needs a mesh model (faces); this model is a point set")
+        return SurfacePoints(self.points, float(self.sigma), self.df, faces)
+
+    def distances(self, vertices):
+        """Distance (mm) of every observed point to the surface."""
+        if self.faces is None:
+            raise ValueError("SurfacePoints: call obs.bind(model.faces, model.mean) first")
+        tri = vertices[self.faces]
+
+        def chunk(p):
+            return jnp.min(_point_triangle_distance(p, tri[:, 0], tri[:, 1], tri[:, 2]), axis=1)
+
+        n = self.points.shape[0]
+        pad = (-n) % 16
+        pts = jnp.concatenate([self.points, jnp.repeat(self.points[:1], pad, axis=0)], axis=0)
+        d = jax.lax.map(chunk, pts.reshape(-1, 16, 3)).reshape(-1)
+        return d[:n]
+
+    def residuals(self, vertices):
+        return self.distances(vertices) / self.sigma
+
+    def log_likelihood(self, vertices):
+        return log_density(self.distances(vertices), self.sigma, self.df)
+
+    @property
+    def n_data(self) -> int:
+        return self.points.shape[0]

@@ -1,0 +1,160 @@
+"""Observation likelihoods: gradients, closed forms, bad input."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bayesshape as bs
+from bayesshape import obs
+
+
+@pytest.fixture(scope="module")
+def setup():
+    shapes = bs.datasets.example_shapes(12, seed=0)
+    model = bs.build_pca_model(shapes, align=None)
+    truth = bs.datasets.example_shapes(1, seed=5)[0]
+    views = bs.biplanar(field_of_view=480, detector_shape=(128, 128))
+    cone = bs.carm_view(lao=20, cranial=5, detector_shape=(128, 128), pixel_spacing=5.0)
+    ids = np.arange(0, 3000, 250)
+    sim = bs.simulate_xray(truth, [*views, cone], seed=1, landmark_ids=ids, landmark_sigma=0.5)
+    return model, truth, sim
+
+
+def _observations(model, truth, sim):
+    refs = np.asarray(model.mean)[None]
+    ids = np.arange(0, 3000, 250)
+    rng = np.random.default_rng(0)
+    out = {
+        "landmarks3d": [obs.Landmarks3D(ids, truth.vertices[ids] + rng.normal(size=(len(ids), 3)), 1.0)],
+        "landmarks3d_t": [obs.Landmarks3D(ids, truth.vertices[ids], 1.0, df=4.0)],
+        "landmarks2d": sim.observations("landmarks"),
+        "surface": [obs.SurfacePoints(truth.vertices[::97] + 0.3, 1.0)],
+        "contour": sim.observations("contour"),
+        "contour_points": [obs.Contour(sim.views[0], sim.contours[0], 1.0)],
+        "drr": sim.observations("drr"),
+        "drr_scaled": sim.observations("drr", fit_scale_offset=True),
+    }
+    return {k: [o.bind(model.faces, refs) for o in v] for k, v in out.items()}
+
+
+@pytest.mark.parametrize("kind", ["landmarks3d", "landmarks3d_t", "landmarks2d", "surface", "contour",
+                                  "contour_points", "drr", "drr_scaled"])
+def test_gradients_match_finite_differences(setup, kind):
+    model, truth, sim = setup
+    observations = _observations(model, truth, sim)[kind]
+    center = model.mean.mean(0)
+
+    def f(params):
+        alpha, rv, t, ls = params[: model.n_modes], params[-7:-4], params[-4:-1], params[-1]
+        v = bs.Pose(rv, t, ls).apply(model.instance(alpha), center)
+        return sum(o.log_likelihood(v) for o in observations)
+
+    x0 = jnp.concatenate([jnp.full(model.n_modes, 0.3), jnp.array([0.01, 0.02, -0.01, 1.0, 2.0, 0.5, 0.01])])
+    g = np.asarray(jax.jit(jax.grad(f))(x0))
+    f = jax.jit(f)
+    assert np.isfinite(float(f(x0)))
+    # h: float64 rounding error ~ 1e-16 |f| / h; the DRR's and contour's kinks (pixel centres crossing
+    # triangle edges) are O(h) rarer with smaller h. 1e-7 keeps both well below 1e-4.
+    h = 1e-7
+    for i in list(range(3)) + list(range(model.n_modes, model.n_modes + 7)):
+        e = jnp.zeros_like(x0).at[i].set(h)
+        fd = float((f(x0 + e) - f(x0 - e)) / (2 * h))
+        scale = max(abs(fd), 1e-3 * np.abs(g).max())
+        assert abs(g[i] - fd) <= 1e-4 * scale, (kind, i, g[i], fd)
+
+
+def test_landmark_likelihood_closed_form():
+    pts = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    o = obs.Landmarks3D([0, 1], pts, 2.0)
+    v = jnp.asarray(pts + np.array([[0.5, -1.0, 0.0], [0.0, 0.0, 2.0]]))
+    r = np.array([0.5, -1.0, 0.0, 0.0, 0.0, 2.0])
+    expected = -0.5 * np.sum((r / 2.0) ** 2) - 6 * math.log(2.0) - 3 * math.log(2 * math.pi)
+    assert float(o.log_likelihood(v)) == pytest.approx(expected, rel=1e-12)
+    t = obs.Landmarks3D([0, 1], pts, 2.0, df=3.0)
+    from scipy.stats import t as student
+
+    assert float(t.log_likelihood(v)) == pytest.approx(student.logpdf(r, 3.0, scale=2.0).sum(), rel=1e-10)
+
+
+def test_drr_likelihood_is_exact_at_the_truth(setup):
+    model, truth, sim = setup
+    o = obs.DRR(sim.views[0], sim.clean_drr[0], 0.01, mu=sim.mu).bind(truth.faces, truth.vertices[None])
+    ll = float(o.log_likelihood(jnp.asarray(truth.vertices)))
+    n = o.n_data
+    assert ll == pytest.approx(-n * math.log(0.01) - 0.5 * n * math.log(2 * math.pi), rel=1e-9)
+    scaled = obs.DRR(sim.views[0], 3.0 * sim.clean_drr[0] + 0.2, 0.01, mu=sim.mu, fit_scale_offset=True)
+    scaled = scaled.bind(truth.faces, truth.vertices[None])
+    assert float(scaled.log_likelihood(jnp.asarray(truth.vertices))) == pytest.approx(ll, rel=1e-6)
+
+
+def test_contour_prefers_the_truth(setup):
+    model, truth, sim = setup
+    o = sim.observations("contour")[0].bind(model.faces, np.asarray(model.mean)[None])
+    at_truth = float(o.log_likelihood(jnp.asarray(truth.vertices)))
+    shifted = float(o.log_likelihood(jnp.asarray(truth.vertices) + jnp.array([5.0, 0.0, 0.0])[None, :]))
+    at_mean = float(o.log_likelihood(model.mean))
+    assert at_truth > at_mean and at_truth > shifted
+    d = np.asarray(o.residuals(jnp.asarray(truth.vertices)))
+    assert np.median(d) < 0.5  # observed contour points lie on the projected model contour
+
+
+def test_surface_points_distance_is_exact():
+    s = bs.datasets.icosphere(10.0, 4)
+    o = obs.SurfacePoints(np.array([[0.0, 0.0, 15.0], [0.0, 0.0, 0.0], [12.0, 0.0, 0.0]]), 1.0).bind(s.faces, s.vertices[None])
+    d = np.asarray(o.distances(jnp.asarray(s.vertices)))
+    np.testing.assert_allclose(d, [5.0, 10.0, 2.0], atol=0.02)
+
+
+def test_vmap_likelihood_over_shapes_equals_loop(setup):
+    model, truth, sim = setup
+    o = sim.observations("contour")[0].bind(model.faces, np.asarray(model.mean)[None])
+    alphas = jax.random.normal(jax.random.key(0), (3, model.n_modes))
+    vm = jax.jit(jax.vmap(lambda a: o.log_likelihood(model.instance(a))))(alphas)
+    loop = [float(o.log_likelihood(model.instance(a))) for a in alphas]
+    np.testing.assert_allclose(np.asarray(vm), loop, rtol=1e-10)
+
+
+def test_bad_observations(setup):
+    model, truth, sim = setup
+    view = sim.views[0]
+    with pytest.raises(ValueError, match="mask is empty"):
+        obs.Contour(view, np.zeros(view.detector_shape, bool), 1.0)
+    with pytest.raises(ValueError, match="detector shape"):
+        obs.Contour(view, np.ones((10, 10), bool), 1.0)
+    with pytest.raises(ValueError, match="does not match the view's detector shape"):
+        obs.DRR(view, np.zeros((64, 64)), 0.1)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        obs.DRR(view, np.full(view.detector_shape, np.nan), 0.1)
+    with pytest.raises(ValueError, match="sigma"):
+        obs.Landmarks3D([0], [[0.0, 0.0, 0.0]], 0.0)
+    with pytest.raises(ValueError, match="match one to one"):
+        obs.Landmarks3D([0, 1], [[0.0, 0.0, 0.0]], 1.0)
+    with pytest.raises(ValueError, match="out of range"):
+        obs.Landmarks3D([10**6], [[0.0, 0.0, 0.0]], 1.0).bind(model.faces, model.mean)
+    away = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (128, 128), 1.0, center=(5000.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="does not project into this view"):
+        obs.Contour(away, sim.masks[0], 1.0).bind(model.faces, np.asarray(model.mean)[None])
+    with pytest.raises(ValueError, match="does not project into this view"):
+        obs.DRR(away, sim.drr[0], 1.0).bind(model.faces, np.asarray(model.mean)[None])
+    with pytest.raises(ValueError, match="call obs.bind"):
+        obs.Contour(view, sim.masks[0], 1.0).log_likelihood(model.mean)
+    # a shape that leaves the view entirely: contour has no edges inside -> finite, DRR scale fit -> -inf
+    o = obs.DRR(view, sim.drr[0], 0.1, fit_scale_offset=True).bind(model.faces, np.asarray(model.mean)[None])
+    assert float(o.log_likelihood(model.mean + jnp.array([5000.0, 0.0, 0.0])[None, :])) == -np.inf
+
+
+def test_simulate_xray(setup):
+    model, truth, sim = setup
+    for img, clean, mask in zip(sim.drr, sim.clean_drr, sim.masks):
+        np.testing.assert_array_equal(mask, clean > 0)
+        assert np.std(img - clean) == pytest.approx(0.01 * clean.max(), rel=0.05)
+    again = bs.simulate_xray(truth, sim.views, seed=1, landmark_ids=sim.landmark_ids, landmark_sigma=0.5)
+    np.testing.assert_array_equal(again.drr[0], sim.drr[0])
+    assert len(sim.observations("contour")) == 3
+    with pytest.raises(ValueError, match="kind"):
+        sim.observations("ct")
+    with pytest.raises(ValueError, match="not visible"):
+        bs.simulate_xray(truth, bs.XRayView.parallel((0, 1, 0), center=(5000.0, 0, 0)))

@@ -1,0 +1,198 @@
+"""Imaging geometry, pose, topology and renderers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bayesshape as bs
+from bayesshape.projection import Topology, rotation_matrix
+
+from .conftest import shared
+
+
+@pytest.fixture(scope="module")
+def sphere():
+    return bs.datasets.icosphere(60.0, 5)
+
+
+def test_sphere_drr_parallel_matches_chord_length(sphere):
+    r, sp = 60.0, 0.6
+    view = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (256, 256), sp)
+    img = np.asarray(bs.render_drr(jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces), view))
+    g = np.asarray(view.pixel_grid())
+    rho = np.hypot(g[..., 0] - 127.5, g[..., 1] - 127.5) * sp
+    inside = rho < 0.9 * r
+    analytic = 2 * np.sqrt(np.clip(r**2 - rho**2, 0, None))
+    assert np.abs(img - analytic)[inside].mean() < 0.01 * r
+    assert np.all(img[rho > r] == 0.0)  # the inscribed mesh lies inside the sphere
+    assert img.min() >= 0.0
+
+
+def test_sphere_cone_beam_silhouette_radius(sphere):
+    r, sid, sdd = 60.0, 1000.0, 1300.0
+    view = bs.XRayView.cone_beam(sdd, sid, (256, 256), 1.0)
+    img = np.asarray(bs.render_drr(jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces), view))
+    analytic = sdd * np.tan(np.arcsin(r / sid))  # radius of the tangent cone on the detector, px
+    g = np.asarray(view.pixel_grid())
+    rho = np.hypot(g[..., 0] - 127.5, g[..., 1] - 127.5)
+    measured = np.sqrt((img > 0).sum() / np.pi)
+    assert abs(measured - analytic) < 1.0
+    assert rho[img > 0].max() < analytic + 1.0
+    # the central ray crosses the full diameter
+    assert abs(img[127:129, 127:129].max() - 2 * r) < 0.01 * r
+
+
+def test_drr_inward_mesh_and_translation_invariance(sphere):
+    view = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (64, 64), 2.5)
+    v, f = jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces)
+    a = bs.render_drr(v, f, view)
+    b = bs.render_drr(v, f[:, ::-1], view)  # inverted orientation
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-9)
+    # shifting along the ray does not change a parallel DRR
+    c = bs.render_drr(v + jnp.array([0.0, 37.0, 0.0])[None, :], f, view)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(c), atol=1e-9)
+
+
+def test_femur_drr_integral_equals_volume(femur_meshes):
+    for m in femur_meshes:
+        c = m.bounds.mean(0)
+        view = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (256, 256), 500.0 / 256, center=c)
+        img = np.asarray(bs.render_drr(jnp.asarray(m.vertices), jnp.asarray(m.faces), view))
+        vol = img.sum() * (500.0 / 256) ** 2
+        assert abs(vol - m.volume) / m.volume < 0.01
+
+
+def test_vmap_over_views_equals_loop(example_shapes):
+    m = example_shapes[0]
+    v, f = jnp.asarray(m.vertices), jnp.asarray(m.faces)
+    views = [bs.carm_view(lao=a, cranial=c, detector_shape=(96, 96), pixel_spacing=6.0) for a, c in
+             [(0, 0), (30, 10), (-45, -5), (90, 0)]]
+    fp = max(bs.drr_footprint(m.vertices, m.faces, vw) for vw in views)
+    loop = np.stack([np.asarray(bs.render_drr(v, f, vw, footprint=fp)) for vw in views])
+    stacked = bs.stack_views(views)
+    traces = []
+
+    @jax.jit
+    def render_all(v, sv):
+        traces.append(1)
+        return jax.vmap(lambda view: bs.render_drr(v, f, view, footprint=fp))(sv)
+
+    out = np.asarray(render_all(v, stacked))
+    np.testing.assert_allclose(out, loop, atol=1e-9)
+    render_all(v + 1.0, stacked)
+    assert len(traces) == 1
+    proj = jax.vmap(lambda view: view.project(v[:5]))(stacked)
+    np.testing.assert_allclose(np.asarray(proj[2]), np.asarray(views[2].project(v[:5])), atol=1e-9)
+
+
+def test_view_conventions_and_roundtrip():
+    ap, lat = bs.biplanar(field_of_view=400.0, detector_shape=(200, 200))
+    c = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, 0.0, 10.0]])
+    p = np.asarray(ap.project(jnp.asarray(c)))
+    assert p[1, 1] > p[0, 1] and abs(p[1, 0] - p[0, 0]) < 1e-9  # +x to image right in AP
+    assert p[2, 0] < p[0, 0]  # +z is image up
+    assert np.allclose(p[0], [99.5, 99.5])
+    np.testing.assert_allclose(np.asarray(lat.direction), [1.0, 0.0, 0.0])
+    cone = bs.XRayView.cone_beam(1200.0, 800.0, (128, 160), (0.7, 0.6), direction=(1, 1, 0.2))
+    px = jnp.asarray([[3.0, 4.0], [100.5, 7.25]])
+    w = cone.pixel_to_world(px)
+    np.testing.assert_allclose(np.asarray(cone.project(w)), np.asarray(px), atol=1e-9)
+    start, d = cone.rays(px)
+    mid = start + 500.0 * d
+    np.testing.assert_allclose(np.asarray(cone.project(mid)), np.asarray(px), atol=1e-9)
+    # magnification: an object at the isocentre appears SDD/SID larger
+    q = np.asarray(cone.project(jnp.asarray([[0.0, 0.0, 0.0], [0.0, 0.0, 10.0]])))
+    assert abs(np.linalg.norm(q[1] - q[0]) * 0.7 - 10.0 * 1200 / 800) < 0.3
+
+
+def test_bad_views():
+    with pytest.raises(ValueError, match="source_to_isocenter"):
+        bs.XRayView.cone_beam(1000.0, 0.0, (64, 64), 1.0)
+    with pytest.raises(ValueError, match="source_to_isocenter"):
+        bs.XRayView.cone_beam(500.0, 800.0, (64, 64), 1.0)
+    with pytest.raises(ValueError, match="direction"):
+        bs.XRayView.cone_beam(1000.0, 800.0, (64, 64), 1.0, direction=(np.nan, 0, 1))
+    with pytest.raises(ValueError, match="isocenter"):
+        bs.XRayView.cone_beam(1000.0, 800.0, (64, 64), 1.0, isocenter=(0, np.nan, 0))
+    with pytest.raises(ValueError, match="zero vector"):
+        bs.XRayView.parallel((0, 0, 0))
+    with pytest.raises(ValueError, match="parallel to the viewing direction"):
+        bs.XRayView.parallel((0, 0, 1), up=(0, 0, 1))
+    with pytest.raises(ValueError, match="pixel_spacing"):
+        bs.XRayView.parallel((0, 1, 0), pixel_spacing=-1.0)
+    with pytest.raises(ValueError, match="detector_shape"):
+        bs.XRayView.parallel((0, 1, 0), detector_shape=(1, 64))
+    with pytest.raises(ValueError, match="same detector shape"):
+        bs.stack_views([bs.XRayView.parallel((0, 1, 0), detector_shape=(8, 8)),
+                        bs.XRayView.parallel((0, 1, 0), detector_shape=(8, 9))])
+
+
+def test_drr_needs_footprint_under_jit_and_checks_it(sphere):
+    view = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (64, 64), 2.5)
+    v, f = jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces)
+    with pytest.raises(ValueError, match="footprint is required"):
+        jax.jit(lambda v: bs.render_drr(v, f, view))(v)
+    big = bs.datasets.icosphere(60.0, 1)
+    with pytest.raises(Exception, match="larger than the footprint"):
+        bs.render_drr(jnp.asarray(big.vertices), jnp.asarray(big.faces), view, footprint=2)
+    cone = bs.XRayView.cone_beam(1300.0, 1000.0, (64, 64), 4.0)
+    with pytest.raises(Exception, match="behind the X-ray source"):
+        bs.render_drr(v - jnp.array([0.0, 1000.0, 0.0])[None, :], f, cone, footprint=8)
+
+
+def test_rotation_matrix_and_pose():
+    from scipy.spatial.transform import Rotation
+
+    for rv in ([0.3, -0.2, 0.5], [1e-6, 0.0, 2e-6], [0.0, 0.0, 0.0], [2.0, 1.0, -0.5]):
+        r = np.asarray(rotation_matrix(jnp.asarray(rv)))
+        np.testing.assert_allclose(r, Rotation.from_rotvec(rv).as_matrix(), atol=1e-12)
+    g = jax.jacfwd(rotation_matrix)(jnp.zeros(3))
+    assert np.all(np.isfinite(np.asarray(g)))
+    # d R / d r_z at 0 is the generator [[0,-1,0],[1,0,0],[0,0,0]]
+    np.testing.assert_allclose(np.asarray(g[..., 2]), [[0, -1, 0], [1, 0, 0], [0, 0, 0]], atol=1e-12)
+    pts = jnp.asarray(np.random.default_rng(0).normal(size=(20, 3)))
+    pose = bs.Pose(jnp.asarray([0.1, 0.2, 0.3]), jnp.asarray([1.0, 2.0, 3.0]), jnp.asarray(np.log(1.1)))
+    c = pts.mean(0)
+    out = pose.apply(pts, c)
+    np.testing.assert_allclose(np.asarray(out.mean(0)), np.asarray(c) + [1.0, 2.0, 3.0], atol=1e-12)
+    d0 = np.linalg.norm(np.asarray(pts[0] - pts[1]))
+    d1 = np.linalg.norm(np.asarray(out[0] - out[1]))
+    assert d1 / d0 == pytest.approx(1.1)
+
+
+def test_topology(sphere, example_shapes):
+    topo = Topology.from_faces(sphere.faces)
+    assert topo.n_edges == 3 * len(sphere.faces) // 2
+    assert not bool(topo.boundary.any())
+    e = np.asarray(topo.edges)
+    ef = np.asarray(topo.edge_faces)
+    faces = np.asarray(sphere.faces)
+    for k in range(0, len(e), 997):
+        for fi in ef[k]:
+            assert set(e[k]) <= set(faces[fi])
+    open_mesh = np.asarray(sphere.faces)[:-1]
+    assert int(Topology.from_faces(open_mesh).boundary.sum()) == 3
+    with pytest.raises(ValueError, match="manifold"):
+        Topology.from_faces(np.concatenate([faces, faces[:1]]))
+
+
+def test_sphere_contour_generator_is_the_rim(sphere):
+    view = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (256, 256), 0.6)
+    topo = Topology.from_faces(sphere.faces)
+    is_c, seg = bs.contour_generator(jnp.asarray(sphere.vertices), topo, view)
+    seg = np.asarray(seg)[np.asarray(is_c)]
+    rho = np.hypot(seg[..., 0] - 127.5, seg[..., 1] - 127.5) * 0.6
+    assert len(seg) > 100
+    assert np.all(np.abs(rho - 60.0) < 0.3)  # within the mesh's chord error of the rim
+
+
+def test_beer_lambert_and_soft_silhouette(sphere):
+    view = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (64, 64), 2.5)
+    v, f = jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces)
+    length = bs.render_drr(v, f, view)
+    i = bs.beer_lambert(0.02 * length, 1000.0)
+    np.testing.assert_allclose(np.asarray(i), 1000.0 * np.exp(-0.02 * np.asarray(length)))
+    s = np.asarray(bs.soft_silhouette(v, f, view, tau=20.0))
+    assert s.min() == 0.0 and s.max() <= 1.0 and s[32, 32] > 0.99
+    assert np.any((s > 0.05) & (s < 0.95))  # a soft rim
