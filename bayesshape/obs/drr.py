@@ -72,12 +72,13 @@ class DRR(Observation):
         return cls(view, -np.log(arr / float(i0)), sigma, **kw)
 
     def bind(self, faces, reference_vertices) -> DRR:
-        """Attach faces and a static footprint (largest over the reference shapes, +50%)."""
+        """Attach faces and a static footprint: the largest over the reference shapes in any
+        pose (longest edge times magnification), +50%."""
         if faces is None:
             raise ValueError("DRR needs a mesh model (faces); this model is a point set")
         check_visible(self.view, reference_vertices, "DRR")
         refs = np.asarray(reference_vertices, dtype=np.float64).reshape(-1, *np.shape(reference_vertices)[-2:])
-        fp = max(drr_footprint(v, np.asarray(faces), self.view, margin=0.5) for v in refs)
+        fp = max(drr_footprint(v, np.asarray(faces), self.view, margin=0.5, any_pose=True) for v in refs)
         return DRR(self.view, self.image, float(self.sigma), mu=float(self.mu), fit_scale_offset=self.fit_scale_offset,
                    faces=faces, footprint=fp)
 

@@ -99,18 +99,32 @@ def _face_extent(vertices, faces, view):
     return ext, inside
 
 
-def drr_footprint(vertices, faces, view: XRayView, *, margin: float = 0.0) -> int:
+def drr_footprint(vertices, faces, view: XRayView, *, margin: float = 0.0, any_pose: bool = False) -> int:
     """Smallest static window ``K`` (pixels) holding every triangle that reaches the image.
 
     Args:
         vertices, faces: a concrete mesh (mm).
         view: the view (not batched).
-        margin: relative head room (e.g. 0.5 for shapes that may grow by 50%).
+        margin: relative head room (e.g. 0.5 for shapes whose triangles may grow by 50%).
+        any_pose: also bound the footprint over every rotation of the shape: the
+            longest 3D edge times the largest magnification (source-to-detector over
+            the smallest vertex depth) over the pixel spacing.
     """
     ext, inside = _face_extent(vertices, faces, view)
     if not np.all(np.isfinite(ext)):
         raise ValueError("drr_footprint: the mesh does not project to finite pixels (vertices behind the source?)")
     m = float(ext[inside].max()) if inside.any() else 1.0
+    if any_pose:
+        v = np.asarray(vertices, dtype=np.float64)
+        f = np.asarray(faces)
+        tri = v[f]
+        edge = max(float(np.linalg.norm(tri[:, i] - tri[:, (i + 1) % 3], axis=1).max()) for i in range(3))
+        if view.is_parallel:
+            mag = 1.0
+        else:
+            depth = np.asarray(view.depth(jnp.asarray(v)))
+            mag = float(view.source_to_detector) / max(float(depth.min()), 1e-9)
+        m = max(m, edge * mag / float(np.asarray(view.spacing).min()))
     return int(np.ceil(m * (1.0 + margin))) + 1
 
 
