@@ -28,6 +28,8 @@ from .projection import (
     stack_views,
 )
 from .simulate import SimulatedXRay, simulate_xray
+from .inference import infer
+from .posterior import Measurement, Posterior, Reliability, posterior_from_landmarks
 
 __version__ = "0.1.0"
 
@@ -58,5 +60,11 @@ __all__ = [
     "obs",
     "simulate_xray",
     "SimulatedXRay",
+    # inference and posterior
+    "infer",
+    "Posterior",
+    "Reliability",
+    "Measurement",
+    "posterior_from_landmarks",
     "__version__",
 ]

@@ -36,7 +36,8 @@ class Observation(eqx.Module):
       (topology, static sizes); observations that need no mesh return themselves.
     """
 
-    def log_likelihood(self, vertices: Float[Array, "n_vert 3"]) -> Float[Array, ""]:
+    def log_likelihood(self, vertices: Float[Array, "n_vert 3"], sigma=None) -> Float[Array, ""]:
+        """Log-likelihood; ``sigma`` overrides the stored noise sd (for inferred noise scales)."""
         raise NotImplementedError
 
     def residuals(self, vertices: Float[Array, "n_vert 3"]) -> Float[Array, " n"]:

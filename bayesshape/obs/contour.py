@@ -11,12 +11,17 @@ from jax.scipy.ndimage import map_coordinates
 from jaxtyping import Array, Bool, Float, Int
 
 from .._checks import as_points, as_positive
-from ..projection.render import contour_generator
+from ..projection.render import contour_weights
 from ..projection.topology import Topology
 from ..projection.views import XRayView
 from .base import Observation, check_visible
 
 __all__ = ["Contour", "mask_contour_points"]
+
+#: edges with a smaller contour weight are left out of the likelihood
+_MIN_WEIGHT = 0.02
+#: pixels added to the distance to an edge per unit of missing contour weight
+_PENALTY = 10.0
 
 
 def mask_contour_points(mask) -> np.ndarray:
@@ -70,13 +75,17 @@ class Contour(Observation):
     """A silhouette outline in one view, from a segmentation mask or contour points.
 
     Likelihood: the symmetric chamfer between the observed contour and the projected
-    occluding contour of the model (its contour-generator edges):
+    occluding contour of the model (its contour-generator edges, weighted smoothly by
+    :func:`~bayesshape.projection.contour_weights`, so that the likelihood has no jumps
+    when an edge enters or leaves the contour):
 
     * image -> model: for each of ``M`` observed contour points, the distance (px)
-      to the nearest projected model contour edge;
+      to the nearest projected model contour edge (plus 10 px times the edge's missing
+      contour weight);
     * model -> image: for each model contour edge (midpoint, weighted by its
       projected length), the distance to the observed outline read from a
-      precomputed distance image (bilinear interpolation). With
+      precomputed distance image (bilinear interpolation), weighted by projected length
+      times contour weight. With
       ``fold_tolerant=True`` (default, masks only) this is the distance to the
       observed *region*, zero inside it, so contour-generator edges that fold
       inside the silhouette (interior occluding contours, invisible in a mask)
@@ -95,7 +104,8 @@ class Contour(Observation):
         mask_or_points: ``(H, W)`` boolean mask matching the view's detector, or
             ``(M, 2)`` contour points ``(row, col)``.
         sigma: contour noise sd, pixels.
-        n_points: observed points used for the image -> model term (evenly thinned).
+        n_points: observed points used for the image -> model term (evenly thinned);
+            they count as the ``M`` independent data of the likelihood.
         fold_tolerant: see above.
     """
 
@@ -106,7 +116,7 @@ class Contour(Observation):
     topology: Topology | None
     capacity: int = eqx.field(static=True)
 
-    def __init__(self, view: XRayView, mask_or_points, sigma: float = 1.0, *, n_points: int = 400,
+    def __init__(self, view: XRayView, mask_or_points, sigma: float = 1.0, *, n_points: int = 256,
                  fold_tolerant: bool = True, topology: Topology | None = None, capacity: int = 0,
                  _arrays=None):
         if not isinstance(view, XRayView):
@@ -154,8 +164,11 @@ class Contour(Observation):
     def bind(self, faces, reference_vertices) -> Contour:
         """Attach the mesh topology and a static capacity for contour edges.
 
-        The capacity is 4x the largest number of contour edges seen on the reference
-        shapes (at least 1024, at most the number of edges).
+        The capacity is 1.5x the largest number of contour edges seen on the reference
+        shapes plus 64 (at most the number of edges); the cost of the likelihood grows
+        with it. A shape with more contour edges than that keeps the first ones only;
+        :meth:`overflow` tells, and :func:`bayesshape.infer` warns when it happens at
+        the posterior mean.
         """
         if faces is None:
             raise ValueError("Contour needs a mesh model (faces); this model is a point set")
@@ -164,41 +177,49 @@ class Contour(Observation):
         refs = np.asarray(reference_vertices, dtype=np.float64).reshape(-1, *np.shape(reference_vertices)[-2:])
         most = 0
         for v in refs:
-            is_c, _ = contour_generator(jnp.asarray(v), topo, self.view)
-            most = max(most, int(np.asarray(is_c).sum()))
-        cap = int(min(topo.n_edges, max(1024, 4 * most)))
+            w, _ = contour_weights(jnp.asarray(v), topo, self.view)
+            most = max(most, int(np.asarray(w > _MIN_WEIGHT).sum()))
+        cap = int(min(topo.n_edges, int(1.5 * most) + 64))
         return Contour(self.view, None, float(self.sigma), topology=topo, capacity=cap,
                        _arrays=(self.points, self.distance))
 
     def _terms(self, vertices):
         if self.topology is None:
             raise ValueError("Contour: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
-        is_c, seg = contour_generator(vertices, self.topology, self.view)
-        count = jnp.sum(is_c)
-        idx = jnp.nonzero(is_c, size=self.capacity, fill_value=0)[0]
+        w_all, seg = contour_weights(vertices, self.topology, self.view)
+        cand = w_all > _MIN_WEIGHT
+        count = jnp.sum(cand)
+        idx = jnp.nonzero(cand, size=self.capacity, fill_value=0)[0]
         valid = jnp.arange(self.capacity) < count
         s = seg[idx]
+        wgt = jnp.where(valid, w_all[idx], 0.0)
         a, b = s[:, 0], s[:, 1]
-        length = jnp.where(valid, jnp.sqrt(jnp.sum((b - a) ** 2, axis=-1) + 1e-12), 0.0)
+        length = jnp.sqrt(jnp.sum((b - a) ** 2, axis=-1) + 1e-12) * wgt
         d_model = _sample(self.distance, 0.5 * (a + b))
         wsum = jnp.sum(length)
         mean_model = jnp.sum(length * d_model**2) / jnp.where(wsum > 0, wsum, 1.0)
-        dist = _point_segment_distance(self.points, a, b)
+        dist = _point_segment_distance(self.points, a, b) + _PENALTY * (1.0 - wgt)[None, :]
         dist = jnp.where(valid[None, :], dist, jnp.inf)
         d_img = jnp.min(dist, axis=1)
         d_img = jnp.where(jnp.isfinite(d_img), d_img, 0.0)
         return d_img, mean_model, count
+
+    def overflow(self, vertices) -> bool:
+        """True when the shape has more contour edges in this view than the capacity."""
+        w, _ = contour_weights(vertices, self.topology, self.view)
+        return bool(jnp.sum(w > _MIN_WEIGHT) > self.capacity)
 
     def residuals(self, vertices):
         """Standardised image -> model distances of the observed contour points."""
         d_img, _, _ = self._terms(vertices)
         return d_img / self.sigma
 
-    def log_likelihood(self, vertices):
+    def log_likelihood(self, vertices, sigma=None):
+        s = self.sigma if sigma is None else sigma
         d_img, mean_model, count = self._terms(vertices)
         m = self.points.shape[0]
         c = 0.5 * (jnp.mean(d_img**2) + mean_model)
-        ll = -m * c / (2 * self.sigma**2) - m * jnp.log(self.sigma) - 0.5 * m * math.log(2 * math.pi)
+        ll = -m * c / (2 * s**2) - m * jnp.log(s) - 0.5 * m * math.log(2 * math.pi)
         return jnp.where(count > 0, ll, -jnp.inf)
 
     @property

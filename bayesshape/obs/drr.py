@@ -104,10 +104,11 @@ class DRR(Observation):
         r, _ = self._resid(vertices)
         return (r / self.sigma).reshape(-1)
 
-    def log_likelihood(self, vertices):
+    def log_likelihood(self, vertices, sigma=None):
+        s = self.sigma if sigma is None else sigma
         r, ok = self._resid(vertices)
         n = r.size
-        ll = -0.5 * jnp.sum(r * r) / self.sigma**2 - n * jnp.log(self.sigma) - 0.5 * n * math.log(2 * math.pi)
+        ll = -0.5 * jnp.sum(r * r) / s**2 - n * jnp.log(s) - 0.5 * n * math.log(2 * math.pi)
         return jnp.where(ok, ll, -jnp.inf)
 
     @property

@@ -9,6 +9,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._checks import as_points, as_positive
+from .._geometry import point_triangle_distance
 from ..projection.views import XRayView
 from ._noise import check_df, log_density
 from .base import Observation, check_visible
@@ -62,8 +63,9 @@ class Landmarks3D(Observation):
     def residuals(self, vertices):
         return ((vertices[self.ids] - self.points) / self.sigma).reshape(-1)
 
-    def log_likelihood(self, vertices):
-        return log_density(vertices[self.ids] - self.points, self.sigma, self.df)
+    def log_likelihood(self, vertices, sigma=None):
+        s = self.sigma if sigma is None else sigma
+        return log_density(vertices[self.ids] - self.points, s, self.df)
 
     @property
     def n_data(self) -> int:
@@ -101,38 +103,13 @@ class Landmarks2D(Observation):
     def residuals(self, vertices):
         return ((self.view.project(vertices[self.ids]) - self.pixels) / self.sigma).reshape(-1)
 
-    def log_likelihood(self, vertices):
-        return log_density(self.view.project(vertices[self.ids]) - self.pixels, self.sigma, self.df)
+    def log_likelihood(self, vertices, sigma=None):
+        s = self.sigma if sigma is None else sigma
+        return log_density(self.view.project(vertices[self.ids]) - self.pixels, s, self.df)
 
     @property
     def n_data(self) -> int:
         return 2 * self.ids.shape[0]
-
-
-def _point_triangle_distance(p, a, b, c):
-    """Exact distance from points ``p (P, 3)`` to triangles ``(F, 3)`` each: ``(P, F)``."""
-    ab, ac = b - a, c - a
-    n = jnp.cross(ab, ac)
-    nn = jnp.sum(n * n, axis=-1)
-    nn_safe = jnp.where(nn > 0, nn, 1.0)
-    ap = p[:, None, :] - a[None, :, :]
-    # barycentric coordinates of the projection onto the plane
-    v = jnp.sum(jnp.cross(ap, ac[None, :, :]) * n[None, :, :], axis=-1) / nn_safe[None, :]
-    w = jnp.sum(jnp.cross(ab[None, :, :], ap) * n[None, :, :], axis=-1) / nn_safe[None, :]
-    inside = (v >= 0) & (w >= 0) & (v + w <= 1) & (nn > 0)[None, :]
-    d_plane = jnp.abs(jnp.sum(ap * n[None, :, :], axis=-1)) / jnp.sqrt(nn_safe)[None, :]
-
-    def seg(q0, q1):
-        d = q1 - q0
-        dd = jnp.sum(d * d, axis=-1)
-        t = jnp.sum((p[:, None, :] - q0[None]) * d[None], axis=-1) / jnp.where(dd > 0, dd, 1.0)[None, :]
-        t = jnp.clip(t, 0.0, 1.0)
-        r = p[:, None, :] - (q0[None] + t[..., None] * d[None])
-        return jnp.sum(r * r, axis=-1)
-
-    d_edge2 = jnp.minimum(jnp.minimum(seg(a, b), seg(b, c)), seg(c, a))
-    d_edge = jnp.sqrt(jnp.maximum(d_edge2, 1e-30))
-    return jnp.where(inside, d_plane, d_edge)
 
 
 class SurfacePoints(Observation):
@@ -166,7 +143,7 @@ class SurfacePoints(Observation):
         tri = vertices[self.faces]
 
         def chunk(p):
-            return jnp.min(_point_triangle_distance(p, tri[:, 0], tri[:, 1], tri[:, 2]), axis=1)
+            return jnp.min(point_triangle_distance(p, tri[:, 0], tri[:, 1], tri[:, 2]), axis=1)
 
         n = self.points.shape[0]
         pad = (-n) % 16
@@ -177,8 +154,9 @@ class SurfacePoints(Observation):
     def residuals(self, vertices):
         return self.distances(vertices) / self.sigma
 
-    def log_likelihood(self, vertices):
-        return log_density(self.distances(vertices), self.sigma, self.df)
+    def log_likelihood(self, vertices, sigma=None):
+        s = self.sigma if sigma is None else sigma
+        return log_density(self.distances(vertices), s, self.df)
 
     @property
     def n_data(self) -> int:

@@ -4,6 +4,7 @@ from .pose import Pose, rotation_matrix
 from .render import (
     beer_lambert,
     contour_generator,
+    contour_weights,
     drr_footprint,
     face_facing,
     project_points,
@@ -24,6 +25,7 @@ __all__ = [
     "project_points",
     "face_facing",
     "contour_generator",
+    "contour_weights",
     "drr_footprint",
     "render_drr",
     "beer_lambert",

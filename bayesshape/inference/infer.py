@@ -1,0 +1,331 @@
+"""``bayesshape.infer``: posterior shape distributions with NumPyro and optax."""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..obs.base import Observation
+from ..posterior.posterior import Posterior, warn_diagnostics
+from ..prior.model import ShapeModel
+from ._problem import Problem
+from .init import _mean_centroid, check_units
+from .init import initial_pose as estimate_initial_pose
+
+__all__ = ["infer", "find_map", "reference_shapes", "numpyro_model"]
+
+
+def reference_shapes(model: ShapeModel, n_sd: float = 3.0, max_modes: int = 10) -> np.ndarray:
+    """The mean and the ``+-n_sd`` extremes along the leading modes, ``(R, n_vert, 3)``;
+    observations use them to size their static buffers (``obs.bind``)."""
+    shapes = [np.asarray(model.mean)]
+    for i in range(min(model.n_modes, max_modes)):
+        for s in (-n_sd, n_sd):
+            a = jnp.zeros(model.n_modes, dtype=model.variance.dtype).at[i].set(s)
+            shapes.append(np.asarray(model.instance(a)))
+    return np.stack(shapes)
+
+
+def numpyro_model(problem: Problem):
+    """The NumPyro model: ``theta ~ N(0, I)`` and a factor with the log-likelihood."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    def model():
+        theta = numpyro.sample("theta", dist.Normal(jnp.zeros(problem.dim), 1.0).to_event(1))
+        ll = problem.log_likelihood(theta)
+        numpyro.factor("log_likelihood", jnp.where(jnp.isnan(ll), -jnp.inf, ll))
+
+    return model
+
+
+def _minimize(fun, x0, steps: int):
+    """L-BFGS (SciPy) on a jit-compiled value-and-gradient; returns ``(x, loss history)``."""
+    from scipy.optimize import minimize
+
+    vg = jax.jit(jax.value_and_grad(fun))
+    dtype = x0.dtype
+    history = []
+
+    def f(x):
+        v, g = vg(jnp.asarray(x, dtype=dtype))
+        v = float(v)
+        history.append(v)
+        if not np.isfinite(v):
+            return 1e300, np.zeros_like(x)
+        return v, np.asarray(g, dtype=np.float64)
+
+    res = minimize(f, np.asarray(x0, dtype=np.float64), jac=True, method="L-BFGS-B",
+                   options={"maxiter": steps, "ftol": 1e-10, "gtol": 1e-6})
+    return jnp.asarray(res.x, dtype=dtype), history
+
+
+def find_map(problem: Problem, *, steps: int = 150):
+    """Maximum a posteriori ``theta`` (L-BFGS): pose first, then everything."""
+    x0 = jnp.zeros(problem.dim, dtype=problem.model.variance.dtype)
+    neg = lambda th: -problem.log_density(th)  # noqa: E731
+    if not np.isfinite(float(neg(x0))):
+        raise ValueError(
+            "infer: the log-likelihood is not finite at the initial shape and pose; the model does not "
+            "project into the views (check the geometry, the pose, or the units)")
+    history = []
+    if problem.pose is not None:
+        k, kp = problem.n_modes, problem.n_modes + problem.n_pose
+
+        def neg_pose(p):
+            return neg(x0.at[k:kp].set(p))
+
+        p, h = _minimize(neg_pose, x0[k:kp], steps)
+        x0 = x0.at[k:kp].set(p)
+        history += h
+    x, h = _minimize(neg, x0, steps)
+    return x, history + h
+
+
+def _chain_method(num_chains: int) -> str:
+    if num_chains == 1:
+        return "sequential"
+    if jax.local_device_count() >= num_chains:
+        return "parallel"
+    return "vectorized" if jax.default_backend() != "cpu" else "sequential"
+
+
+def _laplace(problem, theta_map, step: float = 1e-2):
+    """Covariance of the Laplace approximation: inverse Hessian of the negative log density.
+
+    The Hessian is taken by central differences of the exact gradient (``2 dim`` gradient
+    evaluations, step ``1e-2`` in whitened units, i.e. a hundredth of a prior sd): cheaper
+    to compile than forward-over-reverse autodiff, robust in float32, and it averages over
+    the kinks that rasterised likelihoods have at the pixel scale. Its eigenvalues are
+    clipped below at 1, the prior precision: the posterior is never taken wider than the
+    prior (negative curvature here comes from non-convexity or rounding, not from data).
+    """
+    grad = jax.jit(jax.grad(lambda th: -problem.log_density(th)))
+    eye = jnp.eye(problem.dim, dtype=theta_map.dtype)
+    cols = [(grad(theta_map + step * e) - grad(theta_map - step * e)) / (2 * step) for e in eye]
+    h = jnp.stack(cols, axis=1)
+    h = 0.5 * (h + h.T)
+    w, v = jnp.linalg.eigh(h)
+    if float(w.min()) < 0.5:
+        warnings.warn("Laplace: the Hessian at the MAP has curvature below the prior's in some directions "
+                      "(a saddle or a poorly converged MAP); those directions keep their prior variance",
+                      UserWarning, stacklevel=3)
+    w = jnp.maximum(w, 1.0)
+    cov = (v / w[None, :]) @ v.T
+    return 0.5 * (cov + cov.T)
+
+
+def infer(
+    model: ShapeModel,
+    observations,
+    *,
+    method: str = "nuts",
+    pose: str | None = None,
+    initial_pose=None,
+    rotation_sd: float = 0.1,
+    translation_sd: float = 10.0,
+    scale_sd: float = 0.05,
+    infer_noise: bool = False,
+    noise_sd: float = 0.5,
+    num_samples: int = 500,
+    num_warmup: int = 500,
+    num_chains: int = 2,
+    target_accept_prob: float = 0.85,
+    svi_steps: int = 3000,
+    learning_rate: float = 0.01,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> Posterior:
+    """Posterior over 3D shapes given observations in any number of views.
+
+    Args:
+        model: the prior, a :class:`ShapeModel` (PCA, GP or augmented).
+        observations: one observation or a list (``bayesshape.obs``), any mix.
+        method: ``"nuts"`` (NumPyro NUTS, several chains), ``"svi"`` (variational,
+            full-rank normal guide for up to 60 parameters, low-rank beyond; optax Adam)
+            or ``"laplace"`` (MAP by L-BFGS plus a Gaussian with the inverse
+            Hessian as covariance).
+        pose: ``None`` (the shape is in the observations' frame), ``"rigid"`` or
+            ``"similarity"``: the pose is inferred too.
+        initial_pose: ``(rotvec (rad), translation (mm), log_scale)``; default found
+            from the observations (3D landmarks, else silhouette/intensity centroids).
+        rotation_sd, translation_sd, scale_sd: prior sd of the pose around the initial
+            one (rad, mm, log-scale).
+        infer_noise: also infer one noise-scale multiplier per observation
+            (log-normal prior with sd ``noise_sd``).
+        num_samples, num_warmup, num_chains, target_accept_prob: NUTS settings.
+        svi_steps, learning_rate: SVI settings.
+        seed: seed for every random draw.
+        progress: progress bars (default: when stderr is a terminal).
+
+    Returns:
+        A :class:`Posterior`. Bad diagnostics (R-hat > 1.01, low ESS, divergences,
+        unconverged SVI) and observations the model cannot explain raise warnings.
+
+    Example:
+        >>> model = bs.build_pca_model(bs.datasets.example_shapes(20, seed=0))
+        >>> sim = bs.simulate_xray(bs.datasets.example_shapes(1, seed=7)[0], bs.biplanar(field_of_view=480))
+        >>> post = bs.infer(model, sim.observations("contour"), method="laplace", pose="rigid")
+        >>> post.mean_mesh(), post.credible_radius(0.95)          # doctest: +SKIP
+    """
+    if not isinstance(model, ShapeModel):
+        raise ValueError(f"model: expected a ShapeModel, got {type(model).__name__}")
+    if isinstance(observations, Observation):
+        observations = [observations]
+    observations = list(observations)
+    if not observations or not all(isinstance(o, Observation) for o in observations):
+        raise ValueError("observations: expected one or more bayesshape.obs observations")
+    if method not in ("nuts", "svi", "laplace"):
+        raise ValueError(f"method: expected 'nuts', 'svi' or 'laplace', got {method!r}")
+    if pose not in (None, "rigid", "similarity"):
+        raise ValueError(f"pose: expected None, 'rigid' or 'similarity', got {pose!r}")
+    for name, val in (("rotation_sd", rotation_sd), ("translation_sd", translation_sd), ("scale_sd", scale_sd),
+                      ("noise_sd", noise_sd)):
+        if not np.isfinite(val) or val <= 0:
+            raise ValueError(f"{name}: expected a positive prior sd, got {val}")
+    if progress is None:
+        progress = sys.stderr.isatty()
+    t_start = time.perf_counter()
+
+    refs = reference_shapes(model)
+    bound = [o.bind(None if model.faces is None else np.asarray(model.faces), refs) for o in observations]
+    check_units(model, bound)
+    n_data = sum(o.n_data for o in bound)
+    if initial_pose is None:
+        rv, tr, ls = estimate_initial_pose(model, bound, pose)
+    else:
+        try:
+            rv, tr, ls = initial_pose
+        except (TypeError, ValueError):
+            raise ValueError("initial_pose: expected (rotvec (3,), translation (3,), log_scale)") from None
+        rv, tr, ls = np.asarray(rv, np.float64), np.asarray(tr, np.float64), float(ls)
+        if rv.shape != (3,) or tr.shape != (3,) or not (np.all(np.isfinite(rv)) and np.all(np.isfinite(tr))
+                                                        and np.isfinite(ls)):
+            raise ValueError(f"initial_pose: expected finite rotvec (3,) rad, translation (3,) mm and log_scale; "
+                             f"got {rv}, {tr}, {ls}")
+    dt = model.variance.dtype
+    problem = Problem(
+        model, tuple(bound), jnp.asarray(_mean_centroid(model), dtype=dt), jnp.asarray(rv, dtype=dt),
+        jnp.asarray(tr, dtype=dt), jnp.asarray(ls, dtype=dt), pose, float(rotation_sd), float(translation_sd),
+        float(scale_sd), bool(infer_noise), float(noise_sd),
+    )
+    if n_data < problem.dim:
+        warnings.warn(
+            f"only {n_data} data for {problem.dim} free parameters: most of the posterior will be the prior; "
+            "add observations or views, or fix the pose", UserWarning, stacklevel=2)
+
+    theta_map, map_history = find_map(problem)
+    diag = {"map_log_density": float(problem.log_density(theta_map)), "n_data": int(n_data),
+            "n_params": problem.dim, "map_iterations": len(map_history)}
+    key = jax.random.key(seed)
+    gaussian = None
+    if method == "laplace":
+        cov = _laplace(problem, theta_map)
+        gaussian = (theta_map, cov)
+        theta = jax.random.multivariate_normal(key, theta_map, cov, (num_samples,), method="eigh")[None]
+    elif method == "svi":
+        theta, diag_svi = _svi(problem, theta_map, key, svi_steps, learning_rate, num_samples, progress)
+        diag.update(diag_svi)
+    else:
+        theta, diag_nuts = _nuts(problem, theta_map, key, num_samples, num_warmup, num_chains,
+                                 target_accept_prob, progress)
+        diag.update(diag_nuts)
+    diag["wall_time_s"] = time.perf_counter() - t_start
+    diag["warnings"] = warn_diagnostics(diag)
+    post = Posterior(problem, theta, method, diag, theta_map=theta_map, gaussian=gaussian)
+    _warn_misfit(post)
+    _warn_overflow(post)
+    return post
+
+
+def _warn_overflow(post: Posterior):
+    v = jnp.asarray(post.mean_vertices())
+    for o in post.problem.observations:
+        if hasattr(o, "overflow") and o.overflow(v):
+            msg = (f"{type(o).__name__}: the posterior mean has more contour edges than the likelihood's capacity "
+                   f"({o.capacity}); some edges were ignored. Bind with reference shapes closer to the data.")
+            post.diagnostics.setdefault("warnings", []).append(msg)
+            warnings.warn(msg, UserWarning, stacklevel=3)
+
+
+def _warn_misfit(post: Posterior, threshold: float = 4.0):
+    mis = post.predictive_misfit()
+    bad = [m for m in mis if m["mean_sq_std_residual"] > threshold]
+    if bad:
+        kinds = ", ".join(f"{m['type']} ({m['mean_sq_std_residual']:.1f})" for m in bad)
+        good = [m for m in mis if m["mean_sq_std_residual"] <= threshold]
+        hint = ("the other observations are fitted; these contradict them or are wrong"
+                if good else "no shape of the model explains the data: the anatomy may lie outside the model, "
+                "or the views, units or noise levels are wrong")
+        msg = f"observations fit badly at the posterior mean (mean squared standardised residual): {kinds}; {hint}"
+        post.diagnostics.setdefault("warnings", []).append(msg)
+        warnings.warn(msg, UserWarning, stacklevel=3)
+
+
+def _svi(problem, theta_map, key, steps, lr, num_samples, progress):
+    import optax
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoMultivariateNormal
+    from numpyro.infer.initialization import init_to_value
+    from numpyro.optim import optax_to_numpyro
+
+    model = numpyro_model(problem)
+    init = init_to_value(values={"theta": theta_map})
+    if problem.dim <= 60:
+        guide = AutoMultivariateNormal(model, init_loc_fn=init, init_scale=0.05)
+    else:
+        guide = AutoLowRankMultivariateNormal(model, init_loc_fn=init, init_scale=0.05, rank=30)
+    optim = optax_to_numpyro(optax.chain(optax.clip_by_global_norm(10.0), optax.adam(lr)))
+    svi = SVI(model, guide, optim, loss=Trace_ELBO(num_particles=4))
+    k1, k2 = jax.random.split(key)
+    res = svi.run(k1, steps, progress_bar=progress, stable_update=True)
+    losses = np.asarray(res.losses)
+    w = max(steps // 10, 10)
+    last, prev = losses[-w:].mean(), losses[-2 * w : -w].mean()
+    spread = losses[-w:].std() / np.sqrt(w)
+    converged = bool(abs(prev - last) < max(3 * spread, 1e-4 * abs(last)))
+    samples = guide.sample_posterior(k2, res.params, sample_shape=(num_samples,))["theta"]
+    return samples[None], {"loss": losses.tolist(), "final_loss": float(last), "converged": converged}
+
+
+def _nuts(problem, theta_map, key, num_samples, num_warmup, num_chains, target_accept_prob, progress):
+    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+    from numpyro.infer import MCMC, NUTS
+
+    model = numpyro_model(problem)
+    k_init, k_run = jax.random.split(key)
+    # over-dispersed starts around the MAP (from the Laplace covariance), so R-hat means something
+    cov = _laplace(problem, theta_map)
+    starts = jax.random.multivariate_normal(k_init, theta_map, cov, (num_chains,), method="eigh")
+    # the Laplace covariance is the starting inverse mass matrix: the pose directions are pinned
+    # far more tightly by the data than by their prior, and an identity start would make the first
+    # warm-up trees very long; warm-up then adapts it further
+    dense = problem.dim <= 80
+    inv_mass = cov if dense else jnp.diag(cov)
+    kernel = NUTS(model, dense_mass=dense, target_accept_prob=target_accept_prob,
+                  inverse_mass_matrix={("theta",): inv_mass})
+    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
+                chain_method=_chain_method(num_chains), progress_bar=progress)
+    mcmc.run(k_run, init_params={"theta": starts if num_chains > 1 else starts[0]}, extra_fields=("diverging",))
+    theta = mcmc.get_samples(group_by_chain=True)["theta"]
+    div = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
+    th = np.asarray(theta, dtype=np.float64)
+    diag = {"divergences": div, "num_chains": num_chains, "num_samples": num_samples, "num_warmup": num_warmup}
+    if num_chains > 1:
+        rhat = np.asarray(split_gelman_rubin(th))
+        diag["max_rhat"] = float(np.max(rhat))
+        diag["rhat"] = rhat.tolist()
+    ess = np.asarray(effective_sample_size(th))
+    diag["min_ess_bulk"] = float(np.min(ess))
+    # tail ESS: ESS of the indicator of the 5% and 95% quantiles (Vehtari et al. 2021)
+    q05, q95 = np.quantile(th, 0.05, axis=(0, 1)), np.quantile(th, 0.95, axis=(0, 1))
+    tail = np.minimum(np.asarray(effective_sample_size((th <= q05).astype(np.float64))),
+                      np.asarray(effective_sample_size((th <= q95).astype(np.float64))))
+    diag["min_ess_tail"] = float(np.nanmin(tail))
+    diag["ess_bulk"] = ess.tolist()
+    return theta, diag

@@ -1,0 +1,161 @@
+"""infer(), the posterior, the closed form, reliability and bad input."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bayesshape as bs
+from bayesshape import obs
+
+
+@pytest.fixture(scope="module")
+def femur_setup(femur_meshes):
+    model = bs.build_pca_model(femur_meshes, align=None)
+    rng = np.random.default_rng(0)
+    ids = np.linspace(0, model.n_vertices - 1, 10).astype(int)
+    truth = np.asarray(model.instance(jnp.asarray(rng.standard_normal(model.n_modes))))
+    points = truth[ids] + rng.standard_normal((10, 3))  # sigma 1 mm
+    exact = bs.posterior_from_landmarks(model, ids, points, 1.0, n_samples=4000, seed=1)
+    return model, ids, points, exact
+
+
+def test_closed_form_matches_dense_gaussian_conditioning(example_model):
+    model = example_model
+    ids = np.array([5, 700, 1500, 2900])
+    rng = np.random.default_rng(3)
+    y = np.asarray(model.mean)[ids] + rng.normal(scale=2.0, size=(4, 3))
+    post = bs.posterior_from_landmarks(model, ids, y, 1.5)
+    # dense conditioning of the joint Gaussian of all coordinates on the landmark coordinates
+    b = np.asarray(model.basis) * np.sqrt(np.asarray(model.variance))[None, :]
+    cov = b @ b.T
+    obs_idx = (3 * ids[:, None] + np.arange(3)[None, :]).reshape(-1)
+    s_oo = cov[np.ix_(obs_idx, obs_idx)] + 1.5**2 * np.eye(12)
+    gain = cov[:, obs_idx] @ np.linalg.inv(s_oo)
+    mean = np.asarray(model.mean).reshape(-1) + gain @ (y.reshape(-1) - np.asarray(model.mean).reshape(-1)[obs_idx])
+    pcov = cov - gain @ cov[obs_idx, :]
+    vc = post.vertex_covariance()
+    for v in (0, 5, 1000, 3000):
+        np.testing.assert_allclose(vc[v], pcov[3 * v : 3 * v + 3, 3 * v : 3 * v + 3], atol=1e-8)
+    mean_cf = np.asarray(model.instance(post.gaussian[0])).reshape(-1)
+    np.testing.assert_allclose(mean_cf, mean, atol=1e-8)
+    # the sample mean agrees within Monte Carlo error (4000 draws: sd/63)
+    sd = np.sqrt(np.trace(vc, axis1=1, axis2=2))
+    err = np.linalg.norm(post.mean_vertices() - mean.reshape(-1, 3), axis=1)
+    assert np.median(err / sd) < 0.05
+
+
+@pytest.mark.parametrize("method, tol", [("nuts", 0.10), ("svi", 0.20)])
+def test_sampling_methods_match_closed_form(femur_setup, method, tol):
+    model, ids, points, exact = femur_setup
+    post = bs.infer(model, obs.Landmarks3D(ids, points, 1.0), method=method, num_samples=1000, num_warmup=500,
+                    num_chains=2, svi_steps=3000, seed=0)
+    sd_exact = exact.vertex_std()
+    sd = post.vertex_std()
+    # median relative error of the per-vertex sd; with ESS ~ 1000 the MC error of an sd is ~2%
+    assert np.median(np.abs(sd / sd_exact - 1)) < tol
+    mean_err = np.linalg.norm(post.mean_vertices() - np.asarray(model.instance(exact.gaussian[0])), axis=1)
+    assert np.median(mean_err / sd_exact) < 0.1
+    if method == "nuts":
+        assert post.diagnostics["max_rhat"] < 1.01
+        assert post.diagnostics["divergences"] == 0
+        assert post.diagnostics["min_ess_bulk"] > 400
+    else:
+        assert post.diagnostics["converged"]
+
+
+def test_coverage_on_in_model_shapes(example_model):
+    """Biplanar (parallel) 2D landmarks of shapes drawn from the model: the Laplace posterior is exact
+    here (linear-Gaussian), so the credible balls must cover the truth at their nominal rate."""
+    model = example_model
+    views = bs.biplanar(field_of_view=480, detector_shape=(128, 128))
+    ids = np.arange(0, model.n_vertices, 40)
+    levels = np.array([0.5, 0.8, 0.9, 0.95])
+    hits = []
+    for case in range(12):
+        alpha = jax.random.normal(jax.random.key(100 + case), (model.n_modes,))
+        truth = np.asarray(model.instance(alpha))
+        rng = np.random.default_rng(case)
+        observations = [obs.Landmarks2D(v, ids, np.asarray(v.project(jnp.asarray(truth[ids])))
+                                        + rng.normal(scale=1.0, size=(len(ids), 2)), 1.0) for v in views]
+        post = bs.infer(model, observations, method="laplace", num_samples=2000, seed=case)
+        err = np.linalg.norm(post.mean_vertices() - truth, axis=1)
+        hits.append([np.mean(err <= post.credible_radius(lv)) for lv in levels])
+    coverage = np.mean(hits, axis=0)
+    assert np.all(np.abs(coverage - levels) < 0.05), coverage
+
+
+def test_contour_inference_recovers_shape_and_pose(example_model):
+    from scipy.spatial.transform import Rotation
+
+    model = example_model
+    truth = bs.datasets.example_shapes(1, seed=42)[0]
+    c = truth.vertices.mean(0)
+    tv = (truth.vertices - c) @ Rotation.from_rotvec([0.02, -0.03, 0.04]).as_matrix().T + c + np.array([4.0, -3.0, 5.0])
+    import trimesh
+
+    sim = bs.simulate_xray(trimesh.Trimesh(tv, truth.faces, process=False),
+                           bs.biplanar(field_of_view=480, detector_shape=(192, 192)), seed=0)
+    post = bs.infer(model, sim.observations("contour", sigma=0.5), method="laplace", pose="rigid", seed=0)
+    err = np.linalg.norm(post.mean_vertices() - tv, axis=1)
+    start = np.linalg.norm(np.asarray(model.mean) - tv, axis=1)
+    assert err.mean() < 1.5 and err.mean() < 0.3 * start.mean()
+    rel = post.reliability(tolerance_mm=3.0)
+    assert not rel.misfitting
+    vol = post.measure(lambda v: jnp.sum(v[:, 2]))  # any derived measurement
+    assert vol.lower <= vol.mean <= vol.upper
+
+
+def test_measure_matches_exact_marginal(femur_setup):
+    model, ids, points, exact = femur_setup
+    m = exact.measure(lambda v: v[123, 0], level=0.9)
+    cov = exact.vertex_covariance()[123]
+    mean = np.asarray(model.instance(exact.gaussian[0]))[123, 0]
+    assert abs(float(m.mean) - mean) < 0.05 * np.sqrt(cov[0, 0])
+    assert float(m.sd) == pytest.approx(np.sqrt(cov[0, 0]), rel=0.05)
+    assert float(m.upper - m.lower) == pytest.approx(2 * 1.6449 * np.sqrt(cov[0, 0]), rel=0.06)
+
+
+def test_misfit_flags_out_of_model_data(example_model):
+    model = example_model
+    ids = np.arange(0, model.n_vertices, 100)
+    good = np.asarray(model.instance(jnp.zeros(model.n_modes)))[ids]
+    bad = good.copy()
+    bad[:, 0] += 25.0 * np.sin(np.arange(len(ids)))  # no smooth shape of the model does this
+    post_good = bs.infer(model, obs.Landmarks3D(ids, good, 1.0), method="laplace")
+    assert post_good.reliability().reliable is True or not post_good.reliability().misfitting
+    with pytest.warns(UserWarning, match="fit badly"):
+        post_bad = bs.infer(model, obs.Landmarks3D(ids, bad, 1.0), method="laplace")
+    assert post_bad.reliability().misfitting
+
+
+def test_bad_input_gets_clear_messages(example_model):
+    model = example_model
+    ids = np.arange(0, model.n_vertices, 300)
+    pts_mm = np.asarray(model.mean)[ids]
+    with pytest.raises(ValueError, match="units"):
+        bs.infer(model, obs.Landmarks3D(ids, pts_mm / 1000.0, 0.001), method="laplace")
+    with pytest.warns(UserWarning, match="free parameters"):
+        bs.infer(model, obs.Landmarks3D(ids[:1], pts_mm[:1], 1.0), method="laplace", pose="rigid")
+    with pytest.raises(ValueError, match="method"):
+        bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), method="mcmc")
+    with pytest.raises(ValueError, match="pose"):
+        bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), pose="affine")
+    with pytest.raises(ValueError, match="initial_pose"):
+        bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), pose="rigid", initial_pose=(np.zeros(3), [np.nan] * 3, 0.0))
+    # contradicting observations: 3D landmarks on one place, 2D landmarks saying another
+    view = bs.biplanar(field_of_view=480, detector_shape=(128, 128))[0]
+    shifted = np.asarray(view.project(jnp.asarray(pts_mm + np.array([30.0, 0.0, 0.0])[None, :])))
+    with pytest.warns(UserWarning, match="fit badly"):
+        bs.infer(model, [obs.Landmarks3D(ids, pts_mm, 0.5), obs.Landmarks2D(view, ids, shifted, 0.5)],
+                 method="laplace")
+
+
+def test_short_chains_warn(example_model):
+    ids = np.arange(0, example_model.n_vertices, 300)
+    pts = np.asarray(example_model.mean)[ids]
+    with pytest.warns(UserWarning, match="ESS|R-hat"):
+        bs.infer(example_model, obs.Landmarks3D(ids, pts, 1.0), method="nuts", num_samples=20, num_warmup=10,
+                 num_chains=2, seed=0)
