@@ -26,7 +26,7 @@ def _mean_centroid(model: ShapeModel) -> np.ndarray:
     return (vol[:, None] * tri.sum(1) / 4.0).sum(0) / vol.sum()
 
 
-def _observed_2d(o) -> tuple[np.ndarray, np.ndarray] | None:
+def _observed_2d(o) -> tuple | None:
     """``(model point (3,), observed pixel (2,))`` pairs that should coincide, model frame."""
     if isinstance(o, Contour):
         d = np.asarray(o.distance)

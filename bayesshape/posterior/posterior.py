@@ -240,8 +240,9 @@ class Posterior:
             raise ValueError(f"level: expected a probability in (0, 1), got {level}")
         vals = np.asarray(jax.lax.map(fn, self.vertex_samples(), batch_size=64))
         a = (1 - level) / 2
-        return Measurement(vals.mean(0), vals.std(0, ddof=1), np.quantile(vals, a, axis=0),
-                           np.quantile(vals, 1 - a, axis=0), float(level), vals)
+        return Measurement(np.asarray(vals.mean(0)), np.asarray(vals.std(0, ddof=1)),
+                           np.asarray(np.quantile(vals, a, axis=0)), np.asarray(np.quantile(vals, 1 - a, axis=0)),
+                           float(level), vals)
 
     def to_arviz(self):
         """An ``arviz.InferenceData`` of the parameter samples (needs ``pip install arviz``)."""
