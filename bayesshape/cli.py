@@ -11,7 +11,7 @@ __all__ = ["main"]
 
 DEMO_HELP = """\
 Build a model from the built-in example shapes, simulate a biplanar X-ray of an
-unseen shape, infer its posterior (SVI by default, rigid pose), and write the posterior mean
+unseen shape, infer its posterior (Laplace by default, rigid pose), and write the posterior mean
 and a confidence mesh. Prints the surface error, diagnostics and reliability.
 
 example:
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job on built-in example data", description=DEMO_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("--out", required=True, help="output folder (created)")
-    d.add_argument("--method", choices=["nuts", "svi", "laplace"], default="svi")
+    d.add_argument("--method", choices=["nuts", "svi", "laplace"], default="laplace")
     d.add_argument("--views", type=int, default=2, help="2 (biplanar) or more C-arm views")
     d.add_argument("--size", type=int, default=256, help="detector size in pixels")
     d.add_argument("--train", type=int, default=20, help="training shapes for the model")

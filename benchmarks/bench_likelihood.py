@@ -56,7 +56,8 @@ def timeit(fn, repeats):
 
 # ---------------------------------------------------------------- NumPy peer
 class NumpyContour:
-    """The Contour log-likelihood (same formula as bayesshape.obs.Contour) in NumPy/SciPy."""
+    """The Contour log-likelihood (same formula as bayesshape.obs.Contour) in NumPy/SciPy; NumPy's
+    boolean indexing keeps only the candidate contour edges (no static capacity needed)."""
 
     def __init__(self, obs: bs.obs.Contour, topo: Topology):
         v = obs.view
@@ -85,18 +86,26 @@ class NumpyContour:
 
         tri = x[self.faces]
         n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        f = n @ self.d if self.parallel else np.sum(n * (tri[:, 0] - self.source), axis=1)
-        is_c = f[self.ef[:, 0]] * f[self.ef[:, 1]] < 0
-        if not is_c.any():
+        nn = np.sqrt((n * n).sum(1) + 1e-30)
+        if self.parallel:
+            cos = n @ self.d / nn
+        else:
+            ray = tri.mean(1) - self.source
+            cos = (n * ray).sum(1) / (nn * np.linalg.norm(ray, axis=1))
+        t = np.tanh(cos / 0.05)
+        w_all = 0.5 * (1 - t[self.ef[:, 0]] * t[self.ef[:, 1]])
+        cand = w_all > 0.02
+        if not cand.any():
             return -np.inf
+        w = w_all[cand]
         p = self.project(x)
-        seg = p[self.edges[is_c]]
+        seg = p[self.edges[cand]]
         a, b = seg[:, 0], seg[:, 1]
-        length = np.linalg.norm(b - a, axis=1)
+        length = np.linalg.norm(b - a, axis=1) * w
         mid = 0.5 * (a + b)
-        h, w = self.dist.shape
+        h, wd = self.dist.shape
         r = np.clip(mid[:, 0], 0, h - 1)
-        c = np.clip(mid[:, 1], 0, w - 1)
+        c = np.clip(mid[:, 1], 0, wd - 1)
         dm = map_coordinates(self.dist, [r, c], order=1, mode="nearest") + np.hypot(mid[:, 0] - r, mid[:, 1] - c)
         mean_model = np.sum(length * dm**2) / np.sum(length)
         dvec = b - a
@@ -104,7 +113,8 @@ class NumpyContour:
         q = self.points
         t = np.clip(((q[:, None, :] - a[None]) * dvec[None]).sum(-1) / dd[None], 0, 1)
         res = q[:, None, :] - (a[None] + t[..., None] * dvec[None])
-        d_img = np.sqrt((res**2).sum(-1)).min(axis=1)
+        pen = 10.0 * np.maximum(1 - 2 * w, 0)
+        d_img = (np.sqrt((res**2).sum(-1)) + pen[None, :]).min(axis=1)
         m = len(q)
         cc = 0.5 * (np.mean(d_img**2) + mean_model)
         return -m * cc / (2 * self.sigma**2) - m * np.log(self.sigma) - 0.5 * m * np.log(2 * np.pi)

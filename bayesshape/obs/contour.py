@@ -80,8 +80,8 @@ class Contour(Observation):
     when an edge enters or leaves the contour):
 
     * image -> model: for each of ``M`` observed contour points, the distance (px)
-      to the nearest projected model contour edge (plus 10 px times the edge's missing
-      contour weight);
+      to the nearest projected model contour edge (plus ``10 px * max(0, 1 - 2 w)`` for
+      an edge of contour weight ``w``: nothing for true contour edges, ``w >= 1/2``);
     * model -> image: for each model contour edge (midpoint, weighted by its
       projected length), the distance to the observed outline read from a
       precomputed distance image (bilinear interpolation), weighted by projected length
@@ -198,7 +198,9 @@ class Contour(Observation):
         d_model = _sample(self.distance, 0.5 * (a + b))
         wsum = jnp.sum(length)
         mean_model = jnp.sum(length * d_model**2) / jnp.where(wsum > 0, wsum, 1.0)
-        dist = _point_segment_distance(self.points, a, b) + _PENALTY * (1.0 - wgt)[None, :]
+        # no penalty for true contour edges (weight >= 1/2: the two faces' cosines differ in sign),
+        # growing continuously to _PENALTY as both faces turn the same way
+        dist = _point_segment_distance(self.points, a, b) + _PENALTY * jnp.maximum(1.0 - 2.0 * wgt, 0.0)[None, :]
         dist = jnp.where(valid[None, :], dist, jnp.inf)
         d_img = jnp.min(dist, axis=1)
         d_img = jnp.where(jnp.isfinite(d_img), d_img, 0.0)
