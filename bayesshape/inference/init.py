@@ -26,22 +26,22 @@ def _mean_centroid(model: ShapeModel) -> np.ndarray:
     return (vol[:, None] * tri.sum(1) / 4.0).sum(0) / vol.sum()
 
 
-def _observed_2d(o) -> tuple | None:
-    """``(model point (3,), observed pixel (2,))`` pairs that should coincide, model frame."""
+def _observed_2d(o) -> np.ndarray | None:
+    """The observed pixel ``(row, col)`` where the model's centroid should project, or None."""
     if isinstance(o, Contour):
         d = np.asarray(o.distance)
         inside = d <= 0
         if inside.any() and not inside.all():
             r, c = np.nonzero(inside)
-            return None, np.array([r.mean(), c.mean()])
-        return None, np.asarray(o.points).mean(0)
+            return np.array([r.mean(), c.mean()])
+        return np.asarray(o.points).mean(0)
     if isinstance(o, DRR):
         img = np.clip(np.asarray(o.image), 0, None)
         if img.sum() <= 0:
             return None
         g = np.indices(img.shape).reshape(2, -1)
         w = img.reshape(-1)
-        return None, (g * w).sum(1) / w.sum()
+        return (g * w).sum(1) / w.sum()
     return None
 
 
@@ -77,9 +77,9 @@ def initial_pose(model: ShapeModel, observations, pose: str | None):
             p3 = np.asarray(model.mean, dtype=np.float64)[np.asarray(o.ids)].mean(0)
             pairs.append((o.view, p3, np.asarray(o.pixels).mean(0)))
             continue
-        got = _observed_2d(o)
-        if got is not None:
-            pairs.append((o.view, c, got[1]))
+        q = _observed_2d(o)
+        if q is not None:
+            pairs.append((o.view, c, q))
     if not pairs:
         return zero
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._checks import as_points, as_positive
-from .._geometry import point_triangle_distance
+from .._geometry import points_to_surface
 from ..projection.views import XRayView
 from ._noise import check_df, log_density
 from .base import Observation, check_visible
@@ -140,16 +139,7 @@ class SurfacePoints(Observation):
         """Distance (mm) of every observed point to the surface."""
         if self.faces is None:
             raise ValueError("SurfacePoints: call obs.bind(model.faces, model.mean) first")
-        tri = vertices[self.faces]
-
-        def chunk(p):
-            return jnp.min(point_triangle_distance(p, tri[:, 0], tri[:, 1], tri[:, 2]), axis=1)
-
-        n = self.points.shape[0]
-        pad = (-n) % 16
-        pts = jnp.concatenate([self.points, jnp.repeat(self.points[:1], pad, axis=0)], axis=0)
-        d = jax.lax.map(chunk, pts.reshape(-1, 16, 3)).reshape(-1)
-        return d[:n]
+        return points_to_surface(self.points, vertices, self.faces)
 
     def residuals(self, vertices):
         return self.distances(vertices) / self.sigma

@@ -38,10 +38,9 @@ the exact derivative almost everywhere.
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Float, Int
 
 from .._checks import is_concrete
 from .topology import Topology
