@@ -4,7 +4,7 @@ Data flow: prior (``ShapeModel``, ``kernels``, ``io``) -> instance -> projection
 (``XRayView``, renderers) -> likelihoods (``obs``) -> inference -> posterior.
 """
 
-from . import datasets, io, obs
+from . import datasets, io, obs, report
 from .prior import (
     ShapeModel,
     augment,
@@ -23,13 +23,24 @@ from .projection import (
     contour_generator,
     drr_footprint,
     project_points,
+    read_views,
     render_drr,
     soft_silhouette,
     stack_views,
+    write_views,
 )
 from .simulate import SimulatedXRay, simulate_xray
 from .inference import infer
-from .posterior import Measurement, Posterior, Reliability, posterior_from_landmarks
+from .posterior import (
+    Measurement,
+    Posterior,
+    Reliability,
+    ShapeSamples,
+    load_posterior,
+    posterior_from_landmarks,
+    save_posterior,
+)
+from .export import export_confidence_mesh, export_samples, write_summary
 
 __version__ = "0.1.0"
 
@@ -48,6 +59,8 @@ __all__ = [
     "biplanar",
     "carm_view",
     "stack_views",
+    "read_views",
+    "write_views",
     "Pose",
     "Topology",
     "project_points",
@@ -66,5 +79,13 @@ __all__ = [
     "Reliability",
     "Measurement",
     "posterior_from_landmarks",
+    "ShapeSamples",
+    "save_posterior",
+    "load_posterior",
+    # outputs
+    "export_confidence_mesh",
+    "export_samples",
+    "write_summary",
+    "report",
     "__version__",
 ]

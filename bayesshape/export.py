@@ -1,4 +1,8 @@
-"""Confidence meshes: the posterior mean with per-vertex uncertainty, for 3D Slicer, ParaView, MeshLab."""
+"""What a reconstruction leaves behind: confidence meshes (the posterior mean with per-vertex
+uncertainty, for 3D Slicer, ParaView and MeshLab), posterior sample meshes, and a JSON summary.
+
+Every file is written atomically (a temporary file in the same folder, then a rename).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ import numpy as np
 from ._atomic import atomic_path
 from .io.mesh import write_mesh
 
-__all__ = ["confidence_fields", "export_confidence_mesh", "write_json"]
+__all__ = ["confidence_fields", "export_confidence_mesh", "export_samples", "write_summary", "write_json",
+           "package_versions", "COLORMAP"]
 
 #: colormap of the vertex colours (perceptually uniform), and its scale
 COLORMAP = "viridis"
@@ -39,6 +44,11 @@ def confidence_fields(posterior, *, truth=None, level: float = 0.95, tolerance_m
     return fields
 
 
+def colour_scale(values, vmax):
+    """RGB ``uint8`` colours of ``values`` (mm) on :data:`COLORMAP`, linear from 0 to ``vmax`` mm."""
+    return _colours(values, vmax)
+
+
 def _colours(values, vmax):
     from matplotlib import colormaps
 
@@ -49,15 +59,29 @@ def _colours(values, vmax):
 
 def export_confidence_mesh(posterior, path, *, truth=None, level: float = 0.95, tolerance_mm: float = 2.0,
                            colour_by: str = "credible_radius", vmax: float | None = None) -> dict:
-    """Write the posterior mean with per-vertex confidence as ``.ply`` or ``.vtk``.
+    """Write the posterior mean with per-vertex confidence as ``.ply``, ``.vtk`` or ``.vtp``.
 
-    PLY: binary, with named float vertex properties (see :func:`confidence_fields`) and
-    vertex colours ``red green blue`` from the ``viridis`` colormap scaled linearly from
-    0 mm to ``vmax`` (default: ``2 * tolerance_mm``). VTK: legacy POLYDATA with the same
-    named point-data arrays (``SCALARS``) and the colours as ``rgb``. Atomic write.
+    PLY: binary little-endian, with named float vertex properties (see
+    :func:`confidence_fields`: ``std normal_std credible_radius flag`` and ``error``
+    with a truth) and vertex colours ``red green blue`` from the perceptually uniform
+    ``viridis`` colormap, scaled linearly from 0 mm (dark blue) to ``vmax`` mm (yellow;
+    default ``2 * tolerance_mm``), of the field ``colour_by``. VTK (legacy POLYDATA,
+    binary) and VTP (XML PolyData): the same named point-data arrays, and the colours
+    as a 3-component ``rgb`` array. In ParaView colour by any array; in 3D Slicer pick
+    the array under Models > Display > Scalars. Atomic write.
+
+    Args:
+        posterior: a :class:`~bayesshape.Posterior` or :class:`~bayesshape.ShapeSamples`.
+        path: output file, ``.ply``, ``.vtk`` or ``.vtp``.
+        truth: optional truth mesh (or ``(N, 3)`` vertices) in correspondence, mm.
+        level: credible level of ``credible_radius``.
+        tolerance_mm: clinical tolerance for ``flag``.
 
     Returns:
         The fields written (name -> array).
+
+    Example:
+        >>> export_confidence_mesh(post, "out/confidence.ply", truth=truth_mesh)   # doctest: +SKIP
     """
     path = Path(path)
     fields = confidence_fields(posterior, truth=truth, level=level, tolerance_mm=tolerance_mm)
@@ -69,12 +93,90 @@ def export_confidence_mesh(posterior, path, *, truth=None, level: float = 0.95, 
     data = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in fields.items()}
     if path.suffix.lower() == ".ply":
         data.update({"red": rgb[:, 0], "green": rgb[:, 1], "blue": rgb[:, 2]})
-    elif path.suffix.lower() == ".vtk":
+    elif path.suffix.lower() in (".vtk", ".vtp"):
         data["rgb"] = rgb
     else:
-        raise ValueError(f"{path}: confidence meshes are written as .ply or .vtk")
+        raise ValueError(f"{path}: confidence meshes are written as .ply, .vtk or .vtp")
     write_mesh(path, mesh, point_data=data)
     return fields
+
+
+def export_samples(posterior, folder, n: int = 10, *, seed: int = 0, suffix: str = ".ply") -> list[Path]:
+    """Write the posterior mean and ``n`` posterior sample meshes into ``folder``.
+
+    Files: ``mean{suffix}`` and ``sample_000{suffix}`` ... (atomic writes).
+
+    Returns:
+        The paths written, the mean first.
+    """
+    folder = Path(folder)
+    if n < 0:
+        raise ValueError(f"n: expected a number of samples >= 0, got {n}")
+    if posterior.faces is None:
+        raise ValueError("export_samples: the posterior has no faces (a point model)")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"mean{suffix}"]
+    write_mesh(paths[0], posterior.mean_vertices(), posterior.faces)
+    if n:
+        for i, v in enumerate(posterior.sample_vertices(n, seed=seed)):
+            paths.append(folder / f"sample_{i:03d}{suffix}")
+            write_mesh(paths[-1], v, posterior.faces)
+    return paths
+
+
+def package_versions() -> dict:
+    """Versions of bayesshape and the libraries a result depends on."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("bayesshape", "jax", "jaxlib", "numpyro", "optax", "equinox", "numpy", "scipy", "trimesh"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    import jax
+
+    out["jax_backend"] = jax.default_backend()
+    return out
+
+
+def write_summary(posterior, path, *, inputs: dict | None = None, settings: dict | None = None,
+                  measurements: dict | None = None, truth=None, tolerance_mm: float = 2.0,
+                  extra: dict | None = None) -> dict:
+    """Write the JSON summary of a reconstruction (atomic) and return it.
+
+    Holds: ``inputs`` and ``settings`` as given, ``versions`` (:func:`package_versions`),
+    ``posterior`` (method, sample counts, diagnostics), ``reliability`` (case verdict,
+    score, flagged fraction, misfit per observation), ``uncertainty_mm`` (mean, median
+    and max of the per-vertex std and 95% credible radius), ``measurements`` (each a
+    name -> function of the vertices ``(N, 3) -> scalar``, reported as mean, sd and
+    95% interval), and ``error_mm`` against ``truth`` when given.
+    """
+    rel = posterior.reliability(tolerance_mm=tolerance_mm)
+    std = posterior.vertex_std()
+    out = {
+        "inputs": inputs or {},
+        "settings": settings or {},
+        "versions": package_versions(),
+        "posterior": posterior.summary(),
+        "reliability": rel.summary(),
+        "uncertainty_mm": {
+            "vertex_std": {"mean": float(std.mean()), "median": float(np.median(std)), "max": float(std.max())},
+            "credible_radius_95": {"mean": float(rel.credible_radius.mean()),
+                                   "median": float(np.median(rel.credible_radius)),
+                                   "max": float(rel.credible_radius.max())},
+        },
+        "measurements": {name: posterior.measure(fn).as_dict() for name, fn in (measurements or {}).items()},
+    }
+    if truth is not None:
+        err = confidence_fields(posterior, truth=truth, tolerance_mm=tolerance_mm)["error"]
+        out["error_mm"] = {"vertex_mean": float(err.mean()), "vertex_p95": float(np.quantile(err, 0.95)),
+                           "vertex_max": float(err.max()),
+                           "coverage_95": float(np.mean(err <= rel.credible_radius))}
+    if extra:
+        out.update(extra)
+    write_json(path, out)
+    return out
 
 
 def write_json(path, obj) -> None:

@@ -1,4 +1,5 @@
-"""Mesh files: PLY, STL, OBJ, OFF through trimesh; legacy VTK POLYDATA through :mod:`.vtk`."""
+"""Mesh files: PLY, STL, OBJ, OFF through trimesh; VTK POLYDATA (legacy ``.vtk`` and XML ``.vtp``) through
+:mod:`.vtk` and :mod:`.vtp`."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import numpy as np
 from .._atomic import atomic_path
 from .._checks import as_faces, as_points
 from .vtk import read_vtk_polydata, write_vtk_polydata
+from .vtp import read_vtp_polydata, write_vtp_polydata
 
 __all__ = ["read_mesh", "write_mesh", "MESH_SUFFIXES"]
 
-MESH_SUFFIXES = (".ply", ".stl", ".obj", ".off", ".vtk")
+MESH_SUFFIXES = (".ply", ".stl", ".obj", ".off", ".vtk", ".vtp")
 
 
 def read_mesh(path):
-    """Read a triangle mesh (``.ply .stl .obj .off .vtk``) as a ``trimesh.Trimesh``.
+    """Read a triangle mesh (``.ply .stl .obj .off .vtk .vtp``) as a ``trimesh.Trimesh``.
 
     Vertices and their order are kept exactly as stored (no merging or reordering),
     which matters for meshes in correspondence. VTK point-data arrays are attached
@@ -30,8 +32,8 @@ def read_mesh(path):
         raise ValueError(f"{path}: unsupported mesh format {suffix!r}; expected one of {MESH_SUFFIXES}")
     if not path.exists():
         raise ValueError(f"{path}: no such file")
-    if suffix == ".vtk":
-        pts, faces, data = read_vtk_polydata(path)
+    if suffix in (".vtk", ".vtp"):
+        pts, faces, data = (read_vtk_polydata if suffix == ".vtk" else read_vtp_polydata)(path)
         mesh = trimesh.Trimesh(pts, faces, process=False)
         for k, v in data.items():
             mesh.vertex_attributes[k] = v
@@ -49,10 +51,11 @@ def write_mesh(path, mesh_or_vertices, faces=None, *, point_data: dict | None = 
     """Write a triangle mesh atomically; the format follows the suffix.
 
     Args:
-        path: ``.ply .stl .obj .off`` (trimesh) or ``.vtk`` (legacy POLYDATA, binary).
+        path: ``.ply .stl .obj .off`` (trimesh), ``.vtk`` (legacy POLYDATA, binary) or ``.vtp``
+            (VTK XML PolyData).
         mesh_or_vertices: a trimesh mesh or ``(N, 3)`` vertices (mm).
         faces: ``(F, 3)`` triangles when vertices are given.
-        point_data: per-vertex arrays (``.vtk`` and ``.ply`` only).
+        point_data: per-vertex arrays (``.ply``, ``.vtk`` and ``.vtp`` only).
     """
     import trimesh
 
@@ -70,10 +73,13 @@ def write_mesh(path, mesh_or_vertices, faces=None, *, point_data: dict | None = 
     if suffix == ".vtk":
         write_vtk_polydata(path, verts, fc, point_data)
         return
+    if suffix == ".vtp":
+        write_vtp_polydata(path, verts, fc, point_data)
+        return
     mesh = trimesh.Trimesh(verts, fc, process=False)
     if point_data:
         if suffix != ".ply":
-            raise ValueError(f"point_data: only .ply and .vtk files carry per-vertex arrays, not {suffix}")
+            raise ValueError(f"point_data: only .ply, .vtk and .vtp files carry per-vertex arrays, not {suffix}")
         for k, v in point_data.items():
             mesh.vertex_attributes[k] = np.asarray(v)
     blob = mesh.export(file_type=suffix[1:])

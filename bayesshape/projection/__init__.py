@@ -13,12 +13,17 @@ from .render import (
 )
 from .topology import Topology
 from .views import XRayView, biplanar, carm_view, stack_views
+from .views_file import read_views, view_from_dict, view_to_dict, write_views
 
 __all__ = [
     "XRayView",
     "biplanar",
     "carm_view",
     "stack_views",
+    "read_views",
+    "write_views",
+    "view_to_dict",
+    "view_from_dict",
     "Pose",
     "rotation_matrix",
     "Topology",

@@ -80,7 +80,7 @@ class XRayView(eqx.Module):
         origin: ``(3,)`` world position of the centre of pixel ``(0, 0)``, mm.
         u: ``(3,)`` unit detector axis along columns.
         v: ``(3,)`` unit detector axis along rows.
-        direction: ``(3,)`` unit central-ray (parallel: ray) direction, ``u x v = -direction``.
+        direction: ``(3,)`` unit central-ray (parallel: ray) direction, ``u x v = direction``.
         spacing: ``(2,)`` pixel spacing ``(row, col)`` at the detector, mm.
         detector_shape: ``(rows, cols)``, static.
         is_parallel: static flag.

@@ -1,0 +1,288 @@
+"""A distribution over meshes in correspondence, held as vertex samples: uncertainty maps,
+reliability flags, derived measurements, and the posterior file (``.npz``).
+
+:class:`ShapeSamples` is what every posterior offers at the vertex level;
+:class:`~bayesshape.posterior.Posterior` (from :func:`bayesshape.infer`) extends it with
+the parameter samples and the observations. :func:`save_posterior` writes either to a
+file that :func:`load_posterior` reads back as a :class:`ShapeSamples`, which is all that
+exports, pictures and reports need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._atomic import atomic_path
+
+__all__ = ["ShapeSamples", "Reliability", "Measurement", "save_posterior", "load_posterior"]
+
+POSTERIOR_FORMAT = "bayesshape-posterior"
+POSTERIOR_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """A derived measurement over the posterior: mean, sd and a central credible interval."""
+
+    mean: np.ndarray
+    sd: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    level: float
+    samples: np.ndarray
+
+    def as_dict(self) -> dict:
+        f = lambda a: np.asarray(a).tolist()  # noqa: E731
+        return {"mean": f(self.mean), "sd": f(self.sd), "lower": f(self.lower), "upper": f(self.upper),
+                "level": self.level}
+
+
+@dataclasses.dataclass(frozen=True)
+class Reliability:
+    """Per-vertex flags and a case-level verdict.
+
+    Attributes:
+        vertex_flags: ``(N,)`` True where the credible radius exceeds the tolerance.
+        credible_radius: ``(N,)`` radius (mm) at ``level``.
+        tolerance_mm, level: the settings.
+        fraction_flagged: share of flagged vertices.
+        misfit: per observation, the mean squared standardised residual at the posterior
+            mean (about 1, or below for contours, when the data fit the model; much larger
+            when the shape lies outside the model or the data are wrong).
+        uncertain: True when more than ``max_fraction`` of the vertices are flagged.
+        misfitting: True when any observation's misfit exceeds ``misfit_threshold``.
+        score: case-level unreliability score, larger is worse:
+            ``max(mean credible radius / tolerance, max misfit / misfit_threshold)``;
+            above 1 means the case is flagged.
+    """
+
+    vertex_flags: np.ndarray
+    credible_radius: np.ndarray
+    tolerance_mm: float
+    level: float
+    fraction_flagged: float
+    misfit: list
+    uncertain: bool
+    misfitting: bool
+    score: float
+
+    @property
+    def reliable(self) -> bool:
+        return not (self.uncertain or self.misfitting)
+
+    def summary(self) -> dict:
+        return {
+            "reliable": self.reliable,
+            "uncertain": self.uncertain,
+            "misfitting": self.misfitting,
+            "score": self.score,
+            "tolerance_mm": self.tolerance_mm,
+            "level": self.level,
+            "fraction_vertices_flagged": self.fraction_flagged,
+            "mean_credible_radius_mm": float(np.mean(self.credible_radius)),
+            "max_credible_radius_mm": float(np.max(self.credible_radius)),
+            "misfit": self.misfit,
+        }
+
+
+class ShapeSamples:
+    """Samples of meshes in correspondence, with per-vertex summaries (mm).
+
+    Args:
+        vertices: ``(n_samples, n_vert, 3)`` sample vertices, mm.
+        faces: ``(n_face, 3)`` triangles shared by all samples (or None).
+        method: how the samples were made (``"nuts"``, ``"svi"``, ...).
+        diagnostics: sampler diagnostics (JSON-ready dict).
+        misfit: per observation, the posterior-predictive misfit (see :class:`Reliability`).
+
+    Example:
+        >>> s = ShapeSamples(np.random.default_rng(0).normal(size=(100, 4, 3)), None)
+        >>> s.vertex_std().shape
+        (4,)
+    """
+
+    def __init__(self, vertices, faces=None, *, method: str = "samples", diagnostics: dict | None = None,
+                 misfit: list | None = None):
+        v = np.asarray(vertices)
+        if v.ndim != 3 or v.shape[-1] != 3 or v.shape[0] < 2:
+            raise ValueError(f"vertices: expected shape (n_samples >= 2, n_vert, 3), got {v.shape}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError("vertices: samples contain NaN or inf")
+        self._vertices = jnp.asarray(v)
+        self._faces = None if faces is None else np.asarray(faces, dtype=np.int64)
+        self.method = method
+        self.diagnostics = dict(diagnostics or {})
+        self._misfit = list(misfit or [])
+
+    # ------------------------------------------------------------ samples
+    @property
+    def faces(self) -> np.ndarray | None:
+        return self._faces
+
+    def vertex_samples(self) -> jnp.ndarray:
+        """``(n_samples, n_vert, 3)`` vertices of every sample, mm."""
+        return self._vertices
+
+    def sample_vertices(self, n: int, *, seed: int = 0) -> np.ndarray:
+        """``n`` shapes drawn from the samples, ``(n, n_vert, 3)`` mm."""
+        if n < 1:
+            raise ValueError(f"n: expected a positive number of samples, got {n}")
+        x = self.vertex_samples()
+        idx = jax.random.choice(jax.random.key(seed), x.shape[0], (n,), replace=n > x.shape[0])
+        return np.asarray(x[idx])
+
+    def predictive_misfit(self) -> list:
+        """Per observation: type, number of data, mean squared standardised residual."""
+        return self._misfit
+
+    # ----------------------------------------------------------- summaries
+    def mean_vertices(self) -> np.ndarray:
+        """Posterior mean of every vertex, ``(n_vert, 3)`` mm."""
+        return np.asarray(jnp.mean(self.vertex_samples(), axis=0))
+
+    def mean_mesh(self):
+        """The posterior mean as a ``trimesh.Trimesh``."""
+        import trimesh
+
+        if self.faces is None:
+            raise ValueError("mean_mesh: these samples have no faces (a point model)")
+        return trimesh.Trimesh(self.mean_vertices(), self.faces, process=False)
+
+    def vertex_covariance(self) -> np.ndarray:
+        """Per-vertex 3 x 3 covariance, ``(n_vert, 3, 3)`` mm^2, from the samples."""
+        x = self.vertex_samples()
+        d = x - jnp.mean(x, axis=0)[None]
+        return np.asarray(jnp.einsum("sni,snj->nij", d, d) / max(x.shape[0] - 1, 1))
+
+    def vertex_std(self) -> np.ndarray:
+        """Per-vertex RMS distance (mm) from the posterior mean: ``sqrt(trace(cov))``, ``(n_vert,)``."""
+        return np.sqrt(np.trace(self.vertex_covariance(), axis1=1, axis2=2))
+
+    def normal_std(self) -> np.ndarray:
+        """Posterior sd (mm) of every vertex along the mean surface's normal, ``(n_vert,)``."""
+        n = np.asarray(self.mean_mesh().vertex_normals)
+        return np.sqrt(np.maximum(np.einsum("ni,nij,nj->n", n, self.vertex_covariance(), n), 0.0))
+
+    def credible_radius(self, level: float = 0.95) -> np.ndarray:
+        """Radius (mm) of the ball around each vertex's posterior mean that holds the
+        vertex with posterior probability ``level``, ``(n_vert,)``."""
+        if not 0 < level < 1:
+            raise ValueError(f"level: expected a probability in (0, 1), got {level}")
+        x = self.vertex_samples()
+        d = jnp.linalg.norm(x - jnp.mean(x, axis=0)[None], axis=-1)
+        return np.asarray(jnp.quantile(d, level, axis=0))
+
+    def reliability(self, tolerance_mm: float = 2.0, *, level: float = 0.95, max_fraction: float = 0.05,
+                    misfit_threshold: float = 4.0) -> Reliability:
+        """Flag vertices and the case as unreliable.
+
+        Args:
+            tolerance_mm: clinical tolerance; vertices whose ``level`` credible radius
+                exceeds it are flagged ("too uncertain").
+            level: credible level of the radius.
+            max_fraction: the case is "uncertain" when more vertices than this are flagged.
+            misfit_threshold: an observation whose mean squared standardised residual at
+                the posterior mean exceeds this is "misfitting" (RMS residual above 2 sd
+                by default): the data cannot be explained by any shape of the model,
+                e.g. because the anatomy lies outside the model ("confidently wrong").
+        """
+        if not np.isfinite(tolerance_mm) or tolerance_mm <= 0:
+            raise ValueError(f"tolerance_mm: expected a positive tolerance in mm, got {tolerance_mm}")
+        r = self.credible_radius(level)
+        flags = r > tolerance_mm
+        misfit = self.predictive_misfit()
+        worst = max((m["mean_sq_std_residual"] for m in misfit), default=0.0)
+        frac = float(flags.mean())
+        score = max(float(r.mean()) / tolerance_mm, worst / misfit_threshold)
+        return Reliability(flags, r, float(tolerance_mm), float(level), frac, misfit, frac > max_fraction,
+                           worst > misfit_threshold, score)
+
+    def measure(self, fn, level: float = 0.95) -> Measurement:
+        """Credible interval of a derived measurement ``fn(vertices (n_vert, 3)) -> scalar or array``.
+
+        Example:
+            >>> length = post.measure(lambda v: jnp.linalg.norm(v[10] - v[2000]))   # doctest: +SKIP
+            >>> length.mean, length.lower, length.upper                             # doctest: +SKIP
+        """
+        if not 0 < level < 1:
+            raise ValueError(f"level: expected a probability in (0, 1), got {level}")
+        vals = np.asarray(jax.lax.map(fn, self.vertex_samples(), batch_size=64))
+        a = (1 - level) / 2
+        return Measurement(np.asarray(vals.mean(0)), np.asarray(vals.std(0, ddof=1)),
+                           np.asarray(np.quantile(vals, a, axis=0)), np.asarray(np.quantile(vals, 1 - a, axis=0)),
+                           float(level), vals)
+
+    def summary(self) -> dict:
+        """JSON-ready summary: method, number of samples, diagnostics (no large arrays)."""
+        diag = {k: v for k, v in self.diagnostics.items() if k not in ("loss", "rhat", "ess_bulk")}
+        return {"method": self.method, "n_samples": int(self.vertex_samples().shape[0]), "diagnostics": diag}
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    return str(o)
+
+
+def save_posterior(posterior: ShapeSamples, path, *, max_samples: int = 1000, seed: int = 0) -> None:
+    """Write a posterior's vertex samples, faces, diagnostics and misfit to ``.npz`` (atomic).
+
+    At most ``max_samples`` samples are kept (drawn without replacement with ``seed``),
+    as float32 (about 12 bytes per vertex and sample). Everything else is stored as JSON
+    text inside the file, so :func:`load_posterior` never needs pickles.
+
+    Example:
+        >>> save_posterior(post, "out/posterior.npz"); s = load_posterior("out/posterior.npz")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"{path}: posterior files are .npz")
+    x = np.asarray(posterior.vertex_samples())
+    if x.shape[0] > max_samples:
+        idx = np.sort(np.random.default_rng(seed).choice(x.shape[0], max_samples, replace=False))
+        x = x[idx]
+    meta = {"format": POSTERIOR_FORMAT, "version": POSTERIOR_VERSION, "method": posterior.method,
+            "diagnostics": posterior.diagnostics, "misfit": posterior.predictive_misfit()}
+    arrays = {"vertices": x.astype(np.float32), "meta": np.array(json.dumps(meta, default=_json_default))}
+    if posterior.faces is not None:
+        arrays["faces"] = np.asarray(posterior.faces, dtype=np.int64)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def load_posterior(path) -> ShapeSamples:
+    """Read a file written by :func:`save_posterior` (no pickles) as :class:`ShapeSamples`."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such posterior file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except ValueError as e:
+        raise ValueError(f"{path}: not a bayesshape posterior file ({e})") from None
+    except Exception as e:  # zipfile/OS errors on junk files
+        raise ValueError(f"{path}: not a readable .npz posterior file ({type(e).__name__}: {e})") from None
+    if "meta" not in data or "vertices" not in data:
+        raise ValueError(f"{path}: not a bayesshape posterior file (needs 'vertices' and 'meta')")
+    try:
+        meta = json.loads(str(data["meta"]))
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}: corrupt metadata") from None
+    if meta.get("format") != POSTERIOR_FORMAT:
+        raise ValueError(f"{path}: not a bayesshape posterior file (format {meta.get('format')!r})")
+    x = data["vertices"].astype(np.float64)
+    faces = data.get("faces")
+    if faces is not None and (faces.ndim != 2 or faces.shape[1] != 3 or faces.min() < 0
+                              or faces.max() >= x.shape[1]):
+        raise ValueError(f"{path}: faces do not match the {x.shape[1]} vertices")
+    return ShapeSamples(x, faces, method=meta.get("method", "samples"), diagnostics=meta.get("diagnostics"),
+                        misfit=meta.get("misfit"))

@@ -1,0 +1,146 @@
+"""A case folder: everything one reconstruction leaves behind, and the report made from it.
+
+Layout (all written atomically)::
+
+    DIR/posterior.npz        vertex samples, faces, diagnostics (save_posterior)
+    DIR/views.json           the view geometry (write_views)
+    DIR/inputs.npz           per view: the input image, its kind, observed contour points
+    DIR/confidence.{ply,vtk,vtp}, DIR/samples/{mean,sample_000,...}.ply
+    DIR/summary.json         inputs, settings, versions, diagnostics, reliability, measurements
+    DIR/truth.ply            (optional) the true shape, for simulated cases
+    DIR/pictures/*.png, DIR/report.html   (make_report)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .._atomic import atomic_path
+from ..export import COLORMAP, colour_scale, export_confidence_mesh, export_samples, write_summary
+from ..io.mesh import read_mesh, write_mesh
+from ..posterior.samples import load_posterior, save_posterior
+from ..projection.views_file import read_views, write_views
+from .html import write_report
+from .pictures import confidence_png, drr_residual_png, overlay_png
+
+__all__ = ["write_case", "export_case", "make_report", "save_inputs", "load_inputs"]
+
+
+def save_inputs(path, images, kinds, points=None, mu: float = 0.05) -> None:
+    """Store the input images (one ``(H, W)`` per view), their kinds (``"contour"``,
+    ``"drr"``, ``"mask"``, ``"landmarks"``) and optional observed points per view."""
+    arrays = {"kinds": np.array([str(k) for k in kinds]), "mu": np.array(float(mu))}
+    for i, img in enumerate(images):
+        arrays[f"image_{i}"] = np.asarray(img, dtype=np.float32)
+    for i, p in enumerate(points or []):
+        if p is not None:
+            arrays[f"points_{i}"] = np.asarray(p, dtype=np.float64)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def load_inputs(path):
+    """Read :func:`save_inputs`' file: ``(images, kinds, points, mu)``."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such inputs file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable inputs file ({type(e).__name__}: {e})") from None
+    kinds = [str(k) for k in data["kinds"]]
+    images = [data[f"image_{i}"] for i in range(len(kinds))]
+    points = [data.get(f"points_{i}") for i in range(len(kinds))]
+    return images, kinds, points, float(data.get("mu", 0.05))
+
+
+def export_case(posterior, out, *, truth=None, n_samples: int = 10, level: float = 0.95, tolerance_mm: float = 2.0,
+                inputs: dict | None = None, settings: dict | None = None, measurements: dict | None = None,
+                extra: dict | None = None) -> dict:
+    """Confidence meshes (``.ply``, ``.vtk``, ``.vtp``), sample meshes and ``summary.json``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for suffix in (".ply", ".vtk", ".vtp"):
+        export_confidence_mesh(posterior, out / f"confidence{suffix}", truth=truth, level=level,
+                               tolerance_mm=tolerance_mm)
+    export_samples(posterior, out / "samples", n_samples)
+    if truth is not None:
+        write_mesh(out / "truth.ply", truth)
+    settings = dict(settings or {}, level=level, tolerance_mm=tolerance_mm,
+                    colour_scale=f"{COLORMAP}, 0 to {2 * tolerance_mm} mm")
+    return write_summary(posterior, out / "summary.json", inputs=inputs, settings=settings,
+                         measurements=measurements, truth=truth, tolerance_mm=tolerance_mm, extra=extra)
+
+
+def write_case(out, posterior, views, names, images, kinds, *, points=None, mu: float = 0.05, **export_kw) -> dict:
+    """Write a whole case folder (see the module docstring) and return its summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_posterior(posterior, out / "posterior.npz")
+    write_views(out / "views.json", views, names)
+    save_inputs(out / "inputs.npz", images, kinds, points, mu)
+    return export_case(posterior, out, **export_kw)
+
+
+def make_report(case_dir, *, n_overlay_samples: int = 8, title: str | None = None) -> Path:
+    """Pictures (``DIR/pictures/*.png``) and ``DIR/report.html`` for a case folder.
+
+    Needs ``posterior.npz`` and ``summary.json``; uses ``views.json`` and ``inputs.npz``
+    for the X-ray overlays and ``truth.ply`` for an error map when they are there.
+
+    Example:
+        >>> make_report("out/case1")   # doctest: +SKIP
+    """
+    case = Path(case_dir)
+    if not case.is_dir():
+        raise ValueError(f"{case}: no such case folder")
+    post = load_posterior(case / "posterior.npz")
+    sp = case / "summary.json"
+    if not sp.exists():
+        raise ValueError(f"{sp}: missing; run `bayesshape export` first")
+    try:
+        summary = json.loads(sp.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{sp}: not valid JSON ({e})") from None
+    if post.faces is None:
+        raise ValueError(f"{case / 'posterior.npz'}: a report needs a mesh posterior (faces)")
+    tol = float(summary.get("settings", {}).get("tolerance_mm", 2.0))
+    level = float(summary.get("settings", {}).get("level", 0.95))
+    pics = case / "pictures"
+    pics.mkdir(exist_ok=True)
+    mean = post.mean_vertices()
+    r = post.credible_radius(level)
+    pictures = {}
+    pictures[f"{100 * level:.0f}% credible radius"] = confidence_png(
+        mean, post.faces, r, pics / "credible_radius.png", vmax=2 * tol,
+        label=f"{100 * level:.0f}% credible radius (mm)")
+    pictures["Standard deviation along the surface normal"] = confidence_png(
+        mean, post.faces, post.normal_std(), pics / "normal_std.png", vmax=tol, label="normal sd (mm)")
+    if (case / "truth.ply").exists():
+        truth = read_mesh(case / "truth.ply")
+        if truth.vertices.shape == mean.shape:
+            err = np.linalg.norm(mean - truth.vertices, axis=1)
+            pictures["Error of the posterior mean against the truth"] = confidence_png(
+                mean, post.faces, err, pics / "error.png", vmax=2 * tol, label="vertex error (mm)")
+    if (case / "views.json").exists() and (case / "inputs.npz").exists():
+        views, names = read_views(case / "views.json")
+        images, kinds, points, mu = load_inputs(case / "inputs.npz")
+        if len(images) != len(views):
+            raise ValueError(f"{case}: {len(images)} input images for {len(views)} views")
+        samples = post.sample_vertices(n_overlay_samples, seed=0) if n_overlay_samples else None
+        for i, (view, name, img, kind, pts) in enumerate(zip(views, names, images, kinds, points)):
+            pictures[f"View {name}: posterior-predictive contours on the input"] = overlay_png(
+                img, view, mean, post.faces, pics / f"overlay_{i}.png", sample_vertices=samples,
+                observed_points=pts, title=f"{name} ({kind})")
+            if kind == "drr":
+                pictures[f"View {name}: DRR residual"] = drr_residual_png(
+                    img, view, mean, post.faces, pics / f"drr_residual_{i}.png", mu=mu, title=name)
+    mesh = {"vertices": mean, "faces": post.faces, "colours": colour_scale(r, 2 * tol),
+            "label": f"{100 * level:.0f}% credible radius", "vmax": 2 * tol}
+    return write_report(case / "report.html", title=title or f"bayesshape reconstruction: {case.name}",
+                        summary=summary, pictures=pictures, mesh=mesh)
