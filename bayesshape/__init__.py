@@ -11,6 +11,7 @@ from .prior import (
     build_pca_model,
     gp_model,
     kernels,
+    loo_residual_covariance,
     procrustes_align,
 )
 from .projection import (
@@ -51,6 +52,7 @@ __all__ = [
     "procrustes_align",
     "gp_model",
     "augment",
+    "loo_residual_covariance",
     "kernels",
     "datasets",
     "io",

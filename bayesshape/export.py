@@ -59,20 +59,21 @@ def _colours(values, vmax):
 
 def export_confidence_mesh(posterior, path, *, truth=None, level: float = 0.95, tolerance_mm: float = 2.0,
                            colour_by: str = "credible_radius", vmax: float | None = None) -> dict:
-    """Write the posterior mean with per-vertex confidence as ``.ply``, ``.vtk`` or ``.vtp``.
+    """Write the posterior mean with per-vertex confidence as ``.ply``, ``.vtk``, ``.vtp`` or ``.vtu``.
 
     PLY: binary little-endian, with named float vertex properties (see
     :func:`confidence_fields`: ``std normal_std credible_radius flag`` and ``error``
     with a truth) and vertex colours ``red green blue`` from the perceptually uniform
     ``viridis`` colormap, scaled linearly from 0 mm (dark blue) to ``vmax`` mm (yellow;
     default ``2 * tolerance_mm``), of the field ``colour_by``. VTK (legacy POLYDATA,
-    binary) and VTP (XML PolyData): the same named point-data arrays, and the colours
-    as a 3-component ``rgb`` array. In ParaView colour by any array; in 3D Slicer pick
+    binary), VTP (XML PolyData) and VTU (XML UnstructuredGrid of triangles, through
+    meshio): the same named point-data arrays, and the colours as a 3-component ``rgb``
+    array. In ParaView colour by any array; in 3D Slicer pick
     the array under Models > Display > Scalars. Atomic write.
 
     Args:
         posterior: a :class:`~bayesshape.Posterior` or :class:`~bayesshape.ShapeSamples`.
-        path: output file, ``.ply``, ``.vtk`` or ``.vtp``.
+        path: output file, ``.ply``, ``.vtk``, ``.vtp`` or ``.vtu``.
         truth: optional truth mesh (or ``(N, 3)`` vertices) in correspondence, mm.
         level: credible level of ``credible_radius``.
         tolerance_mm: clinical tolerance for ``flag``.
@@ -93,12 +94,25 @@ def export_confidence_mesh(posterior, path, *, truth=None, level: float = 0.95, 
     data = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in fields.items()}
     if path.suffix.lower() == ".ply":
         data.update({"red": rgb[:, 0], "green": rgb[:, 1], "blue": rgb[:, 2]})
-    elif path.suffix.lower() in (".vtk", ".vtp"):
+    elif path.suffix.lower() in (".vtk", ".vtp", ".vtu"):
         data["rgb"] = rgb
     else:
-        raise ValueError(f"{path}: confidence meshes are written as .ply, .vtk or .vtp")
-    write_mesh(path, mesh, point_data=data)
+        raise ValueError(f"{path}: confidence meshes are written as .ply, .vtk, .vtp or .vtu")
+    if path.suffix.lower() == ".vtu":
+        _write_vtu(path, mesh, data)
+    else:
+        write_mesh(path, mesh, point_data=data)
     return fields
+
+
+def _write_vtu(path, mesh, data):
+    """VTK XML UnstructuredGrid of triangles through meshio (for tools that want .vtu)."""
+    import meshio
+
+    m = meshio.Mesh(np.asarray(mesh.vertices, dtype=np.float64), [("triangle", np.asarray(mesh.faces))],
+                    point_data={k: np.asarray(v) for k, v in data.items()})
+    with atomic_path(path) as tmp:
+        meshio.write(tmp, m, file_format="vtu", binary=True, compression=None)
 
 
 def export_samples(posterior, folder, n: int = 10, *, seed: int = 0, suffix: str = ".ply") -> list[Path]:

@@ -1,25 +1,32 @@
-"""The bayesshape command line: the demo end to end (small settings)."""
+"""The bayesshape command line: the demo, simulate -> infer -> export -> report end to end, and its errors."""
 
 import json
 import warnings
 
 import numpy as np
+import pytest
 import trimesh
 
 from bayesshape import io
-from bayesshape.cli import main
+from bayesshape.cli import build_parser, main
+
+SUBCOMMANDS = ("demo", "build-model", "simulate", "infer", "export", "report")
+
+
+def _run(argv):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # reliability warnings are part of the printed output
+        return main(argv)
 
 
 def test_demo_writes_outputs(tmp_path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # reliability warnings are part of the demo's output
-        code = main(["demo", "--out", str(tmp_path), "--size", "96", "--train", "10", "--method", "laplace",
-                     "--quiet"])
-    assert code == 0
-    for name in ("posterior_mean.ply", "confidence.ply", "confidence.vtk", "summary.json"):
+    assert _run(["demo", "--out", str(tmp_path), "--size", "96", "--train", "10", "--quiet"]) == 0
+    for name in ("confidence.ply", "confidence.vtk", "confidence.vtp", "summary.json", "report.html",
+                 "posterior.npz", "samples/mean.ply", "pictures/credible_radius.png", "pictures/overlay_0.png"):
         assert (tmp_path / name).exists(), name
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["surface_error_mm"]["mean"] < 3.0
+    assert summary["measurements"]["length_mm"]["lower"] < summary["measurements"]["length_mm"]["upper"]
     ply = trimesh.load(tmp_path / "confidence.ply", process=False)
     props = ply.metadata["_ply_raw"]["vertex"]["data"].dtype.names
     for p in ("std", "normal_std", "credible_radius", "flag", "error", "red", "green", "blue"):
@@ -29,8 +36,76 @@ def test_demo_writes_outputs(tmp_path):
                                rtol=1e-6)
 
 
-def test_errors_are_one_line(tmp_path, capsys):
-    code = main(["demo", "--out", str(tmp_path), "--size", "1", "--quiet"])
-    assert code == 2
+def test_simulate_infer_export_report(tmp_path):
+    model, xray, case = tmp_path / "m.npz", tmp_path / "xray", tmp_path / "case"
+    assert _run(["build-model", "--example", "10", "--out", str(model)]) == 0
+    assert _run(["simulate", "--model", str(model), "--sample-seed", "3", "--biplanar", "480", "--size", "64",
+                 "--out", str(xray)]) == 0
+    sim = json.loads((xray / "simulation.json").read_text())
+    assert sim["files"]["masks"] == ["AP_mask.png", "LAT_mask.png"]
+    assert _run(["infer", "--model", str(model), "--views", str(xray / "views.json"),
+                 "--masks", str(xray / "AP_mask.png"), str(xray / "LAT_mask.png"), "--truth", str(xray / "truth.ply"),
+                 "--method", "laplace", "--samples", "100", "--report", "--quiet", "--out", str(case)]) == 0
+    summary = json.loads((case / "summary.json").read_text())
+    assert summary["inputs"]["kind"] == "mask" and summary["posterior"]["method"] == "laplace"
+    # 64 px over 480 mm: 7.5 mm pixels; the mean still lands within a pixel of the truth
+    assert summary["error_mm"]["vertex_mean"] < 7.5
+    assert "<canvas" in (case / "report.html").read_text()
+    assert _run(["export", "--posterior", str(case / "posterior.npz"), "--samples", "2", "--out",
+                 str(tmp_path / "exp")]) == 0
+    assert sorted(p.name for p in (tmp_path / "exp" / "samples").iterdir()) == ["mean.ply", "sample_000.ply",
+                                                                                 "sample_001.ply"]
+    (case / "report.html").unlink()
+    assert _run(["report", "--case", str(case)]) == 0
+    assert (case / "report.html").exists()
+
+
+def _one_line_error(capsys, command):
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("bayesshape demo: error:")
+    assert len(err) == 1, err
+    assert err[0].startswith(f"bayesshape {command}: error:")
+    return err[0]
+
+
+def test_infer_errors_are_one_line(tmp_path, capsys):
+    model, xray = tmp_path / "m.npz", tmp_path / "xray"
+    assert _run(["build-model", "--example", "6", "--out", str(model)]) == 0
+    assert _run(["simulate", "--model", str(model), "--biplanar", "480", "--size", "48", "--out", str(xray)]) == 0
+    capsys.readouterr()
+    views = str(xray / "views.json")
+    masks = [str(xray / "AP_mask.png"), str(xray / "LAT_mask.png")]
+    base = ["infer", "--views", views, "--out", str(tmp_path / "case"), "--quiet"]
+
+    assert main(base + ["--model", str(tmp_path / "missing.npz"), "--masks", *masks]) == 2
+    assert "no such file" in _one_line_error(capsys, "infer")
+
+    (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 this is not a model")
+    assert main(base + ["--model", str(tmp_path / "corrupt.npz"), "--masks", *masks]) == 2
+    assert "corrupt.npz" in _one_line_error(capsys, "infer")
+
+    (tmp_path / "corrupt.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    assert main(base + ["--model", str(tmp_path / "corrupt.h5"), "--masks", *masks]) == 2
+    assert "corrupt.h5" in _one_line_error(capsys, "infer")
+
+    np.save(tmp_path / "small.npy", np.zeros((32, 32)))
+    assert main(base + ["--model", str(model), "--masks", masks[0], str(tmp_path / "small.npy")]) == 2
+    line = _one_line_error(capsys, "infer")
+    assert "small.npy" in line and "does not match" in line and "48 x 48" in line
+
+    assert main(base + ["--model", str(model), "--masks", masks[0]]) == 2
+    assert "one file per view" in _one_line_error(capsys, "infer")
+
+    assert main(["report", "--case", str(tmp_path / "nowhere")]) == 2
+    assert "no such case folder" in _one_line_error(capsys, "report")
+
+    assert main(["demo", "--out", str(tmp_path / "d"), "--size", "1", "--quiet"]) == 2
+    _one_line_error(capsys, "demo")
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help_shows_an_example(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "example:" in out and f"bayesshape {command} " in out

@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .._atomic import atomic_path
@@ -114,7 +113,7 @@ class ShapeSamples:
             raise ValueError(f"vertices: expected shape (n_samples >= 2, n_vert, 3), got {v.shape}")
         if not np.all(np.isfinite(v)):
             raise ValueError("vertices: samples contain NaN or inf")
-        self._vertices = jnp.asarray(v)
+        self._vertices = v
         self._faces = None if faces is None else np.asarray(faces, dtype=np.int64)
         self.method = method
         self.diagnostics = dict(diagnostics or {})
@@ -125,7 +124,7 @@ class ShapeSamples:
     def faces(self) -> np.ndarray | None:
         return self._faces
 
-    def vertex_samples(self) -> jnp.ndarray:
+    def vertex_samples(self):
         """``(n_samples, n_vert, 3)`` vertices of every sample, mm."""
         return self._vertices
 
@@ -133,18 +132,45 @@ class ShapeSamples:
         """``n`` shapes drawn from the samples, ``(n, n_vert, 3)`` mm."""
         if n < 1:
             raise ValueError(f"n: expected a positive number of samples, got {n}")
-        x = self.vertex_samples()
-        idx = jax.random.choice(jax.random.key(seed), x.shape[0], (n,), replace=n > x.shape[0])
-        return np.asarray(x[idx])
+        x = np.asarray(self.vertex_samples())
+        idx = np.random.default_rng(seed).choice(x.shape[0], n, replace=n > x.shape[0])
+        return x[idx]
 
     def predictive_misfit(self) -> list:
         """Per observation: type, number of data, mean squared standardised residual."""
         return self._misfit
 
+    def with_model_error(self, covariance, *, seed: int = 0) -> ShapeSamples:
+        """These samples plus independent per-vertex model error ``N(0, covariance[v])``.
+
+        Use the leave-one-out residual covariance of the model
+        (:func:`bayesshape.loo_residual_covariance`) so that credible regions also
+        cover what the model cannot represent. The error is added in the frame of the
+        samples (it is assumed to be rotated little by the inferred pose).
+
+        Args:
+            covariance: ``(n_vert, 3, 3)`` mm^2, symmetric positive semi-definite.
+            seed: seed of the added noise.
+        """
+        x = np.asarray(self.vertex_samples(), dtype=np.float64)
+        cov = np.asarray(covariance, dtype=np.float64)
+        if cov.shape != (x.shape[1], 3, 3):
+            raise ValueError(f"covariance: expected shape ({x.shape[1]}, 3, 3) mm^2, got {cov.shape}")
+        if not np.all(np.isfinite(cov)):
+            raise ValueError("covariance: contains NaN or inf")
+        w, v = np.linalg.eigh(0.5 * (cov + np.swapaxes(cov, 1, 2)))
+        if w.min() < -1e-9 * max(float(w.max()), 1.0):
+            raise ValueError("covariance: not positive semi-definite")
+        root = v * np.sqrt(np.maximum(w, 0.0))[:, None, :]
+        z = np.random.default_rng(seed).standard_normal(x.shape)
+        noisy = x + np.einsum("nij,snj->sni", root, z)
+        return ShapeSamples(noisy, self.faces, method=f"{self.method}+model_error", diagnostics=self.diagnostics,
+                            misfit=self.predictive_misfit())
+
     # ----------------------------------------------------------- summaries
     def mean_vertices(self) -> np.ndarray:
         """Posterior mean of every vertex, ``(n_vert, 3)`` mm."""
-        return np.asarray(jnp.mean(self.vertex_samples(), axis=0))
+        return np.asarray(self.vertex_samples(), dtype=np.float64).mean(axis=0)
 
     def mean_mesh(self):
         """The posterior mean as a ``trimesh.Trimesh``."""
@@ -156,9 +182,9 @@ class ShapeSamples:
 
     def vertex_covariance(self) -> np.ndarray:
         """Per-vertex 3 x 3 covariance, ``(n_vert, 3, 3)`` mm^2, from the samples."""
-        x = self.vertex_samples()
-        d = x - jnp.mean(x, axis=0)[None]
-        return np.asarray(jnp.einsum("sni,snj->nij", d, d) / max(x.shape[0] - 1, 1))
+        x = np.asarray(self.vertex_samples(), dtype=np.float64)
+        d = x - x.mean(axis=0)[None]
+        return np.einsum("sni,snj->nij", d, d) / max(x.shape[0] - 1, 1)
 
     def vertex_std(self) -> np.ndarray:
         """Per-vertex RMS distance (mm) from the posterior mean: ``sqrt(trace(cov))``, ``(n_vert,)``."""
@@ -174,9 +200,9 @@ class ShapeSamples:
         vertex with posterior probability ``level``, ``(n_vert,)``."""
         if not 0 < level < 1:
             raise ValueError(f"level: expected a probability in (0, 1), got {level}")
-        x = self.vertex_samples()
-        d = jnp.linalg.norm(x - jnp.mean(x, axis=0)[None], axis=-1)
-        return np.asarray(jnp.quantile(d, level, axis=0))
+        x = np.asarray(self.vertex_samples(), dtype=np.float64)
+        d = np.linalg.norm(x - x.mean(axis=0)[None], axis=-1)
+        return np.quantile(d, level, axis=0)
 
     def reliability(self, tolerance_mm: float = 2.0, *, level: float = 0.95, max_fraction: float = 0.05,
                     misfit_threshold: float = 4.0) -> Reliability:

@@ -96,15 +96,18 @@ def confidence_png(vertices, faces, values, path, *, vmax: float, label: str = "
     return save_figure(fig, path)
 
 
-def _contour_segments(vertices, faces, view):
+def _contour_segments(vertex_sets, faces, view) -> list:
+    """Occluding-contour segments ``(E_i, 2, 2)`` (pixels) of each vertex set, in one compiled call."""
+    import jax
     import jax.numpy as jnp
 
     from ..projection.render import contour_generator
     from ..projection.topology import Topology
 
-    topo = Topology.from_faces(np.asarray(faces), vertices.shape[0])
-    is_c, seg = contour_generator(jnp.asarray(vertices), topo, view)
-    return np.asarray(seg)[np.asarray(is_c)]
+    vs = jnp.asarray(np.asarray(vertex_sets))
+    topo = Topology.from_faces(np.asarray(faces), vs.shape[1])
+    is_c, seg = jax.jit(jax.vmap(lambda v: contour_generator(v, topo, view)))(vs)
+    return [s[m] for s, m in zip(np.asarray(seg), np.asarray(is_c))]
 
 
 def overlay_png(image, view, mean_vertices, faces, path, *, sample_vertices=None, observed_points=None,
@@ -130,11 +133,12 @@ def overlay_png(image, view, mean_vertices, faces, path, *, sample_vertices=None
         raise ValueError(f"image: expected the view's detector shape {view.detector_shape}, got {img.shape}")
     fig, ax = plt.subplots(figsize=(5.2, 5.2 * img.shape[0] / img.shape[1]))
     ax.imshow(img, cmap="gray", interpolation="nearest")
-    for k, vs in enumerate([] if sample_vertices is None else list(sample_vertices)):
-        seg = _contour_segments(np.asarray(vs), faces, view)[..., ::-1]
+    sets = [np.asarray(mean_vertices)] + ([] if sample_vertices is None else list(np.asarray(sample_vertices)))
+    segs = [s[..., ::-1] for s in _contour_segments(np.stack(sets), faces, view)]
+    for k, seg in enumerate(segs[1:]):
         ax.add_collection(LineCollection(seg, colors="orange", linewidths=0.6, alpha=0.35,
                                          label="posterior samples" if k == 0 else None))
-    seg = _contour_segments(np.asarray(mean_vertices), faces, view)[..., ::-1]
+    seg = segs[0]
     ax.add_collection(LineCollection(seg, colors="cyan", linewidths=1.0, label="posterior mean"))
     if observed_points is not None:
         p = np.asarray(observed_points)
@@ -154,6 +158,7 @@ def overlay_png(image, view, mean_vertices, faces, path, *, sample_vertices=None
 def drr_residual_png(image, view, mean_vertices, faces, path, *, mu: float = 0.05, title: str = "") -> Path:
     """Observed DRR, the DRR of the posterior mean (scale and offset fitted by least squares),
     and their residual on a diverging colour scale."""
+    import jax
     import jax.numpy as jnp
 
     from ..projection.render import drr_footprint, render_drr
@@ -163,7 +168,8 @@ def drr_residual_png(image, view, mean_vertices, faces, path, *, mu: float = 0.0
     if img.shape != tuple(view.detector_shape):
         raise ValueError(f"image: expected the view's detector shape {view.detector_shape}, got {img.shape}")
     v, f = jnp.asarray(mean_vertices), jnp.asarray(np.asarray(faces))
-    pred = mu * np.asarray(render_drr(v, f, view, footprint=drr_footprint(v, f, view, margin=2.0)))
+    k = drr_footprint(v, f, view, margin=0.1)
+    pred = mu * np.asarray(jax.jit(lambda v_, f_, w_: render_drr(v_, f_, w_, footprint=k))(v, f, view))
     a = np.stack([pred.ravel(), np.ones(pred.size)], axis=1)
     coef, *_ = np.linalg.lstsq(a, img.ravel(), rcond=None)
     fit = (a @ coef).reshape(img.shape)

@@ -1,0 +1,114 @@
+"""The ``bayesshape`` command line: demo, build-model, simulate, infer, export, report.
+
+Errors are one line on stderr with exit code 2 (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import _commands, _demo
+
+__all__ = ["main", "build_parser"]
+
+
+def _sub(sub, name, help_, description, func):
+    p = sub.add_parser(name, help=help_, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func)
+    return p
+
+
+def _inference_args(p, default_method: str):
+    p.add_argument("--method", choices=["nuts", "svi", "laplace"], default=default_method)
+    p.add_argument("--samples", type=int, default=300, help="NUTS warm-up and samples per chain; Laplace/SVI samples")
+    p.add_argument("--chains", type=int, default=2, help="NUTS chains")
+    p.add_argument("--tolerance", type=float, default=2.0, help="clinical tolerance for the flags, mm")
+    p.add_argument("--seed", type=int, default=0, help="seed for every random draw")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bayesshape", description="Probabilistic 3D shape reconstruction from X-rays.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = _sub(sub, "demo", "the main job on built-in example data", _demo.DEMO_HELP, _demo.demo)
+    d.add_argument("--out", required=True, help="output folder (created)")
+    d.add_argument("--views", type=int, default=2, help="2 (biplanar) or more C-arm views")
+    d.add_argument("--size", type=int, default=256, help="detector size in pixels")
+    d.add_argument("--train", type=int, default=20, help="training shapes for the model")
+    d.add_argument("--jitter", type=float, default=0.5, help="contour noise, pixels")
+    _inference_args(d, "laplace")
+
+    b = _sub(sub, "build-model", "build a shape model from meshes in correspondence", _commands.BUILD_HELP,
+             _commands.build_model)
+    b.add_argument("--meshes", nargs="+", help="meshes in correspondence (.ply .stl .obj .off .vtk .vtp)")
+    b.add_argument("--statismo", help="a Statismo .h5 model to convert")
+    b.add_argument("--example", type=int, help="build from this many built-in example shapes")
+    b.add_argument("--align", choices=["rigid", "similarity", "none"], default="rigid",
+                   help="Procrustes alignment of the meshes (default rigid)")
+    b.add_argument("--modes", type=int, help="keep this many modes")
+    b.add_argument("--seed", type=int, default=0, help="seed of the example shapes")
+    b.add_argument("--out", required=True, help="model file, .npz (bayesshape) or .h5 (Statismo)")
+
+    s = _sub(sub, "simulate", "simulate X-rays of a mesh or model shape", _commands.SIMULATE_HELP, _commands.simulate)
+    s.add_argument("--model", help="model file (.npz or .h5); simulates its mean or a sample")
+    s.add_argument("--sample-seed", type=int, help="draw the shape from the model with this seed (default: the mean)")
+    s.add_argument("--mesh", help="mesh file to simulate instead of a model shape")
+    s.add_argument("--views", help="view geometry file (JSON or YAML)")
+    s.add_argument("--biplanar", type=float, help="instead of --views: parallel AP + lateral, this field of view (mm)")
+    s.add_argument("--size", type=int, default=256, help="detector size for --biplanar, pixels")
+    s.add_argument("--noise", type=float, default=0.01, help="DRR noise sd, fraction of the image maximum")
+    s.add_argument("--jitter", type=float, default=0.0, help="contour point noise sd, pixels")
+    s.add_argument("--mu", type=float, default=0.05, help="attenuation coefficient, 1/mm")
+    s.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    s.add_argument("--out", required=True, help="output folder (created)")
+
+    i = _sub(sub, "infer", "infer the posterior from X-ray inputs", _commands.INFER_HELP, _commands.infer)
+    i.add_argument("--model", required=True, help="model file (.npz or .h5)")
+    i.add_argument("--views", required=True, help="view geometry file (JSON or YAML)")
+    i.add_argument("--masks", nargs="+", help="segmentation masks, one per view (.png or .npy)")
+    i.add_argument("--images", nargs="+", help="DRR line-integral images, one per view (.npy or .png)")
+    i.add_argument("--contours", nargs="+", help="contour points, one CSV (row,col) per view")
+    i.add_argument("--sigma", type=float, help="noise sd: contours in pixels (default 1), images in image units "
+                                              "(default: estimated from the image)")
+    i.add_argument("--mu", type=float, default=0.05, help="attenuation coefficient of the images, 1/mm")
+    i.add_argument("--fit-scale-offset", action="store_true", help="DRR: fit an unknown intensity scale and offset")
+    i.add_argument("--pose", choices=["none", "rigid", "similarity"], default="rigid")
+    i.add_argument("--truth", help="true mesh in correspondence, for simulated cases (error maps)")
+    i.add_argument("--level", type=float, default=0.95, help="credible level of the exported radius")
+    i.add_argument("--export-samples", type=int, default=10, help="posterior sample meshes to write")
+    i.add_argument("--report", action="store_true", help="also write pictures and report.html")
+    i.add_argument("--out", required=True, help="case folder (created)")
+    _inference_args(i, "laplace")
+
+    e = _sub(sub, "export", "export a posterior file as meshes and JSON", _commands.EXPORT_HELP, _commands.export)
+    e.add_argument("--posterior", required=True, help="posterior.npz written by infer")
+    e.add_argument("--truth", help="true mesh in correspondence (adds the error field)")
+    e.add_argument("--samples", type=int, default=10, help="posterior sample meshes to write")
+    e.add_argument("--level", type=float, default=0.95, help="credible level of the radius")
+    e.add_argument("--tolerance", type=float, default=2.0, help="clinical tolerance for the flags, mm")
+    e.add_argument("--out", required=True, help="output folder (created)")
+
+    r = _sub(sub, "report", "pictures and an HTML report of a case folder", _commands.REPORT_HELP, _commands.report)
+    r.add_argument("--case", required=True, help="case folder written by infer or demo")
+    r.add_argument("--title", help="page title")
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as e:
+        if args.debug:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"bayesshape {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The subcommands build-model, simulate, infer, export and report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import _files
+
+BUILD_HELP = """\
+Build a PCA shape model from meshes in correspondence (same vertex count, order and
+triangles), or convert a Statismo .h5 model. Writes .npz (bayesshape) or .h5 (Statismo).
+
+example:
+  bayesshape build-model --meshes ../shared/data/femur10/*.ply --align rigid --out femur.npz
+  bayesshape build-model --statismo torus_model.h5 --out torus.npz
+  bayesshape build-model --example 20 --out example.npz        # built-in example shapes
+"""
+
+SIMULATE_HELP = """\
+Simulate X-rays of a mesh (or of a shape drawn from a model) in the views of a view
+geometry file: DRR line-integral images (.npy), masks (.png), contour points (.csv),
+the views (views.json) and the true shape (truth.ply).
+
+example:
+  bayesshape simulate --model example.npz --sample-seed 3 --views views.json --out xray
+  bayesshape simulate --mesh bone.ply --biplanar 480 --out xray
+"""
+
+INFER_HELP = """\
+Infer the posterior over 3D shapes from X-ray observations and write a case folder:
+posterior.npz, confidence meshes (.ply .vtk .vtp), sample meshes, summary.json
+(and report.html with --report). Give one mask, image or contour file per view,
+in the order of the view geometry file.
+
+example:
+  bayesshape infer --model example.npz --views xray/views.json \\
+      --masks xray/AP_mask.png xray/LAT_mask.png --method laplace --pose rigid --out case1
+  bayesshape infer --model example.npz --views xray/views.json \\
+      --images xray/AP_drr.npy xray/LAT_drr.npy --mu 0.05 --out case2 --report
+"""
+
+EXPORT_HELP = """\
+Export a posterior file: confidence meshes (.ply .vtk .vtp), the mean and sample meshes,
+and summary.json.
+
+example:
+  bayesshape export --posterior case1/posterior.npz --out case1_export --truth xray/truth.ply
+"""
+
+REPORT_HELP = """\
+Write pictures and a self-contained HTML report (report.html) for a case folder made by
+`bayesshape infer` or `bayesshape demo`; it opens offline in any browser.
+
+example:
+  bayesshape report --case case1
+"""
+
+
+def build_model(args) -> int:
+    import bayesshape as bs
+
+    sources = sum(x is not None and x != [] for x in (args.meshes, args.statismo, args.example))
+    if sources != 1:
+        raise ValueError("give exactly one of --meshes, --statismo or --example")
+    if args.statismo:
+        model = bs.io.load_statismo(args.statismo)
+    elif args.example:
+        model = bs.build_pca_model(bs.datasets.example_shapes(args.example, seed=args.seed),
+                                   align=None if args.align == "none" else args.align, n_modes=args.modes)
+    else:
+        paths = sorted(Path(p) for p in args.meshes)
+        if len(paths) < 2:
+            raise ValueError(f"--meshes: expected at least 2 meshes in correspondence, got {len(paths)}")
+        meshes = [bs.io.read_mesh(p) for p in paths]
+        model = bs.build_pca_model(meshes, align=None if args.align == "none" else args.align, n_modes=args.modes)
+    if args.modes is not None and args.statismo:
+        model = model.truncate(args.modes)
+    _files.write_model(model, args.out)
+    ev = float(np.asarray(model.explained_variance_ratio).sum())
+    print(f"wrote {args.out}: {model.n_vertices} vertices, {model.n_modes} modes "
+          f"({100 * ev:.1f}% of the variance)")
+    return 0
+
+
+def _views(args):
+    import bayesshape as bs
+
+    if args.views and args.biplanar:
+        raise ValueError("give --views or --biplanar, not both")
+    if args.views:
+        return bs.read_views(args.views)
+    if args.biplanar:
+        return list(bs.biplanar(field_of_view=args.biplanar, detector_shape=(args.size, args.size))), ["AP", "LAT"]
+    raise ValueError("give the view geometry: --views FILE (JSON/YAML) or --biplanar FIELD_OF_VIEW_MM")
+
+
+def simulate(args) -> int:
+    import bayesshape as bs
+
+    if (args.model is None) == (args.mesh is None):
+        raise ValueError("give exactly one of --model or --mesh")
+    if args.mesh:
+        mesh = bs.io.read_mesh(args.mesh)
+    else:
+        model = _files.read_model(args.model)
+        if model.faces is None:
+            raise ValueError(f"{args.model}: simulating X-rays needs a mesh model (with faces)")
+        import jax
+
+        v = model.sample(jax.random.key(args.sample_seed), 1)[0] if args.sample_seed is not None else model.mean
+        mesh = model.mesh(np.asarray(v))
+    views, names = _views(args)
+    sim = bs.simulate_xray(mesh, views, seed=args.seed, noise=args.noise, contour_jitter=args.jitter, mu=args.mu)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bs.write_views(out / "views.json", views, names)
+    files = {"views": "views.json", "truth": "truth.ply", "drr": [], "masks": [], "contours": []}
+    for name, img, mask, pts in zip(names, sim.drr, sim.masks, sim.contours):
+        _files.write_npy(out / f"{name}_drr.npy", img.astype(np.float32))
+        _files.write_mask_png(out / f"{name}_mask.png", mask)
+        _files.write_points_csv(out / f"{name}_contour.csv", pts)
+        files["drr"].append(f"{name}_drr.npy")
+        files["masks"].append(f"{name}_mask.png")
+        files["contours"].append(f"{name}_contour.csv")
+    bs.io.write_mesh(out / "truth.ply", mesh)
+    from ..export import write_json
+
+    write_json(out / "simulation.json", {"files": files, "noise": args.noise, "contour_jitter_px": args.jitter,
+                                         "mu_per_mm": args.mu, "noise_sd": sim.noise_sd, "seed": args.seed})
+    print(f"simulated {len(views)} views ({', '.join(names)}); wrote {len(list(out.iterdir()))} files to {out}")
+    return 0
+
+
+def _observations(args, views):
+    import bayesshape as bs
+
+    given = [(k, v) for k, v in (("masks", args.masks), ("images", args.images), ("contours", args.contours)) if v]
+    if len(given) != 1:
+        raise ValueError("give one kind of input: --masks, --images or --contours (one file per view)")
+    kind, paths = given[0]
+    if len(paths) != len(views):
+        raise ValueError(f"--{kind}: expected one file per view ({len(views)} views in the geometry file), "
+                         f"got {len(paths)}")
+    obs, images, points, kinds = [], [], [], []
+    for i, (p, view) in enumerate(zip(paths, views)):
+        h, w = view.detector_shape
+        if kind == "contours":
+            pts = _files.read_points_csv(p)
+            sigma = args.sigma or 1.0
+            obs.append(bs.obs.Contour(view, pts, sigma))
+            img = np.zeros((h, w))
+            points.append(pts)
+            kinds.append("contour")
+        else:
+            arr = _files.read_mask(p) if kind == "masks" else _files.read_array(p, "image")
+            if arr.shape != (h, w):
+                raise ValueError(f"{p}: image of {arr.shape[0]} x {arr.shape[1]} pixels does not match view {i}'s "
+                                 f"detector of {h} x {w} pixels")
+            if kind == "masks":
+                obs.append(bs.obs.Contour(view, arr, args.sigma or 1.0))
+                points.append(bs.obs.mask_contour_points(arr))
+                kinds.append("mask")
+            else:
+                if not np.all(np.isfinite(arr)):
+                    raise ValueError(f"{p}: the image has NaN or inf pixels")
+                sigma = args.sigma or max(_files.noise_sd_estimate(arr), 1e-6)
+                obs.append(bs.obs.DRR(view, arr, sigma, mu=args.mu, fit_scale_offset=args.fit_scale_offset))
+                points.append(None)
+                kinds.append("drr")
+            img = arr.astype(np.float64)
+        images.append(img)
+    return obs, images, kinds, points
+
+
+def infer(args) -> int:
+    import bayesshape as bs
+
+    from ..report import make_report, write_case
+
+    t0 = time.perf_counter()
+    model = _files.read_model(args.model)
+    views, names = bs.read_views(args.views)
+    obs, images, kinds, points = _observations(args, views)
+    truth = bs.io.read_mesh(args.truth) if args.truth else None
+    print(f"inferring with {args.method} ({len(views)} views, {kinds[0]}, pose {args.pose}, "
+          f"{model.n_modes} modes)")
+    post = bs.infer(model, obs, method=args.method, pose=None if args.pose == "none" else args.pose,
+                    seed=args.seed, num_samples=args.samples, num_warmup=args.samples, num_chains=args.chains,
+                    progress=not args.quiet)
+    inputs = {"model": str(args.model), "views": str(args.views), "kind": kinds[0],
+              "files": [str(p) for p in (args.masks or args.images or args.contours)]}
+    settings = {"method": args.method, "pose": args.pose, "seed": args.seed, "samples": args.samples,
+                "chains": args.chains, "sigma": [float(o.sigma) for o in obs]}
+    summary = write_case(args.out, post, views, names, images, kinds, points=points, mu=args.mu, truth=truth,
+                         n_samples=args.export_samples, level=args.level, tolerance_mm=args.tolerance,
+                         inputs=inputs, settings=settings, extra={"wall_time_s": time.perf_counter() - t0})
+    _print_summary(summary)
+    if args.report:
+        print(f"report: {make_report(args.out)}")
+    print(f"wrote case folder {args.out} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def _print_summary(s: dict) -> None:
+    r = s["reliability"]
+    u = s["uncertainty_mm"]["credible_radius_95"]
+    print(f"95% credible radius: mean {u['mean']:.2f} mm, max {u['max']:.2f} mm")
+    if "error_mm" in s:
+        e = s["error_mm"]
+        print(f"error of the posterior mean: mean {e['vertex_mean']:.2f} mm, 95th percentile "
+              f"{e['vertex_p95']:.2f} mm; truth inside the 95% ball at {100 * e['coverage_95']:.1f}% of vertices")
+    d = s["posterior"]["diagnostics"]
+    if "max_rhat" in d:
+        print(f"diagnostics: max R-hat {d['max_rhat']:.3f}, min bulk ESS {d['min_ess_bulk']:.0f}, "
+              f"divergences {d['divergences']}")
+    elif "converged" in d:
+        print(f"diagnostics: SVI converged: {d['converged']}")
+    for w in d.get("warnings", []):
+        print(f"warning: {w}")
+    print(f"reliability: {'RELIABLE' if r['reliable'] else 'UNRELIABLE'} (score {r['score']:.2f}; "
+          f"{100 * r['fraction_vertices_flagged']:.1f}% of vertices above {r['tolerance_mm']} mm; misfit "
+          + ", ".join(f"{m['mean_sq_std_residual']:.2f}" for m in r["misfit"]) + ")")
+
+
+def export(args) -> int:
+    import bayesshape as bs
+
+    from ..report import export_case
+
+    post = bs.load_posterior(args.posterior)
+    truth = bs.io.read_mesh(args.truth) if args.truth else None
+    summary = export_case(post, args.out, truth=truth, n_samples=args.samples, level=args.level,
+                          tolerance_mm=args.tolerance, inputs={"posterior": str(args.posterior)})
+    _print_summary(summary)
+    print(f"wrote {', '.join(sorted(p.name for p in Path(args.out).iterdir()))} to {args.out}")
+    return 0
+
+
+def report(args) -> int:
+    from ..report import make_report
+
+    path = make_report(args.case, title=args.title)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,107 @@
+"""File helpers of the command line: models, images, masks, contours (no pickles)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from .._atomic import atomic_path
+
+
+def read_model(path):
+    """A shape model from ``.npz`` (bayesshape) or ``.h5`` (Statismo)."""
+    from ..io import load_model, load_statismo
+
+    path = Path(path)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return load_statismo(path)
+    if path.suffix.lower() == ".npz":
+        return load_model(path)
+    raise ValueError(f"{path}: model files are .npz (bayesshape) or .h5 (Statismo), got {path.suffix!r}")
+
+
+def write_model(model, path):
+    from ..io import save_model, save_statismo
+
+    path = Path(path)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        save_statismo(model, path)
+    elif path.suffix.lower() == ".npz":
+        save_model(model, path)
+    else:
+        raise ValueError(f"{path}: model files are .npz (bayesshape) or .h5 (Statismo), got {path.suffix!r}")
+
+
+def read_array(path, what: str) -> np.ndarray:
+    """A 2D array from ``.npy`` (no pickles) or a PNG (first channel, 0..1)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{what} {path}: no such file")
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise ValueError(f"{what} {path}: not a plain .npy array ({e})") from None
+    elif path.suffix.lower() == ".png":
+        import matplotlib.image as mpimg
+
+        try:
+            arr = mpimg.imread(path)
+        except Exception as e:
+            raise ValueError(f"{what} {path}: not a readable PNG ({e})") from None
+        if arr.ndim == 3:
+            arr = arr[..., 0]
+    else:
+        raise ValueError(f"{what} {path}: expected a .npy or .png file")
+    if arr.ndim != 2:
+        raise ValueError(f"{what} {path}: expected a 2D image (H, W), got shape {arr.shape}")
+    return arr
+
+
+def read_mask(path) -> np.ndarray:
+    return read_array(path, "mask") > 0.5
+
+
+def write_mask_png(path, mask) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        plt.imsave(tmp, np.asarray(mask, dtype=np.float64), cmap="gray", vmin=0.0, vmax=1.0, format="png")
+
+
+def read_points_csv(path) -> np.ndarray:
+    """Contour points ``(M, 2)`` ``(row, col)`` pixels from a CSV with a ``row,col`` header."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"contour {path}: no such file")
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or [c.strip() for c in rows[0][:2]] != ["row", "col"]:
+        raise ValueError(f"contour {path}: expected a CSV with the header 'row,col'")
+    try:
+        pts = np.array([[float(r[0]), float(r[1])] for r in rows[1:] if r], dtype=np.float64)
+    except (ValueError, IndexError):
+        raise ValueError(f"contour {path}: every line must hold two numbers 'row,col' (pixels)") from None
+    if pts.shape[0] < 3:
+        raise ValueError(f"contour {path}: expected at least 3 points, got {pts.shape[0]}")
+    return pts
+
+
+def write_points_csv(path, points) -> None:
+    lines = ["row,col"] + [f"{r:.4f},{c:.4f}" for r, c in np.asarray(points)]
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n")
+
+
+def write_npy(path, arr) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(arr), allow_pickle=False)
+
+
+def noise_sd_estimate(image) -> float:
+    """Robust pixel-noise sd of an image: MAD of horizontal neighbour differences / sqrt(2)."""
+    d = np.diff(np.asarray(image, dtype=np.float64), axis=1).ravel()
+    return float(np.median(np.abs(d - np.median(d))) / 0.6745 / np.sqrt(2.0))

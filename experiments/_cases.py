@@ -1,0 +1,179 @@
+"""Shared pieces of the experiments: test cases (held-out and failure cases), one
+reconstruction, and the metrics (coverage, calibration error, rank correlation, AUROC,
+surface distance, Dice)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+import trimesh
+from scipy.spatial.transform import Rotation
+from scipy.stats import rankdata, spearmanr
+
+import bayesshape as bs
+from bayesshape._geometry import surface_distances, volume_dice
+
+LEVELS = (0.5, 0.8, 0.9, 0.95)
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    kind: str            # "held_out" or the failure type
+    truth: trimesh.Trimesh
+    views: list          # views the data are simulated in
+    model_views: list    # views the likelihood uses (differ for a miscalibrated view)
+    jitter: float = 0.5  # contour noise, px
+    scale: float = 1.0
+    occlude: float = 0.0  # share of each contour removed (a band of rows)
+
+
+def move(mesh, rng, rot_sd=0.02, trans_sd=3.0):
+    """A random small rigid motion about the centroid (rad, mm)."""
+    c = mesh.vertices.mean(0)
+    r = Rotation.from_rotvec(rng.normal(scale=rot_sd, size=3)).as_matrix()
+    v = (mesh.vertices - c) @ r.T + c + rng.normal(scale=trans_sd, size=3)
+    return trimesh.Trimesh(v, mesh.faces, process=False)
+
+
+def make_views(n_views: int, size: int):
+    if n_views == 2:
+        return list(bs.biplanar(field_of_view=480, detector_shape=(size, size)))
+    if n_views == 1:
+        return [bs.biplanar(field_of_view=480, detector_shape=(size, size))[0]]
+    return [bs.carm_view(lao=a, detector_shape=(size, size), pixel_spacing=480 * 1.5 / size,
+                         source_to_isocenter=800, source_to_detector=1200)
+            for a in np.linspace(0, 180, n_views, endpoint=False)]
+
+
+def deform(mesh, kind: str):
+    """Failure cases the model cannot explain."""
+    v = mesh.vertices.copy()
+    faces = mesh.faces
+    z = v[:, 2]
+    z0, z1 = z.min(), z.max()
+    if kind == "scaled":
+        c = v.mean(0)
+        v = c + 1.15 * (v - c)
+    elif kind == "mirrored":
+        c = v.mean(0)
+        v[:, 0] = 2 * c[0] - v[:, 0]
+        faces = faces[:, ::-1]
+    elif kind == "fracture":
+        # a malunited fracture: the distal 45% angulated by 12 degrees and shifted 4 mm
+        cut = z0 + 0.45 * (z1 - z0)
+        sel = z < cut
+        pivot = np.array([v[:, 0].mean(), v[:, 1].mean(), cut])
+        r = Rotation.from_rotvec([np.radians(12.0), 0.0, 0.0]).as_matrix()
+        v[sel] = (v[sel] - pivot) @ r.T + pivot + np.array([4.0, 0.0, 0.0])
+    elif kind == "deformity":
+        # a bowed shaft: lateral bending, 10 mm at mid-length
+        t = (z - z0) / (z1 - z0)
+        v[:, 0] += 10.0 * np.sin(np.pi * t)
+    else:
+        raise ValueError(kind)
+    return trimesh.Trimesh(v, faces, process=False)
+
+
+def miscalibrate(view):
+    """The same view with its source and detector shifted 8 mm sideways (a calibration error)."""
+    shift = 8.0 * np.asarray(view.u)
+    return bs.XRayView._make(np.asarray(view.source) + shift, np.asarray(view.origin) + shift, np.asarray(view.u),
+                             np.asarray(view.v), np.asarray(view.direction), np.asarray(view.spacing),
+                             view.detector_shape, view.is_parallel)
+
+
+def observations(case: Case, seed: int, kind: str = "contour", sigma: float | None = None):
+    sim = bs.simulate_xray(case.truth, case.views, seed=seed, noise=0.01, contour_jitter=max(case.jitter, 1e-6))
+    obs = []
+    for i, view in enumerate(case.model_views):
+        if kind == "drr":
+            obs.append(bs.obs.DRR(view, sim.drr[i], max(sim.noise_sd, 1e-3), mu=sim.mu))
+            continue
+        pts = sim.contours[i]
+        if case.occlude > 0:
+            rows = pts[:, 0]
+            lo = np.quantile(rows, 0.5)
+            hi = np.quantile(rows, min(0.5 + case.occlude, 1.0))
+            pts = pts[(rows < lo) | (rows > hi)]
+        obs.append(bs.obs.Contour(view, pts, sigma if sigma is not None else max(case.jitter, 0.5)))
+    return obs, sim
+
+
+def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "contour", sigma=None,
+                num_samples: int = 400, num_warmup: int = 300, num_chains: int = 2, residual_cov=None) -> dict:
+    """One reconstruction and its metrics (errors in mm)."""
+    obs, _ = observations(case, seed, kind, sigma)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        post = bs.infer(model, obs, method=method, pose="rigid", seed=seed, num_samples=num_samples,
+                        num_warmup=num_warmup, num_chains=num_chains, progress=False)
+    wall = time.perf_counter() - t0
+    out = metrics(post, case.truth)
+    out.update(name=case.name, kind=case.kind, method=method, obs=kind, views=len(case.views), jitter=case.jitter,
+               wall_s=wall, warnings=[str(w.message)[:160] for w in caught],
+               diagnostics={k: v for k, v in post.diagnostics.items()
+                            if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged")})
+    if residual_cov is not None:
+        out["with_model_error"] = coverage(post.with_model_error(residual_cov, seed=seed), case.truth)
+    return out
+
+
+def coverage(post, truth) -> dict:
+    err = np.linalg.norm(post.mean_vertices() - truth.vertices, axis=1)
+    return {str(lv): float(np.mean(err <= post.credible_radius(lv))) for lv in LEVELS}
+
+
+def metrics(post, truth) -> dict:
+    mean = post.mean_vertices()
+    err = np.linalg.norm(mean - truth.vertices, axis=1)
+    r95 = post.credible_radius(0.95)
+    d = surface_distances(jnp.asarray(mean), jnp.asarray(post.faces), jnp.asarray(truth.vertices),
+                          jnp.asarray(truth.faces))
+    rel = post.reliability(tolerance_mm=2.0)
+    return {
+        "coverage": coverage(post, truth),
+        "vertex_error_mean": float(err.mean()),
+        "surface_mean": float(d.mean()),
+        "surface_p95": float(np.quantile(d, 0.95)),
+        "dice": volume_dice(mean, post.faces, truth.vertices, truth.faces, pitch=3.0),
+        "mean_r95": float(r95.mean()),
+        "mean_std": float(post.vertex_std().mean()),
+        "spearman_vertex": float(spearmanr(r95, err).statistic),
+        "score": float(rel.score),
+        "misfit": max(m["mean_sq_std_residual"] for m in rel.misfit),
+        "flagged": not rel.reliable,
+        "vertex_auroc": auroc(r95, err > 2.0),
+    }
+
+
+def floor(model, truth) -> float:
+    """Generalization floor: mean surface distance of the model's best fit (rigid + shape) to the truth."""
+    x = np.asarray(truth.vertices, dtype=np.float64)
+    for _ in range(3):
+        fit = np.asarray(model.project(jnp.asarray(x)))
+        s, r, t = bs.prior.similarity_transform(x, fit, scale=False)
+        x = s * x @ r.T + t
+    fit = np.asarray(model.project(jnp.asarray(x)))
+    d = surface_distances(jnp.asarray(fit), jnp.asarray(model.faces), jnp.asarray(x), jnp.asarray(truth.faces))
+    return float(d.mean())
+
+
+def auroc(score, label) -> float | None:
+    """Area under the ROC curve of ``score`` for binary ``label`` (Mann-Whitney), None if one class is empty."""
+    score, label = np.asarray(score, dtype=np.float64), np.asarray(label, dtype=bool)
+    n1, n0 = int(label.sum()), int((~label).sum())
+    if n1 == 0 or n0 == 0:
+        return None
+    ranks = rankdata(score)
+    return float((ranks[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def ece(cov: dict) -> float:
+    """Expected calibration error over the levels: mean |coverage - level|."""
+    return float(np.mean([abs(cov[str(lv)] - lv) for lv in LEVELS]))

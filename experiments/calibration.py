@@ -1,0 +1,219 @@
+"""Can the uncertainty be trusted? Calibration, failure flagging and accuracy against views.
+
+Held-out shapes of the example family (drawn with other seeds than the model's 20 training
+shapes), each moved by a small random rigid motion, observed in simulated X-rays; the
+posterior is inferred with the pose unknown and compared with the truth:
+
+1. calibration: per-vertex coverage of the 50/80/90/95% credible balls, expected
+   calibration error, Spearman correlation of the 95% credible radius with the error
+   (per vertex within a case, and per case), for 1/2/4 views, two contour noise levels,
+   contours and DRRs, and the methods;
+2. failure flagging: scaled by 15%, mirrored, fractured, bowed, a miscalibrated view,
+   heavy contour noise, an occluded silhouette, mixed with the held-out cases; AUROC of
+   the case reliability score for mean surface error > 2 mm, and per-vertex AUROC of the
+   credible radius for vertex error > 2 mm;
+3. accuracy: mean and 95th-percentile surface distance and volumetric Dice against the
+   number of views, next to the generalization floor (best fit of the model to the truth).
+
+    python experiments/calibration.py --quick --out out/calibration     # minutes on 2 cores
+    python experiments/calibration.py --out out/calibration             # the full setting
+
+Writes ``cases.csv``, ``cases.json``, ``summary.json`` and PNG figures to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bayesshape as bs  # noqa: E402
+from _cases import LEVELS, Case, auroc, deform, ece, floor, make_views, miscalibrate, move, reconstruct  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+FAILURES = ("scaled", "mirrored", "fracture", "deformity", "miscalibrated", "heavy_noise", "occluded")
+
+SETTINGS = {
+    #        cases per group: smoke, quick, full
+    "smoke": dict(size=64, n_head=1, n_other=0, n_fail=0, methods=("laplace",), n_train=12),
+    "quick": dict(size=128, n_head=6, n_other=2, n_fail=1, methods=("laplace", "svi"), n_train=20),
+    "full": dict(size=256, n_head=20, n_other=8, n_fail=3, methods=("laplace", "svi", "nuts"), n_train=20),
+}
+
+
+def held_out(i: int, n_views: int, size: int, jitter: float, rng) -> Case:
+    truth = move(bs.datasets.example_shapes(1, seed=1000 + i)[0], rng)
+    views = make_views(n_views, size)
+    return Case(f"heldout{i}", "held_out", truth, views, views, jitter=jitter)
+
+
+def failure(kind: str, i: int, size: int, rng) -> Case:
+    base = move(bs.datasets.example_shapes(1, seed=5000 + i)[0], rng)
+    views = make_views(2, size)
+    case = Case(f"{kind}{i}", kind, base, views, views)
+    if kind in ("scaled", "mirrored", "fracture", "deformity"):
+        case.truth = deform(base, kind)
+    elif kind == "miscalibrated":
+        case.model_views = [views[0], miscalibrate(views[1])]
+    elif kind == "heavy_noise":
+        case.jitter = 3.0
+    elif kind == "occluded":
+        case.occlude = 0.3
+    return case
+
+
+def run(args) -> dict:
+    cfg = SETTINGS[args.setting]
+    head_method = args.headline_method or cfg["methods"][0]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    train = bs.datasets.example_shapes(cfg["n_train"], seed=0)
+    model = bs.build_pca_model(train, align="rigid")
+    resid = bs.loo_residual_covariance(train, align="rigid")
+    rng = np.random.default_rng(args.seed)
+    rows = []
+
+    def record(case, group, **kw):
+        t0 = time.perf_counter()
+        r = reconstruct(model, case, seed=args.seed + len(rows), residual_cov=resid, **kw)
+        r["group"] = group
+        r["floor"] = floor(model, case.truth) if case.kind == "held_out" else None
+        rows.append(r)
+        print(f"[{time.perf_counter() - t_start:6.0f} s] {group:<22} {case.name:<14} {r['method']:<7} "
+              f"surface {r['surface_mean']:.2f} mm, cov95 {r['coverage']['0.95']:.2f}, score {r['score']:.2f} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    size = cfg["size"]
+    # 1. headline: biplanar contours, jitter 0.5 px
+    for i in range(cfg["n_head"]):
+        record(held_out(i, 2, size, 0.5, rng), "headline", method=head_method)
+    # other settings (fewer cases): views, noise, DRR, methods
+    for i in range(cfg["n_other"]):
+        k = 100 + i
+        record(held_out(k, 1, size, 0.5, rng), "1 view", method="laplace")
+        record(held_out(k, 4, size, 0.5, rng), "4 views", method="laplace")
+        record(held_out(k, 2, size, 1.5, rng), "2 views, jitter 1.5 px", method="laplace")
+        record(held_out(k, 2, size, 0.5, rng), "2 views, DRR", method="laplace", kind="drr")
+        for m in cfg["methods"]:
+            if m != head_method:
+                record(held_out(k, 2, size, 0.5, rng), f"2 views, {m}", method=m)
+    # 2. failure cases
+    for i in range(cfg["n_fail"]):
+        for kind in FAILURES:
+            record(failure(kind, i, size, rng), f"failure: {kind}", method=head_method)
+    summary = summarise(rows, head_method, args, cfg, time.perf_counter() - t_start)
+    write_outputs(out, rows, summary)
+    return summary
+
+
+def summarise(rows, head_method, args, cfg, wall) -> dict:
+    head = [r for r in rows if r["group"] == "headline"]
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r)
+    table = {}
+    for g, rs in groups.items():
+        cov = {str(lv): float(np.mean([r["coverage"][str(lv)] for r in rs])) for lv in LEVELS}
+        cov_me = {str(lv): float(np.mean([r["with_model_error"][str(lv)] for r in rs])) for lv in LEVELS}
+        floors = [r["floor"] for r in rs if r["floor"] is not None]
+        table[g] = {
+            "n": len(rs), "coverage": cov, "ece": ece(cov), "coverage_with_model_error": cov_me,
+            "surface_mean": float(np.mean([r["surface_mean"] for r in rs])),
+            "surface_p95": float(np.mean([r["surface_p95"] for r in rs])),
+            "dice": float(np.mean([r["dice"] for r in rs])),
+            "floor": float(np.mean(floors)) if floors else None,
+            "spearman_vertex": float(np.mean([r["spearman_vertex"] for r in rs])),
+            "mean_r95": float(np.mean([r["mean_r95"] for r in rs])),
+            "wall_s": float(np.mean([r["wall_s"] for r in rs])),
+            "flagged": int(sum(r["flagged"] for r in rs)),
+        }
+    same = [r for r in rows if r["method"] == head_method]
+    err = np.array([r["surface_mean"] for r in same])
+    score = np.array([r["score"] for r in same])
+    label = err > 2.0
+    case_auroc = auroc(score, label)
+    sp_case = spearmanr([r["mean_r95"] for r in same], err).statistic if len(same) > 2 else float("nan")
+    vertex_aurocs = [r["vertex_auroc"] for r in rows if r["vertex_auroc"] is not None]
+    head_cov = table["headline"]["coverage"] if head else {}
+    return {
+        "setting": args.setting,
+        "headline": f"biplanar contours, {head_method}, {cfg['size']} px detector, held-out example shapes",
+        "coverage": head_cov,
+        "ece": ece(head_cov) if head else None,
+        "auroc": case_auroc,
+        "spearman": float(sp_case),
+        "spearman_vertex": table["headline"]["spearman_vertex"] if head else None,
+        "coverage_with_model_error": table["headline"]["coverage_with_model_error"] if head else {},
+        "vertex_auroc_mean": float(np.mean(vertex_aurocs)) if vertex_aurocs else None,
+        "auroc_cases": {"n": len(same), "n_above_2mm": int(label.sum())},
+        "groups": table,
+        "wall_time_s": wall,
+        "machine": f"{jax.default_backend()} ({jax.device_count()} device), seed {args.seed}",
+    }
+
+
+def write_outputs(out: Path, rows, summary) -> None:
+    from bayesshape.export import write_json
+    from bayesshape.report import calibration_png
+    from bayesshape.report.pictures import _plt, save_figure
+
+    write_json(out / "cases.json", rows)
+    write_json(out / "summary.json", summary)
+    keys = ["group", "name", "kind", "method", "obs", "views", "jitter", "surface_mean", "surface_p95", "dice",
+            "vertex_error_mean", "mean_r95", "spearman_vertex", "score", "misfit", "flagged", "wall_s", "floor"]
+    tmp = out / ".cases.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(keys + [f"cov{lv}" for lv in LEVELS])
+        for r in rows:
+            w.writerow([r[k] for k in keys] + [r["coverage"][str(lv)] for lv in LEVELS])
+    tmp.replace(out / "cases.csv")
+    g = summary["groups"]
+    held = {k: v for k, v in g.items() if not k.startswith("failure")}
+    calibration_png(LEVELS, {k: [v["coverage"][str(lv)] for lv in LEVELS] for k, v in held.items()},
+                    out / "calibration.png", counts={k: v["n"] for k, v in held.items()})
+    calibration_png(LEVELS, {k + " + model error": [v["coverage_with_model_error"][str(lv)] for lv in LEVELS]
+                             for k, v in held.items()}, out / "calibration_model_error.png",
+                    counts={k + " + model error": v["n"] for k, v in held.items()},
+                    title="Coverage with the leave-one-out model error added")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    for kind in sorted({r["kind"] for r in rows}):
+        rs = [r for r in rows if r["kind"] == kind]
+        ax.scatter([r["mean_r95"] for r in rs], [r["surface_mean"] for r in rs], label=kind, s=18)
+    ax.axhline(2.0, color="k", lw=0.6, ls="--")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("mean 95% credible radius (mm)")
+    ax.set_ylabel("mean surface error (mm)")
+    ax.legend(fontsize=6)
+    save_figure(fig, out / "uncertainty_vs_error.png")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--quick", action="store_true", help="the quick setting (minutes on 2 cores)")
+    ap.add_argument("--smoke", action="store_true", help="one tiny case (for the test suite)")
+    ap.add_argument("--headline-method", choices=["laplace", "svi", "nuts"], help="method of the headline cases")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    args.setting = "smoke" if args.smoke else "quick" if args.quick else "full"
+    s = run(args)
+    print(json.dumps({k: s[k] for k in ("headline", "coverage", "auroc", "spearman", "wall_time_s")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
