@@ -45,7 +45,8 @@ FAILURES = ("scaled", "mirrored", "fracture", "deformity", "miscalibrated", "hea
 
 SETTINGS = {
     #        cases per group: smoke, quick, full
-    "smoke": dict(size=64, n_head=1, n_other=0, n_fail=0, methods=("laplace",), n_train=12),
+    "smoke": dict(size=64, n_head=1, n_other=0, n_fail=1, methods=("laplace",), n_train=10,
+                  failures=("scaled", "mirrored")),
     "quick": dict(size=128, n_head=6, n_other=2, n_fail=1, methods=("laplace", "svi"), n_train=20),
     "full": dict(size=256, n_head=20, n_other=8, n_fail=3, methods=("laplace", "svi", "nuts"), n_train=20),
 }
@@ -110,7 +111,7 @@ def run(args) -> dict:
                 record(held_out(k, 2, size, 0.5, rng), f"2 views, {m}", method=m)
     # 2. failure cases
     for i in range(cfg["n_fail"]):
-        for kind in FAILURES:
+        for kind in cfg.get("failures", FAILURES):
             record(failure(kind, i, size, rng), f"failure: {kind}", method=head_method)
     summary = summarise(rows, head_method, args, cfg, time.perf_counter() - t_start)
     write_outputs(out, rows, summary)

@@ -64,7 +64,7 @@ def run_nuts(logdensity, theta0, cov, key, warmup, samples, chains):
     starts = jax.random.multivariate_normal(key, theta0, cov, (chains,), method="eigh")
     with _numpyro_promotion():
         t0 = time.perf_counter()
-        mcmc.run(key, init_params=starts, extra_fields=("num_steps",))
+        mcmc.run(key, init_params=starts if chains > 1 else starts[0], extra_fields=("num_steps",))
         wall = time.perf_counter() - t0
     steps = int(np.asarray(mcmc.get_extra_fields()["num_steps"]).sum())
     return np.asarray(mcmc.get_samples(group_by_chain=True)), wall, steps

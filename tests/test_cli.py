@@ -20,12 +20,13 @@ def _run(argv):
 
 
 def test_demo_writes_outputs(tmp_path):
-    assert _run(["demo", "--out", str(tmp_path), "--size", "96", "--train", "10", "--quiet"]) == 0
+    # 64 px and 10 training shapes: the same compiled likelihood as the end-to-end test below
+    assert _run(["demo", "--out", str(tmp_path), "--size", "64", "--train", "10", "--quiet"]) == 0
     for name in ("confidence.ply", "confidence.vtk", "confidence.vtp", "summary.json", "report.html",
                  "posterior.npz", "samples/mean.ply", "pictures/credible_radius.png", "pictures/overlay_0.png"):
         assert (tmp_path / name).exists(), name
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["surface_error_mm"]["mean"] < 3.0
+    assert summary["surface_error_mm"]["mean"] < 3.75  # half a 7.5 mm pixel
     assert summary["measurements"]["length_mm"]["lower"] < summary["measurements"]["length_mm"]["upper"]
     ply = trimesh.load(tmp_path / "confidence.ply", process=False)
     props = ply.metadata["_ply_raw"]["vertex"]["data"].dtype.names

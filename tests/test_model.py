@@ -168,3 +168,29 @@ def test_instance_rejects_wrong_alpha(example_model):
         example_model.instance(jnp.zeros(example_model.n_modes + 1))
     with pytest.raises(ValueError, match="points: expected"):
         example_model.coefficients(jnp.zeros((3, 3)))
+
+
+def test_loo_residual_covariance():
+    import bayesshape as bs
+
+    rng = np.random.default_rng(0)
+    mean = rng.normal(scale=10.0, size=(50, 3))
+    basis = rng.normal(size=(2, 50, 3))
+    coef = rng.normal(scale=5.0, size=(30, 2))
+    exact = mean[None] + np.einsum("ik,knj->inj", coef, basis)
+    # shapes in a 2-mode affine subspace: every left-out shape is represented exactly
+    cov0 = bs.loo_residual_covariance(list(exact), align=None, shrinkage=0.0)
+    assert cov0.shape == (50, 3, 3) and np.abs(cov0).max() < 1e-18
+    # plus isotropic noise of sd 0.5 mm: the residual variance per coordinate is about 0.25 mm^2,
+    # a little more for left-out shapes (their noise is not in the model): ~ (1 + 3/29) * 0.25
+    noisy = exact + rng.normal(scale=0.5, size=exact.shape)
+    cov = bs.loo_residual_covariance(list(noisy), align=None)
+    per_coord = np.trace(cov, axis1=1, axis2=2).mean() / 3
+    assert 0.2 < per_coord < 0.35, per_coord
+    post = bs.ShapeSamples(np.repeat(exact[:1], 4000, axis=0) + 0.0, None)
+    widened = post.with_model_error(cov, seed=1)
+    np.testing.assert_allclose(widened.vertex_covariance().mean(0), cov.mean(0), atol=0.02)
+    with pytest.raises(ValueError, match="at least 3"):
+        bs.loo_residual_covariance(list(exact[:2]))
+    with pytest.raises(ValueError, match="covariance"):
+        post.with_model_error(np.zeros((5, 3, 3)))

@@ -11,6 +11,7 @@ regions account for anatomy outside the model (docs/experiments.md measures the 
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from .build import _as_shapes, build_pca_model, procrustes_align, similarity_transform
@@ -52,14 +53,14 @@ def loo_residual_covariance(meshes, *, align: str | None = "rigid", n_modes: int
     for i in range(n):
         others = np.delete(shapes, i, axis=0)
         k = None if n_modes is None else min(n_modes, n - 2)
-        model = build_pca_model(others, align=None, n_modes=k)
+        model = build_pca_model(list(others), align=None, n_modes=k)
         x = shapes[i]
         for _ in range(3 if align else 1):  # alternate pose and coefficients
-            target = np.asarray(model.project(x))
+            target = np.asarray(model.project(jnp.asarray(x)))
             if align:
                 s, r, t = similarity_transform(x, target, scale=align == "similarity")
                 x = s * x @ r.T + t
-        resid[i] = x - np.asarray(model.project(x))
+        resid[i] = x - np.asarray(model.project(jnp.asarray(x)))
     cov = np.einsum("inj,ink->njk", resid, resid) / n
     iso = np.trace(cov, axis1=1, axis2=2)[:, None, None] / 3.0 * np.eye(3)[None]
     return (1.0 - shrinkage) * cov + shrinkage * iso
