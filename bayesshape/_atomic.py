@@ -35,3 +35,28 @@ def atomic_path(path: str | os.PathLike):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def json_default(o):
+    """``json.dumps`` fallback: NumPy arrays as lists, NumPy scalars as Python numbers."""
+    import numpy as np
+
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    return str(o)
+
+
+def read_npz(path, what: str) -> dict:
+    """All arrays of an ``.npz`` file, never unpickling; ``ValueError`` naming ``what`` otherwise."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such {what} file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as e:  # pickled object arrays (ValueError), zip and OS errors on junk files
+        raise ValueError(f"{path}: not a readable {what} file ({type(e).__name__}: {e})") from None

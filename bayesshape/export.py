@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path
+from ._atomic import atomic_path, json_default
 from .io.mesh import write_mesh
 
 __all__ = ["confidence_fields", "export_confidence_mesh", "export_samples", "write_summary", "write_json",
@@ -196,13 +196,6 @@ def write_summary(posterior, path, *, inputs: dict | None = None, settings: dict
 def write_json(path, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
 
-    def default(o):
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, (np.floating, np.integer, np.bool_)):
-            return o.item()
-        return str(o)
-
-    text = json.dumps(obj, indent=2, default=default)
+    text = json.dumps(obj, indent=2, default=json_default)
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)

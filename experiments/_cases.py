@@ -15,7 +15,9 @@ from scipy.spatial.transform import Rotation
 from scipy.stats import rankdata, spearmanr
 
 import bayesshape as bs
-from bayesshape._geometry import surface_distances, volume_dice
+from bayesshape._geometry import points_to_surface, surface_distances, volume_dice
+
+_to_surface = __import__("jax").jit(points_to_surface)
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 
@@ -129,6 +131,17 @@ def coverage(post, truth) -> dict:
     return {str(lv): float(np.mean(err <= post.credible_radius(lv))) for lv in LEVELS}
 
 
+def normal_coverage(post, truth) -> dict:
+    """Coverage along the surface normal: the distance of each mean vertex to the true surface
+    against the central interval ``+- z * normal_std`` (Gaussian), at every level."""
+    from scipy.stats import norm
+
+    d = np.asarray(_to_surface(jnp.asarray(post.mean_vertices()), jnp.asarray(truth.vertices),
+                               jnp.asarray(truth.faces)))
+    sd = post.normal_std()
+    return {str(lv): float(np.mean(d <= norm.ppf(0.5 + lv / 2) * sd)) for lv in LEVELS}
+
+
 def metrics(post, truth) -> dict:
     mean = post.mean_vertices()
     err = np.linalg.norm(mean - truth.vertices, axis=1)
@@ -138,6 +151,7 @@ def metrics(post, truth) -> dict:
     rel = post.reliability(tolerance_mm=2.0)
     return {
         "coverage": coverage(post, truth),
+        "coverage_normal": normal_coverage(post, truth),
         "vertex_error_mean": float(err.mean()),
         "surface_mean": float(d.mean()),
         "surface_p95": float(np.quantile(d, 0.95)),

@@ -45,9 +45,9 @@ FAILURES = ("scaled", "mirrored", "fracture", "deformity", "miscalibrated", "hea
 
 SETTINGS = {
     #        cases per group: smoke, quick, full
-    "smoke": dict(size=64, n_head=1, n_other=0, n_fail=1, methods=("laplace",), n_train=10,
-                  failures=("scaled", "mirrored")),
-    "quick": dict(size=128, n_head=6, n_other=2, n_fail=1, methods=("laplace", "svi"), n_train=20),
+    "smoke": dict(size=64, n_head=1, n_other=0, n_fail=0, methods=("laplace",), n_train=10),
+    "quick": dict(size=128, n_head=5, n_other=1, n_fail=1, methods=("laplace",), n_train=20,
+                  other_views=(1,)),
     "full": dict(size=256, n_head=20, n_other=8, n_fail=3, methods=("laplace", "svi", "nuts"), n_train=20),
 }
 
@@ -102,8 +102,8 @@ def run(args) -> dict:
     # other settings (fewer cases): views, noise, DRR, methods
     for i in range(cfg["n_other"]):
         k = 100 + i
-        record(held_out(k, 1, size, 0.5, rng), "1 view", method="laplace")
-        record(held_out(k, 4, size, 0.5, rng), "4 views", method="laplace")
+        for nv in cfg.get("other_views", (1, 4)):
+            record(held_out(k, nv, size, 0.5, rng), f"{nv} view{'s' if nv > 1 else ''}", method="laplace")
         record(held_out(k, 2, size, 1.5, rng), "2 views, jitter 1.5 px", method="laplace")
         record(held_out(k, 2, size, 0.5, rng), "2 views, DRR", method="laplace", kind="drr")
         for m in cfg["methods"]:
@@ -127,9 +127,12 @@ def summarise(rows, head_method, args, cfg, wall) -> dict:
     for g, rs in groups.items():
         cov = {str(lv): float(np.mean([r["coverage"][str(lv)] for r in rs])) for lv in LEVELS}
         cov_me = {str(lv): float(np.mean([r["with_model_error"][str(lv)] for r in rs])) for lv in LEVELS}
+        cov_n = {str(lv): float(np.mean([r["coverage_normal"][str(lv)] for r in rs])) for lv in LEVELS}
         floors = [r["floor"] for r in rs if r["floor"] is not None]
         table[g] = {
             "n": len(rs), "coverage": cov, "ece": ece(cov), "coverage_with_model_error": cov_me,
+            "coverage_normal": cov_n, "ece_normal": ece(cov_n),
+            "coverage_per_case_95": [r["coverage"]["0.95"] for r in rs],
             "surface_mean": float(np.mean([r["surface_mean"] for r in rs])),
             "surface_p95": float(np.mean([r["surface_p95"] for r in rs])),
             "dice": float(np.mean([r["dice"] for r in rs])),
@@ -156,6 +159,7 @@ def summarise(rows, head_method, args, cfg, wall) -> dict:
         "spearman": float(sp_case),
         "spearman_vertex": table["headline"]["spearman_vertex"] if head else None,
         "coverage_with_model_error": table["headline"]["coverage_with_model_error"] if head else {},
+        "coverage_normal": table["headline"]["coverage_normal"] if head else {},
         "vertex_auroc_mean": float(np.mean(vertex_aurocs)) if vertex_aurocs else None,
         "auroc_cases": {"n": len(same), "n_above_2mm": int(label.sum())},
         "groups": table,
@@ -184,6 +188,9 @@ def write_outputs(out: Path, rows, summary) -> None:
     held = {k: v for k, v in g.items() if not k.startswith("failure")}
     calibration_png(LEVELS, {k: [v["coverage"][str(lv)] for lv in LEVELS] for k, v in held.items()},
                     out / "calibration.png", counts={k: v["n"] for k, v in held.items()})
+    calibration_png(LEVELS, {k: [v["coverage_normal"][str(lv)] for lv in LEVELS] for k, v in held.items()},
+                    out / "calibration_normal.png", counts={k: v["n"] for k, v in held.items()},
+                    title="Coverage along the surface normal (mean vertex to true surface)")
     calibration_png(LEVELS, {k + " + model error": [v["coverage_with_model_error"][str(lv)] for lv in LEVELS]
                              for k, v in held.items()}, out / "calibration_model_error.png",
                     counts={k + " + model error": v["n"] for k, v in held.items()},

@@ -14,6 +14,12 @@ from .samples import ShapeSamples
 __all__ = ["Posterior"]
 
 
+@jax.jit
+def _vertices_batch(problem, theta):
+    # module level: one compilation for every posterior of the same structure
+    return problem.vertices_batch(theta)
+
+
 class Posterior(ShapeSamples):
     """Posterior over shapes (and pose), represented by samples of the parameters.
 
@@ -73,7 +79,7 @@ class Posterior(ShapeSamples):
     def vertex_samples(self) -> jnp.ndarray:
         """``(n_samples, n_vert, 3)`` world-frame vertices of every sample (cached)."""
         if self._vertices is None:
-            self._vertices = jax.jit(lambda p, th: p.vertices_batch(th))(self.problem, self.flat_theta())
+            self._vertices = _vertices_batch(self.problem, self.flat_theta())
         return self._vertices
 
     def sample_vertices(self, n: int, *, seed: int = 0) -> np.ndarray:

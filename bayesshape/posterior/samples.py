@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, json_default, read_npz
 
 __all__ = ["ShapeSamples", "Reliability", "Measurement", "save_posterior", "load_posterior"]
 
@@ -250,14 +250,6 @@ class ShapeSamples:
         return {"method": self.method, "n_samples": int(self.vertex_samples().shape[0]), "diagnostics": diag}
 
 
-def _json_default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer, np.bool_)):
-        return o.item()
-    return str(o)
-
-
 def save_posterior(posterior: ShapeSamples, path, *, max_samples: int = 1000, seed: int = 0) -> None:
     """Write a posterior's vertex samples, faces, diagnostics and misfit to ``.npz`` (atomic).
 
@@ -277,7 +269,7 @@ def save_posterior(posterior: ShapeSamples, path, *, max_samples: int = 1000, se
         x = x[idx]
     meta = {"format": POSTERIOR_FORMAT, "version": POSTERIOR_VERSION, "method": posterior.method,
             "diagnostics": posterior.diagnostics, "misfit": posterior.predictive_misfit()}
-    arrays = {"vertices": x.astype(np.float32), "meta": np.array(json.dumps(meta, default=_json_default))}
+    arrays = {"vertices": x.astype(np.float32), "meta": np.array(json.dumps(meta, default=json_default))}
     if posterior.faces is not None:
         arrays["faces"] = np.asarray(posterior.faces, dtype=np.int64)
     with atomic_path(path) as tmp:
@@ -288,15 +280,7 @@ def save_posterior(posterior: ShapeSamples, path, *, max_samples: int = 1000, se
 def load_posterior(path) -> ShapeSamples:
     """Read a file written by :func:`save_posterior` (no pickles) as :class:`ShapeSamples`."""
     path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: no such posterior file")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except ValueError as e:
-        raise ValueError(f"{path}: not a bayesshape posterior file ({e})") from None
-    except Exception as e:  # zipfile/OS errors on junk files
-        raise ValueError(f"{path}: not a readable .npz posterior file ({type(e).__name__}: {e})") from None
+    data = read_npz(path, "posterior")
     if "meta" not in data or "vertices" not in data:
         raise ValueError(f"{path}: not a bayesshape posterior file (needs 'vertices' and 'meta')")
     try:

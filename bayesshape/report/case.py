@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, read_npz
 from ..export import COLORMAP, colour_scale, export_confidence_mesh, export_samples, write_summary
 from ..io.mesh import read_mesh, write_mesh
 from ..posterior.samples import load_posterior, save_posterior
@@ -45,14 +45,7 @@ def save_inputs(path, images, kinds, points=None, mu: float = 0.05) -> None:
 
 def load_inputs(path):
     """Read :func:`save_inputs`' file: ``(images, kinds, points, mu)``."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: no such inputs file")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable inputs file ({type(e).__name__}: {e})") from None
+    data = read_npz(path, "inputs")
     kinds = [str(k) for k in data["kinds"]]
     images = [data[f"image_{i}"] for i in range(len(kinds))]
     points = [data.get(f"points_{i}") for i in range(len(kinds))]

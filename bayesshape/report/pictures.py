@@ -5,6 +5,7 @@ writes one PNG atomically and returns its path.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +170,7 @@ def drr_residual_png(image, view, mean_vertices, faces, path, *, mu: float = 0.0
         raise ValueError(f"image: expected the view's detector shape {view.detector_shape}, got {img.shape}")
     v, f = jnp.asarray(mean_vertices), jnp.asarray(np.asarray(faces))
     k = drr_footprint(v, f, view, margin=0.1)
-    pred = mu * np.asarray(jax.jit(lambda v_, f_, w_: render_drr(v_, f_, w_, footprint=k))(v, f, view))
+    pred = mu * np.asarray(_render(v, f, view, k))
     a = np.stack([pred.ravel(), np.ones(pred.size)], axis=1)
     coef, *_ = np.linalg.lstsq(a, img.ravel(), rcond=None)
     fit = (a @ coef).reshape(img.shape)
@@ -187,6 +188,13 @@ def drr_residual_png(image, view, mean_vertices, faces, path, *, mu: float = 0.0
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
+
+
+@functools.partial(__import__("jax").jit, static_argnums=3)
+def _render(vertices, faces, view, footprint):
+    from ..projection.render import render_drr
+
+    return render_drr(vertices, faces, view, footprint=footprint)
 
 
 def calibration_png(levels, coverage: dict, path, *, title: str = "Calibration of per-vertex credible regions",
