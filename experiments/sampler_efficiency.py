@@ -35,7 +35,7 @@ from _cases import Case, make_views, move, observations  # noqa: E402
 
 SETTINGS = {
     "smoke": dict(size=64, nuts=(10, 10), rwmh=500, chains=1),
-    "quick": dict(size=96, nuts=(200, 300), rwmh=20000, chains=2),
+    "quick": dict(size=96, nuts=(100, 150), rwmh=6000, chains=2),
     "full": dict(size=256, nuts=(500, 1000), rwmh=100000, chains=4),
 }
 
