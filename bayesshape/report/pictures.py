@@ -215,7 +215,7 @@ def calibration_png(levels, coverage: dict, path, *, title: str = "Calibration o
         lab = name if counts is None or name not in counts else f"{name} (n={counts[name]})"
         ax.plot(lv, np.asarray(cov, dtype=np.float64), "o-", label=lab)
     ax.set_xlim(min(0.4, lv.min() - 0.05), 1.0)
-    ax.set_ylim(min(0.4, lv.min() - 0.05), 1.0)
+    ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("nominal credible level")
     ax.set_ylabel("empirical coverage (share of vertices)")
     ax.set_title(title, fontsize=10)
