@@ -98,7 +98,7 @@ def inside_grid(vertices, faces, axes) -> np.ndarray:
         dy = qq[:, None, 1] - a[None, :, 1]
         l1 = (dx * (c[None, :, 1] - a[None, :, 1]) - dy * (c[None, :, 0] - a[None, :, 0])) / det[None]
         l2 = ((b[None, :, 0] - a[None, :, 0]) * dy - (b[None, :, 1] - a[None, :, 1]) * dx) / det[None]
-        hit = (l1 >= 0) & (l2 >= 0) & (l1 + l2 < 1) & ~((l1 + l2 == 1) & (l1 == 0))
+        hit = (l1 >= 0) & (l2 >= 0) & (l1 + l2 < 1)
         z = a[None, :, 2] + l1 * (b[None, :, 2] - a[None, :, 2]) + l2 * (c[None, :, 2] - a[None, :, 2])
         z = np.where(hit, z, np.inf)
         below = (z[:, :, None] < zs[None, None, :]).sum(axis=1)

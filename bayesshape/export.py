@@ -45,11 +45,7 @@ def confidence_fields(posterior, *, truth=None, level: float = 0.95, tolerance_m
 
 
 def colour_scale(values, vmax):
-    """RGB ``uint8`` colours of ``values`` (mm) on :data:`COLORMAP`, linear from 0 to ``vmax`` mm."""
-    return _colours(values, vmax)
-
-
-def _colours(values, vmax):
+    """RGB ``uint8`` colours ``(N, 3)`` of ``values`` (mm) on :data:`COLORMAP`, linear from 0 to ``vmax`` mm."""
     from matplotlib import colormaps
 
     cmap = colormaps[COLORMAP]
@@ -89,7 +85,7 @@ def export_confidence_mesh(posterior, path, *, truth=None, level: float = 0.95, 
     if colour_by not in fields:
         raise ValueError(f"colour_by: expected one of {sorted(fields)}, got {colour_by!r}")
     vmax = 2.0 * tolerance_mm if vmax is None else float(vmax)
-    rgb = _colours(fields[colour_by], vmax)
+    rgb = colour_scale(fields[colour_by], vmax)
     mesh = posterior.mean_mesh()
     data = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in fields.items()}
     if path.suffix.lower() == ".ply":

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-
-import jax
 
 import jax.numpy as jnp
 import numpy as np
 
 from ._checks import as_faces, as_points
 from .obs import DRR, Contour, Landmarks2D, mask_contour_points
-from .projection.render import drr_footprint, render_drr
+from .projection.render import drr_footprint, render_drr_jit
 from .projection.views import XRayView
 
 __all__ = ["simulate_xray", "SimulatedXRay"]
@@ -76,11 +73,6 @@ class SimulatedXRay:
         return self.noise * max(float(np.max(d)) for d in self.clean_drr)
 
 
-@functools.partial(jax.jit, static_argnums=3)
-def _render(vertices, faces, view, footprint):
-    return render_drr(vertices, faces, view, footprint=footprint)
-
-
 def simulate_xray(
     mesh,
     views,
@@ -133,7 +125,7 @@ def simulate_xray(
     for view in views:
         view.check()
         k = drr_footprint(vj, fj, view)
-        length = np.asarray(_render(vj, fj, view, k))
+        length = np.asarray(render_drr_jit(vj, fj, view, footprint=k))
         if not (length > 0).any():
             raise ValueError("simulate_xray: the mesh is not visible in one of the views (empty DRR)")
         img = mu * length

@@ -8,6 +8,7 @@ import dataclasses
 import time
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import trimesh
@@ -17,7 +18,7 @@ from scipy.stats import rankdata, spearmanr
 import bayesshape as bs
 from bayesshape._geometry import points_to_surface, surface_distances, volume_dice
 
-_to_surface = __import__("jax").jit(points_to_surface)
+_to_surface = jax.jit(points_to_surface)
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 
@@ -168,12 +169,7 @@ def metrics(post, truth) -> dict:
 
 def floor(model, truth) -> float:
     """Generalization floor: mean surface distance of the model's best fit (rigid + shape) to the truth."""
-    x = np.asarray(truth.vertices, dtype=np.float64)
-    for _ in range(3):
-        fit = np.asarray(model.project(jnp.asarray(x)))
-        s, r, t = bs.prior.similarity_transform(x, fit, scale=False)
-        x = s * x @ r.T + t
-    fit = np.asarray(model.project(jnp.asarray(x)))
+    x, fit = bs.prior.best_fit(model, truth.vertices, align="rigid")
     d = surface_distances(jnp.asarray(fit), jnp.asarray(model.faces), jnp.asarray(x), jnp.asarray(truth.faces))
     return float(d.mean())
 

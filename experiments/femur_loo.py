@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -67,8 +68,6 @@ def main(argv=None):
             obs, _ = observations(case, args.seed + i, kind)
             for method in args.methods:
                 t0 = time.perf_counter()
-                import warnings
-
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", UserWarning)
                     post = bs.infer(model, obs, method=method, pose="rigid", seed=args.seed, num_samples=args.samples,

@@ -194,3 +194,17 @@ def test_loo_residual_covariance():
         bs.loo_residual_covariance(list(exact[:2]))
     with pytest.raises(ValueError, match="covariance"):
         post.with_model_error(np.zeros((5, 3, 3)))
+
+
+def test_best_fit_undoes_a_rigid_motion(example_model):
+    import bayesshape as bs
+    from scipy.spatial.transform import Rotation
+
+    shape = np.asarray(example_model.instance(jnp.linspace(-1.0, 1.0, example_model.n_modes)))
+    rot = Rotation.from_rotvec([0.05, -0.02, 0.03]).as_matrix()
+    moved = shape @ rot.T + np.array([3.0, -2.0, 5.0])
+    x, fit = bs.prior.best_fit(example_model, moved, align="rigid")
+    np.testing.assert_allclose(fit, shape, atol=1e-6)  # the model shape, back in the model frame
+    np.testing.assert_allclose(x, fit, atol=1e-6)      # nothing left that the model cannot represent
+    with pytest.raises(ValueError, match="align"):
+        bs.prior.best_fit(example_model, moved, align="affine")

@@ -97,6 +97,18 @@ def initial_pose(model: ShapeModel, observations, pose: str | None):
     return np.zeros(3), np.asarray(t, dtype=np.float64), 0.0
 
 
+def _span(points) -> float:
+    """Largest coordinate extent of a point set."""
+    return float(np.ptp(np.asarray(points), axis=0).max())
+
+
+def _check_ratio(obs_span: float, mod_span: float, message) -> None:
+    """``ValueError(message(ratio))`` when observed and model extents differ by more than 5x."""
+    ratio = obs_span / max(mod_span, 1e-12)
+    if not 0.2 < ratio < 5.0:
+        raise ValueError(message(ratio))
+
+
 def check_units(model: ShapeModel, observations) -> None:
     """Raise ``ValueError`` when observations and model disagree in scale by > 5x (units)."""
     mean = np.asarray(model.mean, dtype=np.float64)
@@ -107,28 +119,20 @@ def check_units(model: ShapeModel, observations) -> None:
             "(a model in metres would look like this)", UserWarning, stacklevel=3)
     for o in observations:
         if isinstance(o, Landmarks3D) and o.ids.shape[0] >= 2:
-            obs_span = float(np.ptp(np.asarray(o.points), axis=0).max())
-            mod_span = float(np.ptp(mean[np.asarray(o.ids)], axis=0).max())
-            ratio = obs_span / max(mod_span, 1e-12)
-            if not 0.2 < ratio < 5.0:
-                raise ValueError(
-                    f"Landmarks3D: the observed landmarks span {obs_span:.4g} but the model's landmarks span "
-                    f"{mod_span:.4g} (ratio {ratio:.3g}); model and observations must share units (mm). "
-                    "Metres against mm give a ratio of 1000 or 1/1000.")
+            obs_span, mod_span = _span(o.points), _span(mean[np.asarray(o.ids)])
+            _check_ratio(obs_span, mod_span, lambda r: (
+                f"Landmarks3D: the observed landmarks span {obs_span:.4g} but the model's landmarks span "
+                f"{mod_span:.4g} (ratio {r:.3g}); model and observations must share units (mm). "
+                "Metres against mm give a ratio of 1000 or 1/1000."))
         if isinstance(o, SurfacePoints):
-            obs_span = float(np.ptp(np.asarray(o.points), axis=0).max())
+            obs_span = _span(o.points)
             if obs_span > 5.0 * extent:
                 raise ValueError(
                     f"SurfacePoints: the observed points span {obs_span:.4g} mm but the whole model spans "
                     f"{extent:.4g} mm; check the units (mm expected)")
         if isinstance(o, Contour):
-            pts = np.asarray(o.points)
-            obs_span = float(np.ptp(pts, axis=0).max())
-            proj = np.asarray(o.view.project(jnp.asarray(mean)))
-            mod_span = float(np.ptp(proj, axis=0).max())
-            ratio = obs_span / max(mod_span, 1e-12)
-            if not 0.2 < ratio < 5.0:
-                raise ValueError(
-                    f"Contour: the observed contour spans {obs_span:.1f} px but the model's mean shape projects to "
-                    f"{mod_span:.1f} px in that view (ratio {ratio:.3g}); check the units of the model (mm) and the "
-                    "view's pixel spacing (mm per pixel)")
+            obs_span, mod_span = _span(o.points), _span(o.view.project(jnp.asarray(mean)))
+            _check_ratio(obs_span, mod_span, lambda r: (
+                f"Contour: the observed contour spans {obs_span:.1f} px but the model's mean shape projects to "
+                f"{mod_span:.1f} px in that view (ratio {r:.3g}); check the units of the model (mm) and the "
+                "view's pixel spacing (mm per pixel)"))

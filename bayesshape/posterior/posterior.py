@@ -101,10 +101,14 @@ class Posterior(ShapeSamples):
         Exact for a closed-form posterior without pose; otherwise from the samples.
         """
         if self.gaussian is not None and self.method == "closed_form" and self.problem.pose is None:
-            _, cov = self.gaussian
-            k = self.problem.n_modes
-            b = self.model.basis.reshape(self.model.n_vertices, 3, k) * jnp.sqrt(self.model.variance)[None, None, :]
-            return np.asarray(jnp.einsum("nik,kl,njl->nij", b, cov[:k, :k], b))
+            def exact():
+                _, cov = self.gaussian
+                k = self.problem.n_modes
+                b = (self.model.basis.reshape(self.model.n_vertices, 3, k)
+                     * jnp.sqrt(self.model.variance)[None, None, :])
+                return jnp.einsum("nik,kl,njl->nij", b, cov[:k, :k], b)
+
+            return self._cached("exact_covariance", exact)
         return super().vertex_covariance()
 
     # ----------------------------------------------------------- checks

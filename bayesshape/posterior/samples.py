@@ -140,6 +140,13 @@ class ShapeSamples:
         """Per observation: type, number of data, mean squared standardised residual."""
         return self._misfit
 
+    def _cached(self, key, compute) -> np.ndarray:
+        """Summaries of the (immutable) samples are computed once; callers get a copy."""
+        cache = self.__dict__.setdefault("_stats", {})
+        if key not in cache:
+            cache[key] = np.asarray(compute())
+        return cache[key].copy()
+
     def with_model_error(self, covariance, *, seed: int = 0) -> ShapeSamples:
         """These samples plus independent per-vertex model error ``N(0, covariance[v])``.
 
@@ -170,7 +177,7 @@ class ShapeSamples:
     # ----------------------------------------------------------- summaries
     def mean_vertices(self) -> np.ndarray:
         """Posterior mean of every vertex, ``(n_vert, 3)`` mm."""
-        return np.asarray(self.vertex_samples(), dtype=np.float64).mean(axis=0)
+        return self._cached("mean", lambda: np.asarray(self.vertex_samples(), dtype=np.float64).mean(axis=0))
 
     def mean_mesh(self):
         """The posterior mean as a ``trimesh.Trimesh``."""
@@ -182,9 +189,12 @@ class ShapeSamples:
 
     def vertex_covariance(self) -> np.ndarray:
         """Per-vertex 3 x 3 covariance, ``(n_vert, 3, 3)`` mm^2, from the samples."""
-        x = np.asarray(self.vertex_samples(), dtype=np.float64)
-        d = x - x.mean(axis=0)[None]
-        return np.einsum("sni,snj->nij", d, d) / max(x.shape[0] - 1, 1)
+        def compute():
+            x = np.asarray(self.vertex_samples(), dtype=np.float64)
+            d = x - self.mean_vertices()[None]
+            return np.einsum("sni,snj->nij", d, d) / max(x.shape[0] - 1, 1)
+
+        return self._cached("covariance", compute)
 
     def vertex_std(self) -> np.ndarray:
         """Per-vertex RMS distance (mm) from the posterior mean: ``sqrt(trace(cov))``, ``(n_vert,)``."""
@@ -192,17 +202,22 @@ class ShapeSamples:
 
     def normal_std(self) -> np.ndarray:
         """Posterior sd (mm) of every vertex along the mean surface's normal, ``(n_vert,)``."""
-        n = np.asarray(self.mean_mesh().vertex_normals)
-        return np.sqrt(np.maximum(np.einsum("ni,nij,nj->n", n, self.vertex_covariance(), n), 0.0))
+        def compute():
+            n = np.asarray(self.mean_mesh().vertex_normals)
+            return np.sqrt(np.maximum(np.einsum("ni,nij,nj->n", n, self.vertex_covariance(), n), 0.0))
+
+        return self._cached("normal_std", compute)
 
     def credible_radius(self, level: float = 0.95) -> np.ndarray:
         """Radius (mm) of the ball around each vertex's posterior mean that holds the
         vertex with posterior probability ``level``, ``(n_vert,)``."""
         if not 0 < level < 1:
             raise ValueError(f"level: expected a probability in (0, 1), got {level}")
-        x = np.asarray(self.vertex_samples(), dtype=np.float64)
-        d = np.linalg.norm(x - x.mean(axis=0)[None], axis=-1)
-        return np.quantile(d, level, axis=0)
+        def compute():
+            x = np.asarray(self.vertex_samples(), dtype=np.float64)
+            return np.quantile(np.linalg.norm(x - self.mean_vertices()[None], axis=-1), level, axis=0)
+
+        return self._cached(("credible_radius", float(level)), compute)
 
     def reliability(self, tolerance_mm: float = 2.0, *, level: float = 0.95, max_fraction: float = 0.05,
                     misfit_threshold: float = 4.0) -> Reliability:

@@ -4,7 +4,7 @@ from . import kernels
 from .build import build_pca_model, procrustes_align, similarity_transform
 from .gp import augment, gp_model, low_rank_kernel
 from .model import ShapeModel
-from .residual import loo_residual_covariance
+from .residual import best_fit, loo_residual_covariance
 
 __all__ = [
     "ShapeModel",
@@ -16,4 +16,5 @@ __all__ = [
     "low_rank_kernel",
     "kernels",
     "loo_residual_covariance",
+    "best_fit",
 ]

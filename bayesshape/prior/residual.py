@@ -16,7 +16,36 @@ import numpy as np
 
 from .build import _as_shapes, build_pca_model, procrustes_align, similarity_transform
 
-__all__ = ["loo_residual_covariance"]
+__all__ = ["loo_residual_covariance", "best_fit"]
+
+
+def best_fit(model, points, *, align: str | None = "rigid", iterations: int = 3):
+    """The model's closest shape to ``points`` after moving them onto the model.
+
+    Alternates a pose fit (Umeyama, ``"rigid"`` or ``"similarity"``) of the points onto
+    their current model projection with the projection itself (least squares over the
+    vertices); ``align=None`` projects once without moving them.
+
+    Args:
+        model: a :class:`ShapeModel`.
+        points: ``(n_vert, 3)`` shape in correspondence, mm.
+
+    Returns:
+        ``(moved points (n_vert, 3), model fit (n_vert, 3))`` in the model frame, mm;
+        their difference is what the model cannot represent.
+
+    Example:
+        >>> x, fit = best_fit(model, truth.vertices)      # doctest: +SKIP
+    """
+    if align not in (None, "rigid", "similarity"):
+        raise ValueError(f"align: expected None, 'rigid' or 'similarity', got {align!r}")
+    x = np.asarray(points, dtype=np.float64)
+    if align is not None:
+        for _ in range(iterations):
+            target = np.asarray(model.project(jnp.asarray(x)))
+            s, r, t = similarity_transform(x, target, scale=align == "similarity")
+            x = s * x @ r.T + t
+    return x, np.asarray(model.project(jnp.asarray(x)))
 
 
 def loo_residual_covariance(meshes, *, align: str | None = "rigid", n_modes: int | None = None,
@@ -50,17 +79,11 @@ def loo_residual_covariance(meshes, *, align: str | None = "rigid", n_modes: int
     if align is not None:
         shapes = procrustes_align(shapes, scale=align == "similarity")
     resid = np.empty_like(shapes)
+    k = None if n_modes is None else min(n_modes, n - 2)
     for i in range(n):
-        others = np.delete(shapes, i, axis=0)
-        k = None if n_modes is None else min(n_modes, n - 2)
-        model = build_pca_model(list(others), align=None, n_modes=k)
-        x = shapes[i]
-        for _ in range(3 if align else 1):  # alternate pose and coefficients
-            target = np.asarray(model.project(jnp.asarray(x)))
-            if align:
-                s, r, t = similarity_transform(x, target, scale=align == "similarity")
-                x = s * x @ r.T + t
-        resid[i] = x - np.asarray(model.project(jnp.asarray(x)))
+        model = build_pca_model(list(np.delete(shapes, i, axis=0)), align=None, n_modes=k)
+        x, fit = best_fit(model, shapes[i], align=align)
+        resid[i] = x - fit
     cov = np.einsum("inj,ink->njk", resid, resid) / n
     iso = np.trace(cov, axis1=1, axis2=2)[:, None, None] / 3.0 * np.eye(3)[None]
     return (1.0 - shrinkage) * cov + shrinkage * iso

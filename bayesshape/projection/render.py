@@ -38,6 +38,7 @@ the exact derivative almost everywhere.
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
@@ -270,6 +271,11 @@ def render_drr(
     if mu is not None:
         img = mu * img
     return img
+
+
+#: :func:`render_drr` compiled with a static ``footprint``, for callers holding concrete meshes
+#: (simulation, pictures); library code that is itself traced calls :func:`render_drr`
+render_drr_jit = jax.jit(render_drr, static_argnames=("footprint",))
 
 
 def beer_lambert(line_integral: Float[Array, "H W"], i0: float = 1.0) -> Float[Array, "H W"]:

@@ -5,12 +5,15 @@ writes one PNG atomically and returns its path.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .._atomic import atomic_path
+from ..projection.render import contour_generator, drr_footprint, render_drr_jit
+from ..projection.topology import Topology
 
 __all__ = ["confidence_png", "overlay_png", "drr_residual_png", "calibration_png", "save_figure"]
 
@@ -97,17 +100,16 @@ def confidence_png(vertices, faces, values, path, *, vmax: float, label: str = "
     return save_figure(fig, path)
 
 
+# every vertex set of a batch in one call; topology and view are arguments, so views and reports of
+# the same mesh size share one compilation
+_contour_batch = jax.jit(jax.vmap(contour_generator, in_axes=(0, None, None)))
+
+
 def _contour_segments(vertex_sets, faces, view) -> list:
     """Occluding-contour segments ``(E_i, 2, 2)`` (pixels) of each vertex set, in one compiled call."""
-    import jax
-    import jax.numpy as jnp
-
-    from ..projection.render import contour_generator
-    from ..projection.topology import Topology
-
     vs = jnp.asarray(np.asarray(vertex_sets))
     topo = Topology.from_faces(np.asarray(faces), vs.shape[1])
-    is_c, seg = jax.jit(jax.vmap(lambda v: contour_generator(v, topo, view)))(vs)
+    is_c, seg = _contour_batch(vs, topo, view)
     return [s[m] for s, m in zip(np.asarray(seg), np.asarray(is_c))]
 
 
@@ -159,18 +161,13 @@ def overlay_png(image, view, mean_vertices, faces, path, *, sample_vertices=None
 def drr_residual_png(image, view, mean_vertices, faces, path, *, mu: float = 0.05, title: str = "") -> Path:
     """Observed DRR, the DRR of the posterior mean (scale and offset fitted by least squares),
     and their residual on a diverging colour scale."""
-    import jax
-    import jax.numpy as jnp
-
-    from ..projection.render import drr_footprint, render_drr
-
     plt = _plt()
     img = np.asarray(image, dtype=np.float64)
     if img.shape != tuple(view.detector_shape):
         raise ValueError(f"image: expected the view's detector shape {view.detector_shape}, got {img.shape}")
     v, f = jnp.asarray(mean_vertices), jnp.asarray(np.asarray(faces))
     k = drr_footprint(v, f, view, margin=0.1)
-    pred = mu * np.asarray(_render(v, f, view, k))
+    pred = mu * np.asarray(render_drr_jit(v, f, view, footprint=k))
     a = np.stack([pred.ravel(), np.ones(pred.size)], axis=1)
     coef, *_ = np.linalg.lstsq(a, img.ravel(), rcond=None)
     fit = (a @ coef).reshape(img.shape)
@@ -188,13 +185,6 @@ def drr_residual_png(image, view, mean_vertices, faces, path, *, mu: float = 0.0
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
-
-
-@functools.partial(__import__("jax").jit, static_argnums=3)
-def _render(vertices, faces, view, footprint):
-    from ..projection.render import render_drr
-
-    return render_drr(vertices, faces, view, footprint=footprint)
 
 
 def calibration_png(levels, coverage: dict, path, *, title: str = "Calibration of per-vertex credible regions",
