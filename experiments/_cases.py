@@ -16,9 +16,7 @@ from scipy.spatial.transform import Rotation
 from scipy.stats import rankdata, spearmanr
 
 import bayesshape as bs
-from bayesshape._geometry import points_to_surface, surface_distances, volume_dice
-
-_to_surface = jax.jit(points_to_surface)
+from bayesshape._geometry import nearest_surface_distance, surface_distances, volume_dice
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 
@@ -108,20 +106,24 @@ def observations(case: Case, seed: int, kind: str = "contour", sigma: float | No
 
 
 def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "contour", sigma=None,
-                num_samples: int = 400, num_warmup: int = 300, num_chains: int = 2, residual_cov=None) -> dict:
+                num_samples: int = 400, num_warmup: int = 300, num_chains: int = 2, residual_cov=None,
+                likelihood_faces=None, svi_steps: int = 1500, contour_weights: bool = True) -> dict:
     """One reconstruction and its metrics (errors in mm)."""
     obs, _ = observations(case, seed, kind, sigma)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         post = bs.infer(model, obs, method=method, pose="rigid", seed=seed, num_samples=num_samples,
-                        num_warmup=num_warmup, num_chains=num_chains, progress=False)
+                        num_warmup=num_warmup, num_chains=num_chains, progress=False,
+                        likelihood_faces=likelihood_faces, svi_steps=svi_steps,
+                        contour_weights=contour_weights)
     wall = time.perf_counter() - t0
     out = metrics(post, case.truth)
     out.update(name=case.name, kind=case.kind, method=method, obs=kind, views=len(case.views), jitter=case.jitter,
                wall_s=wall, warnings=[str(w.message)[:160] for w in caught],
                diagnostics={k: v for k, v in post.diagnostics.items()
-                            if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged")})
+                            if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged",
+                                     "contour_weights")})
     if residual_cov is not None:
         out["with_model_error"] = coverage(post.with_model_error(residual_cov, seed=seed), case.truth)
     return out
@@ -137,8 +139,7 @@ def normal_coverage(post, truth) -> dict:
     against the central interval ``+- z * normal_std`` (Gaussian), at every level."""
     from scipy.stats import norm
 
-    d = np.asarray(_to_surface(jnp.asarray(post.mean_vertices()), jnp.asarray(truth.vertices),
-                               jnp.asarray(truth.faces)))
+    d = nearest_surface_distance(post.mean_vertices(), truth.vertices, truth.faces)
     sd = post.normal_std()
     return {str(lv): float(np.mean(d <= norm.ppf(0.5 + lv / 2) * sd)) for lv in LEVELS}
 

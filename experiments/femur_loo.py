@@ -9,8 +9,14 @@ full 3D truth, rigid pose and shape), their ratio, the coverage of the credible 
 (without and with the leave-one-out model error of the nine-femur model), and the wall
 time.
 
-    python experiments/femur_loo.py --methods laplace --out out/femur_loo
-    python experiments/femur_loo.py --methods laplace svi nuts --cases 0 1 --out out/femur_loo
+    python experiments/femur_loo.py --methods laplace svi nuts --out out/femur_loo
+    python experiments/femur_loo.py --methods nuts --obs contour --cases 0 1 --out out/femur_loo
+
+Contour likelihoods are evaluated on a 4000-face decimation of the model's mesh
+(``infer(likelihood_faces=4000)``, 6.6x faster per gradient than the 23294-face mesh; the
+posterior and all errors stay on the full mesh); DRRs on the full mesh at ``--drr-size``
+pixels. Rows already in ``--out/femur_loo.json`` are kept and not recomputed, so a long run
+can be split and resumed.
 
 Reads ``../shared/data/femur10``; exits with a message when it is absent.
 """
@@ -18,6 +24,7 @@ Reads ``../shared/data/femur10``; exits with a message when it is absent.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -42,7 +49,10 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", default=["laplace"], choices=["laplace", "svi", "nuts"])
     ap.add_argument("--obs", nargs="+", default=["contour", "drr"], choices=["contour", "drr"])
     ap.add_argument("--cases", nargs="+", type=int, help="left-out femur indices (default all)")
-    ap.add_argument("--size", type=int, default=256, help="detector pixels")
+    ap.add_argument("--size", type=int, default=256, help="detector pixels (contours)")
+    ap.add_argument("--drr-size", type=int, default=128, help="detector pixels (DRRs)")
+    ap.add_argument("--likelihood-faces", type=int, default=4000, help="coarse mesh for the contour likelihood "
+                    "(0: the full mesh)")
     ap.add_argument("--samples", type=int, default=300, help="NUTS warm-up and draws per chain; SVI/Laplace draws")
     ap.add_argument("--svi-steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
@@ -54,31 +64,43 @@ def main(argv=None):
     files = sorted(folder.glob("*.ply"))
     femurs = [trimesh.load(f, process=False) for f in files]
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    done = args.out / "femur_loo.json"
+    rows = json.loads(done.read_text()) if done.exists() else []
+    have = {(r["case"], r["obs"], r["method"]) for r in rows}
     for i in args.cases if args.cases is not None else range(len(femurs)):
+        if all((files[i].stem, kind, m) in have for kind in args.obs for m in args.methods):
+            continue
         train = [m for j, m in enumerate(femurs) if j != i]
         model = bs.build_pca_model(train, align="rigid")
         resid = bs.loo_residual_covariance(train, align="rigid")
         truth = femurs[i]
         iso = truth.vertices.mean(0)
-        views = list(bs.biplanar(iso, field_of_view=520, detector_shape=(args.size, args.size), projection="cone"))
         fl = floor(model, truth)
         for kind in args.obs:
+            todo = [m for m in args.methods if (files[i].stem, kind, m) not in have]
+            if not todo:
+                continue
+            size = args.size if kind == "contour" else args.drr_size
+            views = list(bs.biplanar(iso, field_of_view=520, detector_shape=(size, size), projection="cone"))
             case = Case(files[i].stem, "held_out", truth, views, views, jitter=0.5)
             obs, _ = observations(case, args.seed + i, kind)
-            for method in args.methods:
+            lf = args.likelihood_faces if kind == "contour" and args.likelihood_faces > 0 else None
+            for method in todo:
                 t0 = time.perf_counter()
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", UserWarning)
                     post = bs.infer(model, obs, method=method, pose="rigid", seed=args.seed, num_samples=args.samples,
-                                    num_warmup=args.samples, num_chains=2, svi_steps=args.svi_steps, progress=False)
+                                    num_warmup=args.samples, num_chains=2, svi_steps=args.svi_steps, progress=False,
+                                    likelihood_faces=lf)
                 wall = time.perf_counter() - t0
                 m = metrics(post, truth)
-                r = {"case": files[i].stem, "obs": kind, "method": method, "floor": fl,
+                r = {"case": files[i].stem, "obs": kind, "method": method, "floor": fl, "size": size,
+                     "likelihood_faces": lf,
                      "ratio": m["surface_mean"] / fl, "wall_s": wall,
                      "coverage_with_model_error": coverage(post.with_model_error(resid, seed=i), truth),
                      "diagnostics": {k: v for k, v in post.diagnostics.items()
-                                     if k in ("max_rhat", "min_ess_bulk", "divergences", "converged")},
+                                     if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
+                                              "converged")},
                      "warnings": [str(w.message)[:120] for w in caught], **m}
                 rows.append(r)
                 print(f"{r['case']} {kind:<7} {method:<7} surface {m['surface_mean']:.2f} mm (p95 "
@@ -86,12 +108,29 @@ def main(argv=None):
                       f"{m['coverage']['0.95']:.2f} / {r['coverage_with_model_error']['0.95']:.2f} with model error, "
                       f"{wall:.0f} s", flush=True)
                 bs.export.write_json(args.out / "femur_loo.json", rows)
-    table = ["| femur | obs | method | surface mean (mm) | p95 (mm) | floor (mm) | ratio | cov95 | cov95 + model error "
-             "| wall (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    table = ["| femur | obs | method | surface mean (mm) | p95 (mm) | floor (mm) | ratio | Dice | cov95 "
+             "| cov95 + model error | normal cov95 | score | R-hat | wall (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    order = {"contour": 0, "drr": 1, "laplace": 0, "svi": 1, "nuts": 2}
+    rows.sort(key=lambda r: (r["case"], order[r["obs"]], order[r["method"]]))
     for r in rows:
+        rhat = r["diagnostics"].get("max_rhat")
         table.append(f"| {r['case']} | {r['obs']} | {r['method']} | {r['surface_mean']:.2f} | {r['surface_p95']:.2f} "
-                     f"| {r['floor']:.2f} | {r['ratio']:.2f} | {r['coverage']['0.95']:.2f} "
-                     f"| {r['coverage_with_model_error']['0.95']:.2f} | {r['wall_s']:.0f} |")
+                     f"| {r['floor']:.2f} | {r['ratio']:.2f} | {r['dice']:.3f} | {r['coverage']['0.95']:.2f} "
+                     f"| {r['coverage_with_model_error']['0.95']:.2f} | {r['coverage_normal']['0.95']:.2f} "
+                     f"| {r['score']:.2f} | {'' if rhat is None else f'{rhat:.3f}'} | {r['wall_s']:.0f} |")
+    for kind in ("contour", "drr"):
+        for method in ("laplace", "svi", "nuts"):
+            rs = [r for r in rows if r["obs"] == kind and r["method"] == method]
+            if rs:
+                table.append(f"| **mean of {len(rs)}** | {kind} | {method} "
+                             f"| {np.mean([r['surface_mean'] for r in rs]):.2f} "
+                             f"| {np.mean([r['surface_p95'] for r in rs]):.2f} | {np.mean([r['floor'] for r in rs]):.2f} "
+                             f"| {np.mean([r['ratio'] for r in rs]):.2f} | {np.mean([r['dice'] for r in rs]):.3f} "
+                             f"| {np.mean([r['coverage']['0.95'] for r in rs]):.2f} "
+                             f"| {np.mean([r['coverage_with_model_error']['0.95'] for r in rs]):.2f} "
+                             f"| {np.mean([r['coverage_normal']['0.95'] for r in rs]):.2f} | | "
+                             f"| {np.mean([r['wall_s'] for r in rs]):.0f} |")
     (args.out / "femur_loo.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
     return 0

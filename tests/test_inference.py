@@ -80,7 +80,9 @@ def test_contour_inference_recovers_shape_and_pose(example_model):
     with warnings.catch_warnings():  # the contour Hessian at the MAP may be indefinite (warned, clipped)
         warnings.simplefilter("ignore", UserWarning)
         post = bs.infer(model, sim.observations("contour", sigma=1.0, n_points=160), method="laplace", pose="rigid",
-                        seed=0)
+                        seed=0, likelihood_faces=2400)
+    # the likelihood saw a coarse mesh; the posterior lives on the full one
+    assert post.mean_vertices().shape == tv.shape and post.problem.likelihood_index.shape[0] < 0.5 * len(tv)
     err = np.linalg.norm(post.mean_vertices() - tv, axis=1)
     start = np.linalg.norm(np.asarray(model.mean) - tv, axis=1)
     assert err.mean() < 1.5 and err.mean() < 0.3 * start.mean()
@@ -127,6 +129,9 @@ def test_bad_input_gets_clear_messages(example_model):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), pose="affine")
     with pytest.raises(ValueError, match="initial_pose"):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), pose="rigid", initial_pose=(np.zeros(3), [np.nan] * 3, 0.0))
+    points_only = bs.ShapeModel(model.mean, model.basis, model.variance)
+    with pytest.raises(ValueError, match="likelihood_faces"):
+        bs.infer(points_only, obs.Landmarks3D(ids, pts_mm, 1.0), method="laplace", likelihood_faces=1000)
     # contradicting observations: 3D landmarks on one place, 2D landmarks saying another
     view = bs.biplanar(field_of_view=480, detector_shape=(128, 128))[0]
     shifted = np.asarray(view.project(jnp.asarray(pts_mm + np.array([30.0, 0.0, 0.0])[None, :])))

@@ -158,3 +158,31 @@ def test_simulate_xray(setup):
         sim.observations("ct")
     with pytest.raises(ValueError, match="not visible"):
         bs.simulate_xray(truth, bs.XRayView.parallel((0, 1, 0), center=(5000.0, 0, 0)))
+
+
+def test_composite_weights_see_correlated_contour_errors(example_model):
+    """Independent jitter keeps the contour likelihood (weights near 1); a smooth error field
+    along the outline (correlated residuals) is detected and down-weighted."""
+    from bayesshape.inference.infer import reference_shapes
+
+    truth = bs.datasets.example_shapes(1, seed=77)[0]
+    views = bs.biplanar(field_of_view=480, detector_shape=(128, 128))
+    refs = reference_shapes(example_model)
+    v = jnp.asarray(truth.vertices)
+    iid, smooth = [], []
+    for seed in range(3):
+        sim = bs.simulate_xray(truth, views, seed=seed, contour_jitter=1.5)
+        obs_iid = [bs.obs.Contour(vw, c, 1.5).bind(truth.faces, refs) for vw, c in zip(views, sim.contours)]
+        iid += bs.obs.composite_weights(obs_iid, v, seed=seed)
+        clean = bs.simulate_xray(truth, views, seed=seed, contour_jitter=0.0)
+        obs_smooth = []
+        for vw, c in zip(views, clean.contours):
+            field = np.stack([np.sin(2 * np.pi * c[:, 0] / 40 + seed), np.cos(2 * np.pi * c[:, 1] / 40 + seed)], 1)
+            pts = c + 1.0 * field + 0.2 * np.random.default_rng(seed).standard_normal(c.shape)
+            obs_smooth.append(bs.obs.Contour(vw, pts, 0.5).bind(truth.faces, refs))
+        smooth += bs.obs.composite_weights(obs_smooth, v, seed=seed)
+    # independent errors: the pooled inflation is chi2-distributed around 1 (sd ~25%), the misfit ~1
+    assert np.mean(iid) > 0.7 and min(iid) > 0.4
+    assert max(smooth) < 0.35
+    with pytest.raises(ValueError, match="weight"):
+        bs.obs.Contour(views[0], clean.contours[0], 0.5, weight=0.0)

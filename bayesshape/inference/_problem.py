@@ -40,6 +40,10 @@ class Problem(eqx.Module):
     scale_sd: float = eqx.field(static=True)
     infer_noise: bool = eqx.field(static=True)
     noise_sd: float = eqx.field(static=True)
+    #: model vertices kept by the coarse likelihood mesh (``infer(likelihood_faces=...)``), or None
+    likelihood_index: Array | None = None
+    #: per observation: does it see the coarse mesh?
+    on_coarse: tuple = eqx.field(static=True, default=())
 
     # ----------------------------------------------------------- layout
     @property
@@ -92,6 +96,14 @@ class Problem(eqx.Module):
         c = self.center.astype(x.dtype)
         return scale * (x - c[None, :]) @ rot.T + (c + trans)[None, :]
 
+    def observation_vertices(self, vertices) -> list:
+        """The vertices each observation sees: the model's, or the coarse likelihood mesh's
+        (a row subset of them)."""
+        if self.likelihood_index is None:
+            return [vertices] * len(self.observations)
+        coarse = vertices[self.likelihood_index]
+        return [coarse if c else vertices for c in self.on_coarse]
+
     def sigmas(self, theta):
         if not self.infer_noise:
             return [None] * len(self.observations)
@@ -100,9 +112,9 @@ class Problem(eqx.Module):
 
     # ------------------------------------------------------------ density
     def log_likelihood(self, theta):
-        v = self.vertices(theta)
+        vs = self.observation_vertices(self.vertices(theta))
         total = jnp.zeros((), dtype=theta.dtype)
-        for o, s in zip(self.observations, self.sigmas(theta)):
+        for o, s, v in zip(self.observations, self.sigmas(theta), vs):
             total = total + o.log_likelihood(v, sigma=s)
         return total
 

@@ -6,11 +6,13 @@ import sys
 import time
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..obs.base import Observation
+from ..obs.contour import Contour, composite_weights
 from ..posterior.posterior import Posterior, warn_diagnostics
 from ..prior.model import ShapeModel
 from ._problem import Problem
@@ -67,8 +69,13 @@ def _minimize(vg, x0, steps: int):
     history = []
 
     def f(x):
-        v, g = vg(jnp.asarray(x, dtype=dtype))
-        v = float(v)
+        try:
+            v, g = vg(jnp.asarray(x, dtype=dtype))
+            v = float(v)
+        except eqx.EquinoxRuntimeError:
+            # a trial point where the likelihood refuses to evaluate (e.g. a DRR triangle larger than
+            # its static footprint: a shape far outside the reference shapes); the line search backs off
+            v, g = np.inf, None
         history.append(v)
         if not np.isfinite(v):
             return 1e300, np.zeros_like(x)
@@ -79,8 +86,11 @@ def _minimize(vg, x0, steps: int):
     return jnp.asarray(res.x, dtype=dtype), history
 
 
-def find_map(problem: Problem, *, steps: int = 150):
-    """Maximum a posteriori ``theta`` (L-BFGS): pose first, then everything."""
+def find_map(problem: Problem, *, steps: int = 150, start=None):
+    """Maximum a posteriori ``theta`` (L-BFGS): pose first, then everything (from ``start``:
+    everything at once)."""
+    if start is not None:
+        return _minimize(lambda th: _vg_full(th, problem), jnp.asarray(start), steps)
     x0 = jnp.zeros(problem.dim, dtype=problem.model.variance.dtype)
     if not np.isfinite(float(_vg_full(x0, problem)[0])):
         raise ValueError(
@@ -147,6 +157,8 @@ def infer(
     target_accept_prob: float = 0.85,
     svi_steps: int = 3000,
     learning_rate: float = 0.01,
+    likelihood_faces: int | None = None,
+    contour_weights: bool = True,
     seed: int = 0,
     progress: bool | None = None,
 ) -> Posterior:
@@ -169,6 +181,17 @@ def infer(
             (log-normal prior with sd ``noise_sd``).
         num_samples, num_warmup, num_chains, target_accept_prob: NUTS settings.
         svi_steps, learning_rate: SVI settings.
+        likelihood_faces: evaluate the contour and DRR likelihoods on a decimated copy of
+            the model's mesh with about this many faces (:func:`bayesshape.prior.coarsen_mesh`:
+            a subset of the model's own vertices, so the posterior, its samples and every
+            uncertainty map stay on the full mesh). Their cost falls in proportion; the
+            surface of a 4000-face femur lies 0.09 mm from the 23294-face one on average.
+            Default: the full mesh. Landmark and surface-point observations always use it.
+        contour_weights: temper each contour likelihood by a composite-likelihood weight
+            estimated at the MAP (:func:`bayesshape.obs.composite_weights`: the variance
+            inflation of its correlated residuals times its misfit), then re-fit the MAP;
+            without it, contour credible regions are too small (docs/experiments.md).
+            The weights are in ``diagnostics["contour_weights"]``.
         seed: seed for every random draw.
         progress: progress bars (default: when stderr is a terminal).
 
@@ -202,7 +225,20 @@ def infer(
     t_start = time.perf_counter()
 
     refs = reference_shapes(model)
-    bound = [o.bind(None if model.faces is None else np.asarray(model.faces), refs) for o in observations]
+    faces = None if model.faces is None else np.asarray(model.faces)
+    index, on_coarse = None, ()
+    if likelihood_faces is not None:
+        if faces is None:
+            raise ValueError("likelihood_faces: the model is a point set (no faces); there is no mesh to coarsen")
+        from ..prior.coarsen import coarsen_mesh
+
+        index, coarse_faces = coarsen_mesh(np.asarray(model.mean), faces, likelihood_faces)
+        on_coarse = tuple(bool(o.renders_mesh) for o in observations)
+        bound = [o.bind(coarse_faces, refs[:, index]) if c else o.bind(faces, refs)
+                 for o, c in zip(observations, on_coarse)]
+        index = jnp.asarray(index)
+    else:
+        bound = [o.bind(faces, refs) for o in observations]
     check_units(model, bound)
     n_data = sum(o.n_data for o in bound)
     if initial_pose is None:
@@ -221,7 +257,7 @@ def infer(
     problem = Problem(
         model, tuple(bound), jnp.asarray(_mean_centroid(model), dtype=dt), jnp.asarray(rv, dtype=dt),
         jnp.asarray(tr, dtype=dt), jnp.asarray(ls, dtype=dt), pose, float(rotation_sd), float(translation_sd),
-        float(scale_sd), bool(infer_noise), float(noise_sd),
+        float(scale_sd), bool(infer_noise), float(noise_sd), index, on_coarse,
     )
     if n_data < problem.dim:
         warnings.warn(
@@ -229,8 +265,22 @@ def infer(
             "add observations or views, or fix the pose", UserWarning, stacklevel=2)
 
     theta_map, map_history = find_map(problem)
+    weights = None
+    contours = [i for i, o in enumerate(problem.observations) if isinstance(o, Contour)]
+    if contour_weights and contours:
+        vs = problem.observation_vertices(problem.vertices(theta_map))
+        weights = composite_weights([problem.observations[i] for i in contours], [vs[i] for i in contours],
+                                    seed=seed)
+        obs_w = list(problem.observations)
+        for i, w in zip(contours, weights):
+            obs_w[i] = obs_w[i].with_weight(w)
+        problem = eqx.tree_at(lambda p: p.observations, problem, tuple(obs_w))
+        theta_map, more = find_map(problem, start=theta_map)
+        map_history += more
     diag = {"map_log_density": float(problem.log_density(theta_map)), "n_data": int(n_data),
             "n_params": problem.dim, "map_iterations": len(map_history)}
+    if weights is not None:
+        diag["contour_weights"] = weights
     key = jax.random.key(seed)
     gaussian = None
     if method == "laplace":
@@ -253,8 +303,8 @@ def infer(
 
 
 def _warn_overflow(post: Posterior):
-    v = jnp.asarray(post.mean_vertices())
-    for o in post.problem.observations:
+    vs = post.problem.observation_vertices(jnp.asarray(post.mean_vertices()))
+    for o, v in zip(post.problem.observations, vs):
         if hasattr(o, "overflow") and o.overflow(v):
             msg = (f"{type(o).__name__}: the posterior mean has more contour edges than the likelihood's capacity "
                    f"({o.capacity}); some edges were ignored. Bind with reference shapes closer to the data.")

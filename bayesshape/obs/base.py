@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 from jaxtyping import Array, Float
 
@@ -34,7 +36,13 @@ class Observation(eqx.Module):
       the likelihood is built from, for posterior-predictive checks;
     * ``bind(faces, reference_vertices)``: a copy prepared for one model's mesh
       (topology, static sizes); observations that need no mesh return themselves.
+
+    ``renders_mesh`` is True for observations computed from a rendering of the whole
+    surface (contours, DRRs): :func:`bayesshape.infer` may give them a coarse copy of the
+    mesh (``likelihood_faces``); the others always see the model's own vertices.
     """
+
+    renders_mesh: ClassVar[bool] = False
 
     def log_likelihood(self, vertices: Float[Array, "n_vert 3"], sigma=None) -> Float[Array, ""]:
         """Log-likelihood; ``sigma`` overrides the stored noise sd (for inferred noise scales)."""

@@ -16,7 +16,7 @@ from ..projection.topology import Topology
 from ..projection.views import XRayView
 from .base import Observation, check_visible
 
-__all__ = ["Contour", "mask_contour_points"]
+__all__ = ["Contour", "mask_contour_points", "composite_weights"]
 
 #: edges with a smaller contour weight are left out of the likelihood
 _MIN_WEIGHT = 0.02
@@ -107,22 +107,32 @@ class Contour(Observation):
         n_points: observed points used for the image -> model term (evenly thinned);
             they count as the ``M`` independent data of the likelihood.
         fold_tolerant: see above.
+        weight: composite-likelihood weight in (0, 1], multiplies the log-likelihood
+            (default 1; :func:`bayesshape.infer` estimates it, see
+            :meth:`composite_weight`).
     """
+
+    renders_mesh = True
 
     view: XRayView
     points: Float[Array, "n_pt 2"]
     distance: Float[Array, "H W"]
     sigma: Float[Array, ""]
     topology: Topology | None
+    weight: Float[Array, ""]
     capacity: int = eqx.field(static=True)
 
     def __init__(self, view: XRayView, mask_or_points, sigma: float = 1.0, *, n_points: int = 256,
-                 fold_tolerant: bool = True, topology: Topology | None = None, capacity: int = 0,
-                 _arrays=None):
+                 fold_tolerant: bool = True, weight: float = 1.0, topology: Topology | None = None,
+                 capacity: int = 0, _arrays=None):
         if not isinstance(view, XRayView):
             raise ValueError(f"view: expected an XRayView, got {type(view).__name__}")
         self.view = view
         self.sigma = jnp.asarray(as_positive(sigma, "sigma (pixels)"))
+        weight = float(weight)
+        if not (0.0 < weight <= 1.0):
+            raise ValueError(f"weight: expected a composite-likelihood weight in (0, 1], got {weight}")
+        self.weight = jnp.asarray(weight)
         self.topology = topology
         self.capacity = int(capacity)
         if _arrays is not None:  # internal copy (bind)
@@ -180,8 +190,13 @@ class Contour(Observation):
             w, _ = contour_weights(jnp.asarray(v), topo, self.view)
             most = max(most, int(np.asarray(w > _MIN_WEIGHT).sum()))
         cap = int(min(topo.n_edges, int(1.5 * most) + 64))
-        return Contour(self.view, None, float(self.sigma), topology=topo, capacity=cap,
+        return Contour(self.view, None, float(self.sigma), weight=float(self.weight), topology=topo, capacity=cap,
                        _arrays=(self.points, self.distance))
+
+    def with_weight(self, weight: float) -> Contour:
+        """A copy whose log-likelihood is multiplied by ``weight`` (a composite-likelihood weight)."""
+        return Contour(self.view, None, float(self.sigma), weight=weight, topology=self.topology,
+                       capacity=self.capacity, _arrays=(self.points, self.distance))
 
     def _terms(self, vertices):
         if self.topology is None:
@@ -206,6 +221,26 @@ class Contour(Observation):
         d_img = jnp.where(jnp.isfinite(d_img), d_img, 0.0)
         return d_img, mean_model, count
 
+    def residual_vectors(self, vertices) -> Float[Array, "n_pt 2"]:
+        """``(M, 2)`` pixel vectors from the nearest point of the model's projected contour (edges
+        of contour weight >= 1/2) to each observed point; their direction carries the sign of
+        the error, so neighbouring points with a common error (pixel quantisation of a mask,
+        segmentation bias) give similar vectors."""
+        if self.topology is None:
+            raise ValueError("Contour: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
+        w_all, seg = contour_weights(vertices, self.topology, self.view)
+        idx = jnp.nonzero(w_all > 0.5, size=self.capacity, fill_value=0)[0]
+        valid = jnp.arange(self.capacity) < jnp.sum(w_all > 0.5)
+        a, b = seg[idx, 0], seg[idx, 1]
+        d = b - a
+        dd = jnp.sum(d * d, axis=-1)
+        q = self.points
+        t = jnp.clip(jnp.sum((q[:, None, :] - a[None]) * d[None], axis=-1) / jnp.where(dd > 0, dd, 1.0)[None], 0.0, 1.0)
+        r = q[:, None, :] - (a[None] + t[..., None] * d[None])
+        dist = jnp.where(valid[None, :], jnp.sum(r * r, axis=-1), jnp.inf)
+        k = jnp.argmin(dist, axis=1)
+        return jnp.take_along_axis(r, k[:, None, None], axis=1)[:, 0, :]
+
     def overflow(self, vertices) -> bool:
         """True when the shape has more contour edges in this view than the capacity."""
         w, _ = contour_weights(vertices, self.topology, self.view)
@@ -222,8 +257,54 @@ class Contour(Observation):
         m = self.points.shape[0]
         c = 0.5 * (jnp.mean(d_img**2) + mean_model)
         ll = -m * c / (2 * s**2) - m * jnp.log(s) - 0.5 * m * math.log(2 * math.pi)
-        return jnp.where(count > 0, ll, -jnp.inf)
+        return jnp.where(count > 0, self.weight * ll, -jnp.inf)
 
     @property
     def n_data(self) -> int:
         return self.points.shape[0]
+
+
+def composite_weights(contours, vertices, *, block_size: int = 16, seed: int = 0) -> list[float]:
+    """Composite-likelihood weights, in (0, 1], for contour observations at a fitted shape.
+
+    The contour likelihood counts its ``M`` observed points as independent; the errors of
+    neighbouring points are not (a mask's contour is quantised to half pixels along runs
+    of pixels; a segmentation errs smoothly), so the likelihood is too sharp and credible
+    regions too small. At the fitted shape (the MAP), each contour's residual vectors
+    (:meth:`Contour.residual_vectors`) are grouped into spatial blocks of about
+    ``block_size`` points (k-means on the observed points). The variance inflation of the
+    block means over independent errors, pooled over the contours,
+    ``f = sum_b n_b |m_b - m|^2 / sum_c (B_c - 1) var_c``, and each contour's misfit
+    ``s2 = mean |r|^2 / sigma^2`` give its weight ``1 / max(f * s2, 1)``: the magnitude
+    adjustment of a composite likelihood (the sandwich variance of a mean of correlated
+    errors, with the noise scale estimated at the fit). A weight never sharpens the
+    nominal likelihood. With 16-point blocks and two 256-point contours, ``f`` has a
+    sampling sd of about 25% for independent errors.
+
+    Args:
+        contours: bound :class:`Contour` observations.
+        vertices: the shape each one sees, ``(n_vert, 3)`` mm (one array, or one per contour).
+        block_size, seed: block size (points) and the k-means seed.
+    """
+    from scipy.cluster.vq import kmeans2
+
+    if not isinstance(vertices, (list, tuple)):
+        vertices = [vertices] * len(contours)
+    between, dof, s2 = 0.0, 0, []
+    for k, (o, v) in enumerate(zip(contours, vertices)):
+        r = np.asarray(o.residual_vectors(v), dtype=np.float64)
+        pts = np.asarray(o.points, dtype=np.float64)
+        s2.append(float(np.mean(np.sum(r * r, axis=1))) / float(o.sigma) ** 2)
+        m = pts.shape[0]
+        if m < 2 * block_size:
+            continue
+        _, label = kmeans2(pts, m // int(block_size), seed=seed + k, minit="++")
+        mean = r.mean(0)
+        var = float(np.mean(np.sum((r - mean) ** 2, axis=1)))
+        used = np.unique(label)
+        if var <= 0 or used.size < 2:
+            continue
+        between += sum(np.sum(label == b) * float(np.sum((r[label == b].mean(0) - mean) ** 2)) for b in used) / var
+        dof += used.size - 1
+    f = between / dof if dof else 1.0
+    return [float(1.0 / max(f * x, 1.0)) for x in s2]

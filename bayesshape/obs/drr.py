@@ -38,6 +38,8 @@ class DRR(Observation):
     Call :meth:`bind` with the model's faces before evaluating (``infer`` does).
     """
 
+    renders_mesh = True
+
     view: XRayView
     image: Float[Array, "H W"]
     sigma: Float[Array, ""]

@@ -125,9 +125,9 @@ class Posterior(ShapeSamples):
         if self._misfit is not None:
             return self._misfit
         theta_mean = jnp.mean(self.flat_theta(), axis=0)
-        v = jnp.asarray(self.mean_vertices())
+        vs = self.problem.observation_vertices(jnp.asarray(self.mean_vertices()))
         out = []
-        for o, s in zip(self.problem.observations, self.problem.sigmas(theta_mean)):
+        for o, s, v in zip(self.problem.observations, self.problem.sigmas(theta_mean), vs):
             r = o.residuals(v) if s is None else o.residuals(v) * (o.sigma / s)
             out.append({"type": type(o).__name__, "n_data": int(o.n_data),
                         "mean_sq_std_residual": float(jnp.mean(r * r))})

@@ -1,6 +1,7 @@
 """Shape priors: the ShapeModel distribution, PCA building, kernels and GP models."""
 
 from . import kernels
+from .coarsen import coarsen_mesh
 from .build import build_pca_model, procrustes_align, similarity_transform
 from .gp import augment, gp_model, low_rank_kernel
 from .model import ShapeModel
@@ -17,4 +18,5 @@ __all__ = [
     "kernels",
     "loo_residual_covariance",
     "best_fit",
+    "coarsen_mesh",
 ]
