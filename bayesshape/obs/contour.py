@@ -61,13 +61,18 @@ def _sample(img, pts):
     return inner + out
 
 
-def _point_segment_distance(q, a, b):
-    """Distances ``(M, E)`` from points ``q (M, 2)`` to segments ``a -> b (E, 2)``."""
+def _point_segment_vectors(q, a, b):
+    """Vectors ``(M, E, 2)`` from the nearest point of each segment ``a -> b (E, 2)`` to each point ``q (M, 2)``."""
     d = b - a
     dd = jnp.sum(d * d, axis=-1)
     t = jnp.sum((q[:, None, :] - a[None]) * d[None], axis=-1) / jnp.where(dd > 0, dd, 1.0)[None, :]
     t = jnp.clip(t, 0.0, 1.0)
-    r = q[:, None, :] - (a[None] + t[..., None] * d[None])
+    return q[:, None, :] - (a[None] + t[..., None] * d[None])
+
+
+def _point_segment_distance(q, a, b):
+    """Distances ``(M, E)`` from points ``q (M, 2)`` to segments ``a -> b (E, 2)``."""
+    r = _point_segment_vectors(q, a, b)
     return jnp.sqrt(jnp.sum(r * r, axis=-1) + 1e-12)
 
 
@@ -231,12 +236,7 @@ class Contour(Observation):
         w_all, seg = contour_weights(vertices, self.topology, self.view)
         idx = jnp.nonzero(w_all > 0.5, size=self.capacity, fill_value=0)[0]
         valid = jnp.arange(self.capacity) < jnp.sum(w_all > 0.5)
-        a, b = seg[idx, 0], seg[idx, 1]
-        d = b - a
-        dd = jnp.sum(d * d, axis=-1)
-        q = self.points
-        t = jnp.clip(jnp.sum((q[:, None, :] - a[None]) * d[None], axis=-1) / jnp.where(dd > 0, dd, 1.0)[None], 0.0, 1.0)
-        r = q[:, None, :] - (a[None] + t[..., None] * d[None])
+        r = _point_segment_vectors(self.points, seg[idx, 0], seg[idx, 1])
         dist = jnp.where(valid[None, :], jnp.sum(r * r, axis=-1), jnp.inf)
         k = jnp.argmin(dist, axis=1)
         return jnp.take_along_axis(r, k[:, None, None], axis=1)[:, 0, :]
@@ -301,10 +301,13 @@ def composite_weights(contours, vertices, *, block_size: int = 16, seed: int = 0
         _, label = kmeans2(pts, m // int(block_size), seed=seed + k, minit="++")
         mean = r.mean(0)
         var = float(np.mean(np.sum((r - mean) ** 2, axis=1)))
-        used = np.unique(label)
-        if var <= 0 or used.size < 2:
+        n_b = np.bincount(label)
+        used = n_b > 0
+        if var <= 0 or used.sum() < 2:
             continue
-        between += sum(np.sum(label == b) * float(np.sum((r[label == b].mean(0) - mean) ** 2)) for b in used) / var
-        dof += used.size - 1
+        sums = np.stack([np.bincount(label, weights=r[:, j]) for j in range(2)], axis=1)[used]
+        m_b = sums / n_b[used, None]
+        between += float(np.sum(n_b[used] * np.sum((m_b - mean) ** 2, axis=1))) / var
+        dof += int(used.sum()) - 1
     f = between / dof if dof else 1.0
     return [float(1.0 / max(f * x, 1.0)) for x in s2]
