@@ -90,6 +90,23 @@ def test_drr_likelihood_is_exact_at_the_truth(setup):
     assert float(scaled.log_likelihood(jnp.asarray(truth.vertices))) == pytest.approx(ll, rel=1e-6)
 
 
+def test_drr_likelihood_is_minus_inf_beyond_the_renderer_support(setup):
+    """A shape with a triangle beyond the static footprint: the likelihood is -inf (a sampler
+    rejects it) rather than a wrong value or an exception inside NUTS/SVI; the residuals,
+    used for reporting, still refuse it."""
+    model, truth, sim = setup
+    o = obs.DRR(sim.views[0], sim.clean_drr[0], 0.01, mu=sim.mu).bind(truth.faces, truth.vertices[None])
+    v = jnp.asarray(truth.vertices)
+    big = v * 4.0  # triangles four times larger than any the footprint was sized for
+    assert np.isfinite(float(o.log_likelihood(v)))
+    assert float(jax.jit(lambda o, v: o.log_likelihood(v))(o, big)) == -np.inf
+    img, too_big, behind = bs.projection.render_drr_flagged(v, o.faces, o.view, footprint=o.footprint, mu=o.mu)
+    assert not bool(too_big) and not bool(behind)
+    np.testing.assert_array_equal(np.asarray(img), np.asarray(o.render(v)))
+    with pytest.raises(Exception, match="footprint"):
+        o.residuals(big)
+
+
 def test_contour_prefers_the_truth(setup):
     model, truth, sim = setup
     o = sim.observations("contour")[0].bind(model.faces, np.asarray(model.mean)[None])

@@ -57,8 +57,9 @@ def _neg_log_density_part(part, theta, problem, lo, hi):
 # module-level jitted functions take the problem as an argument, so repeated inferences with
 # observations of the same shapes (experiments, leave-one-out, the tests) reuse one compilation
 _vg_full = jax.jit(jax.value_and_grad(_neg_log_density))
-_grad_full = jax.jit(jax.grad(_neg_log_density))
 _vg_part = jax.jit(jax.value_and_grad(_neg_log_density_part), static_argnums=(3, 4))
+_fitted_vertices = eqx.filter_jit(lambda problem, theta: problem.observation_vertices(problem.vertices(theta)))
+_observation_vertices = eqx.filter_jit(lambda problem, v: problem.observation_vertices(v))
 
 
 def _minimize(vg, x0, steps: int):
@@ -126,7 +127,8 @@ def _laplace(problem, theta_map, step: float = 1e-2):
     prior (negative curvature here comes from non-convexity or rounding, not from data).
     """
     eye = jnp.eye(problem.dim, dtype=theta_map.dtype)
-    cols = [(_grad_full(theta_map + step * e, problem) - _grad_full(theta_map - step * e, problem)) / (2 * step)
+    # the value-and-gradient function the MAP fit compiled (a separate gradient function would compile again)
+    cols = [(_vg_full(theta_map + step * e, problem)[1] - _vg_full(theta_map - step * e, problem)[1]) / (2 * step)
             for e in eye]
     h = jnp.stack(cols, axis=1)
     h = 0.5 * (h + h.T)
@@ -268,7 +270,7 @@ def infer(
     weights = None
     contours = [i for i, o in enumerate(problem.observations) if isinstance(o, Contour)]
     if contour_weights and contours:
-        vs = problem.observation_vertices(problem.vertices(theta_map))
+        vs = _fitted_vertices(problem, theta_map)
         weights = composite_weights([problem.observations[i] for i in contours], [vs[i] for i in contours],
                                     seed=seed)
         obs_w = list(problem.observations)
@@ -277,7 +279,7 @@ def infer(
         problem = eqx.tree_at(lambda p: p.observations, problem, tuple(obs_w))
         theta_map, more = find_map(problem, start=theta_map)
         map_history += more
-    diag = {"map_log_density": float(problem.log_density(theta_map)), "n_data": int(n_data),
+    diag = {"map_log_density": -float(_vg_full(theta_map, problem)[0]), "n_data": int(n_data),
             "n_params": problem.dim, "map_iterations": len(map_history)}
     if weights is not None:
         diag["contour_weights"] = weights
@@ -303,7 +305,7 @@ def infer(
 
 
 def _warn_overflow(post: Posterior):
-    vs = post.problem.observation_vertices(jnp.asarray(post.mean_vertices()))
+    vs = _observation_vertices(post.problem, jnp.asarray(post.mean_vertices()))
     for o, v in zip(post.problem.observations, vs):
         if hasattr(o, "overflow") and o.overflow(v):
             msg = (f"{type(o).__name__}: the posterior mean has more contour edges than the likelihood's capacity "

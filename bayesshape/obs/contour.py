@@ -243,8 +243,7 @@ class Contour(Observation):
 
     def overflow(self, vertices) -> bool:
         """True when the shape has more contour edges in this view than the capacity."""
-        w, _ = contour_weights(vertices, self.topology, self.view)
-        return bool(jnp.sum(w > _MIN_WEIGHT) > self.capacity)
+        return bool(_edge_count(self, vertices) > self.capacity)
 
     def residuals(self, vertices):
         """Standardised image -> model distances of the observed contour points."""
@@ -292,7 +291,7 @@ def composite_weights(contours, vertices, *, block_size: int = 16, seed: int = 0
         vertices = [vertices] * len(contours)
     between, dof, s2 = 0.0, 0, []
     for k, (o, v) in enumerate(zip(contours, vertices)):
-        r = np.asarray(o.residual_vectors(v), dtype=np.float64)
+        r = np.asarray(_residual_vectors(o, v), dtype=np.float64)
         pts = np.asarray(o.points, dtype=np.float64)
         s2.append(float(np.mean(np.sum(r * r, axis=1))) / float(o.sigma) ** 2)
         m = pts.shape[0]
@@ -311,3 +310,8 @@ def composite_weights(contours, vertices, *, block_size: int = 16, seed: int = 0
         dof += int(used.sum()) - 1
     f = between / dof if dof else 1.0
     return [float(1.0 / max(f * x, 1.0)) for x in s2]
+
+
+# for concrete callers (the fit's weights, the overflow check): compiled once per contour shape
+_residual_vectors = eqx.filter_jit(lambda o, v: o.residual_vectors(v))
+_edge_count = eqx.filter_jit(lambda o, v: jnp.sum(contour_weights(v, o.topology, o.view)[0] > _MIN_WEIGHT))

@@ -10,7 +10,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._checks import as_positive
-from ..projection.render import drr_footprint, render_drr
+from ..projection.render import drr_footprint, render_drr, render_drr_flagged
 from ..projection.views import XRayView
 from .base import Observation, check_visible
 
@@ -91,7 +91,13 @@ class DRR(Observation):
         return render_drr(vertices, self.faces, self.view, footprint=self.footprint, mu=self.mu)
 
     def _resid(self, vertices):
-        pred = self.render(vertices)
+        if self.faces is None:
+            raise ValueError("DRR: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
+        pred, too_big, behind = render_drr_flagged(vertices, self.faces, self.view, footprint=self.footprint,
+                                                   mu=self.mu)
+        # a shape the renderer cannot image exactly (a triangle beyond the static footprint, a vertex
+        # behind the source) lies outside the likelihood's support: -inf, never a wrong image
+        imaged = ~(too_big | behind)
         ok = jnp.asarray(True)
         if self.fit_scale_offset:
             pm, im = jnp.mean(pred), jnp.mean(self.image)
@@ -100,15 +106,17 @@ class DRR(Observation):
             ok = var > 1e-12
             a = jnp.sum(dp * di) / jnp.where(ok, var, 1.0)
             pred = a * dp + im
-        return self.image - pred, ok
+        return self.image - pred, ok & imaged, imaged
 
     def residuals(self, vertices):
-        r, _ = self._resid(vertices)
+        r, _, imaged = self._resid(vertices)
+        r = eqx.error_if(r, ~imaged, "DRR: the shape does not fit the renderer's static footprint (or lies behind "
+                         "the source); bind with reference shapes closer to it")
         return (r / self.sigma).reshape(-1)
 
     def log_likelihood(self, vertices, sigma=None):
         s = self.sigma if sigma is None else sigma
-        r, ok = self._resid(vertices)
+        r, ok, _ = self._resid(vertices)
         n = r.size
         ll = -0.5 * jnp.sum(r * r) / s**2 - n * jnp.log(s) - 0.5 * n * math.log(2 * math.pi)
         return jnp.where(ok, ll, -jnp.inf)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,7 +92,7 @@ class Posterior(ShapeSamples):
         if self.gaussian is not None:
             mean, cov = self.gaussian
             th = jax.random.multivariate_normal(key, mean, cov, (n,), method="eigh")
-            return np.asarray(self.problem.vertices_batch(th))
+            return np.asarray(_vertices_batch(self.problem, th))
         idx = jax.random.choice(key, self.n_samples, (n,), replace=n > self.n_samples)
         return np.asarray(self.vertex_samples()[idx])
 
@@ -125,10 +126,10 @@ class Posterior(ShapeSamples):
         if self._misfit is not None:
             return self._misfit
         theta_mean = jnp.mean(self.flat_theta(), axis=0)
-        vs = self.problem.observation_vertices(jnp.asarray(self.mean_vertices()))
+        vs = _observation_vertices(self.problem, jnp.asarray(self.mean_vertices()))
         out = []
         for o, s, v in zip(self.problem.observations, self.problem.sigmas(theta_mean), vs):
-            r = o.residuals(v) if s is None else o.residuals(v) * (o.sigma / s)
+            r = _residuals(o, v) if s is None else _residuals(o, v) * (o.sigma / s)
             out.append({"type": type(o).__name__, "n_data": int(o.n_data),
                         "mean_sq_std_residual": float(jnp.mean(r * r))})
         self._misfit = out
@@ -174,3 +175,9 @@ def warn_diagnostics(diag: dict) -> list[str]:
     for m in msgs:
         warnings.warn(m, UserWarning, stacklevel=3)
     return msgs
+
+
+# compiled once per observation type and shape: posterior summaries hold concrete arrays, and
+# op-by-op evaluation of a contour or DRR likelihood costs seconds
+_residuals = eqx.filter_jit(lambda o, v: o.residuals(v))
+_observation_vertices = eqx.filter_jit(lambda problem, v: problem.observation_vertices(v))

@@ -213,9 +213,17 @@ class ShapeSamples:
         vertex with posterior probability ``level``, ``(n_vert,)``."""
         if not 0 < level < 1:
             raise ValueError(f"level: expected a probability in (0, 1), got {level}")
-        def compute():
+        def sorted_distances():
             x = np.asarray(self.vertex_samples(), dtype=np.float64)
-            return np.quantile(np.linalg.norm(x - self.mean_vertices()[None], axis=-1), level, axis=0)
+            return np.sort(np.linalg.norm(x - self.mean_vertices()[None], axis=-1), axis=0)
+
+        def compute():
+            # np.quantile's default (linear) rule on the distances sorted once for every level
+            d = self._cached(("sorted_distances",), sorted_distances)
+            pos = level * (d.shape[0] - 1)
+            lo = int(np.floor(pos))
+            hi = min(lo + 1, d.shape[0] - 1)
+            return d[lo] + (pos - lo) * (d[hi] - d[lo])
 
         return self._cached(("credible_radius", float(level)), compute)
 

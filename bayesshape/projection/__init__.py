@@ -9,6 +9,7 @@ from .render import (
     face_facing,
     project_points,
     render_drr,
+    render_drr_flagged,
     soft_silhouette,
 )
 from .topology import Topology
@@ -33,6 +34,7 @@ __all__ = [
     "contour_weights",
     "drr_footprint",
     "render_drr",
+    "render_drr_flagged",
     "beer_lambert",
     "soft_silhouette",
 ]

@@ -54,6 +54,7 @@ __all__ = [
     "contour_weights",
     "drr_footprint",
     "render_drr",
+    "render_drr_flagged",
     "beer_lambert",
     "soft_silhouette",
 ]
@@ -201,6 +202,20 @@ def render_drr(
     k = int(footprint)
     if k < 1:
         raise ValueError(f"footprint: expected a positive number of pixels, got {footprint}")
+    img, too_big, behind = render_drr_flagged(vertices, faces, view, footprint=k, mu=mu)
+    img = eqx.error_if(img, behind, "render_drr: vertices lie at or behind the X-ray source")
+    img = eqx.error_if(img, too_big, "render_drr: a triangle is larger than the footprint window; "
+                       "pass a larger footprint (see drr_footprint)")
+    return img
+
+
+def render_drr_flagged(vertices, faces, view: XRayView, *, footprint: int, mu=None):
+    """:func:`render_drr` without its run-time checks: ``(image, too_big, behind)``, the two
+    flags being traced booleans (a triangle larger than the footprint; a vertex at or behind
+    a cone-beam source). The image is wrong where a flag is set; likelihoods use the flags
+    to return ``-inf`` (a shape outside the renderer's support) instead of raising inside a
+    sampler."""
+    k = int(footprint)
     h, w = view.detector_shape
     dt = vertices.dtype
 
@@ -265,12 +280,9 @@ def render_drr(
     img = img * jnp.where(volume < 0, -1.0, 1.0)
     too_big = jnp.any(reaches & (ext > k - 1))
     behind = jnp.asarray(False) if view.is_parallel else jnp.any(z <= 0)
-    img = eqx.error_if(img, behind, "render_drr: vertices lie at or behind the X-ray source")
-    img = eqx.error_if(img, too_big, "render_drr: a triangle is larger than the footprint window; "
-                       "pass a larger footprint (see drr_footprint)")
     if mu is not None:
         img = mu * img
-    return img
+    return img, too_big, behind
 
 
 #: :func:`render_drr` compiled with a static ``footprint``, for callers holding concrete meshes
