@@ -13,7 +13,7 @@ import numpy as np
 
 from ..obs.base import Observation
 from ..obs.contour import Contour, composite_weights
-from ..posterior.posterior import Posterior, warn_diagnostics
+from ..posterior.posterior import Posterior, _observation_vertices, warn_diagnostics
 from ..prior.model import ShapeModel
 from ._problem import Problem
 from .init import _mean_centroid, check_units
@@ -59,7 +59,6 @@ def _neg_log_density_part(part, theta, problem, lo, hi):
 _vg_full = jax.jit(jax.value_and_grad(_neg_log_density))
 _vg_part = jax.jit(jax.value_and_grad(_neg_log_density_part), static_argnums=(3, 4))
 _fitted_vertices = eqx.filter_jit(lambda problem, theta: problem.observation_vertices(problem.vertices(theta)))
-_observation_vertices = eqx.filter_jit(lambda problem, v: problem.observation_vertices(v))
 
 
 def _minimize(vg, x0, steps: int):
@@ -74,8 +73,8 @@ def _minimize(vg, x0, steps: int):
             v, g = vg(jnp.asarray(x, dtype=dtype))
             v = float(v)
         except eqx.EquinoxRuntimeError:
-            # a trial point where the likelihood refuses to evaluate (e.g. a DRR triangle larger than
-            # its static footprint: a shape far outside the reference shapes); the line search backs off
+            # a trial point where an observation's run-time check refuses to evaluate (bayesshape's own
+            # likelihoods return -inf there instead; user-defined ones may raise): the line search backs off
             v, g = np.inf, None
         history.append(v)
         if not np.isfinite(v):

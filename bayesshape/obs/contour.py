@@ -113,8 +113,8 @@ class Contour(Observation):
             they count as the ``M`` independent data of the likelihood.
         fold_tolerant: see above.
         weight: composite-likelihood weight in (0, 1], multiplies the log-likelihood
-            (default 1; :func:`bayesshape.infer` estimates it, see
-            :meth:`composite_weight`).
+            (default 1; :func:`bayesshape.infer` estimates it with
+            :func:`composite_weights`).
     """
 
     renders_mesh = True

@@ -41,7 +41,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from .._checks import is_concrete
 from .topology import Topology
@@ -209,12 +209,31 @@ def render_drr(
     return img
 
 
-def render_drr_flagged(vertices, faces, view: XRayView, *, footprint: int, mu=None):
-    """:func:`render_drr` without its run-time checks: ``(image, too_big, behind)``, the two
-    flags being traced booleans (a triangle larger than the footprint; a vertex at or behind
-    a cone-beam source). The image is wrong where a flag is set; likelihoods use the flags
-    to return ``-inf`` (a shape outside the renderer's support) instead of raising inside a
-    sampler."""
+def render_drr_flagged(
+    vertices: Float[Array, "n_vert 3"],
+    faces: Int[Array, "n_face 3"],
+    view: XRayView,
+    *,
+    footprint: int,
+    mu: float | Float[Array, ""] | None = None,
+) -> tuple[Float[Array, "H W"], Bool[Array, ""], Bool[Array, ""]]:
+    """:func:`render_drr` without its run-time checks.
+
+    Args:
+        vertices, faces, view, mu: as for :func:`render_drr` (mm, 1/mm).
+        footprint: static window size in pixels (required).
+
+    Returns:
+        ``(image, too_big, behind)``: the ``(H, W)`` image (mm, or dimensionless with
+        ``mu``) and two boolean scalars, set when a triangle is larger than the footprint
+        or a vertex lies at or behind a cone-beam source. The image is wrong where a flag is
+        set; likelihoods use the flags to return ``-inf`` (a shape outside the renderer's
+        support) instead of raising inside a sampler.
+
+    Example:
+        >>> img, too_big, behind = render_drr_flagged(v, f, view, footprint=12)   # doctest: +SKIP
+        >>> ll = jnp.where(too_big | behind, -jnp.inf, log_lik(img))              # doctest: +SKIP
+    """
     k = int(footprint)
     h, w = view.detector_shape
     dt = vertices.dtype
