@@ -100,7 +100,7 @@ def main(argv=None):
                      "coverage_with_model_error": coverage(post.with_model_error(resid, seed=i), truth),
                      "diagnostics": {k: v for k, v in post.diagnostics.items()
                                      if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
-                                              "converged")},
+                                              "converged", "laplace_hessian")},
                      "warnings": [str(w.message)[:120] for w in caught], **m}
                 rows.append(r)
                 print(f"{r['case']} {kind:<7} {method:<7} surface {m['surface_mean']:.2f} mm (p95 "

@@ -23,6 +23,18 @@ def log_density(resid, sigma, df: float | None):
     return n * const - n * jnp.log(sigma) - 0.5 * (nu + 1) * jnp.sum(jnp.log1p(r * r / nu))
 
 
+def fisher_scale(df: float | None) -> float:
+    """Square root of the Fisher information of a location, in units of ``1 / sigma^2``:
+    1 for Gaussian noise, ``sqrt((df + 1) / (df + 3))`` for Student-t."""
+    return 1.0 if df is None else math.sqrt((float(df) + 1.0) / (float(df) + 3.0))
+
+
+def log_sigma_information(n: int, df: float | None) -> float:
+    """Fisher information of ``log(sigma)`` from ``n`` residuals: ``2 n`` for Gaussian noise,
+    ``2 n df / (df + 3)`` for Student-t."""
+    return 2.0 * n if df is None else 2.0 * n * float(df) / (float(df) + 3.0)
+
+
 def check_df(df):
     if df is None:
         return None

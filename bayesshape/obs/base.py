@@ -37,6 +37,16 @@ class Observation(eqx.Module):
     * ``bind(faces, reference_vertices)``: a copy prepared for one model's mesh
       (topology, static sizes); observations that need no mesh return themselves.
 
+    and may implement, for the Gauss-Newton Laplace approximation
+    (``infer(method="laplace")``; without them it falls back to a finite-difference Hessian):
+
+    * ``whitened_residuals(vertices, sigma=None) -> array``: residuals ``r`` whose
+      Jacobian ``J`` (with respect to the vertices) gives the Fisher information
+      ``J^T J`` of the data about the shape; for Gaussian noise
+      ``log_likelihood = -|r|^2 / 2 + (terms free of the vertices)``;
+    * ``log_sigma_information() -> float``: the Fisher information about ``log(sigma)``
+      (for inferred noise scales); ``2 n_data`` for Gaussian noise.
+
     ``renders_mesh`` is True for observations computed from a rendering of the whole
     surface (contours, DRRs): :func:`bayesshape.infer` may give them a coarse copy of the
     mesh (``likelihood_faces``); the others always see the model's own vertices.
@@ -50,6 +60,14 @@ class Observation(eqx.Module):
 
     def residuals(self, vertices: Float[Array, "n_vert 3"]) -> Float[Array, " n"]:
         raise NotImplementedError
+
+    def whitened_residuals(self, vertices: Float[Array, "n_vert 3"], sigma=None) -> Float[Array, " n"]:
+        """Residuals whose Jacobian gives the Fisher information about the shape (see above)."""
+        raise NotImplementedError
+
+    def log_sigma_information(self) -> float:
+        """Fisher information about ``log(sigma)``; Gaussian noise: ``2 n_data``."""
+        return 2.0 * self.n_data
 
     def bind(self, faces, reference_vertices) -> Observation:
         return self

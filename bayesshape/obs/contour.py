@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.ndimage import map_coordinates
@@ -204,6 +205,9 @@ class Contour(Observation):
                        capacity=self.capacity, _arrays=(self.points, self.distance))
 
     def _terms(self, vertices):
+        """``(d_img (M,), d_model (capacity,), frac (capacity,), count)``: the image -> model
+        distances, the model -> image distances of the candidate contour edges and their
+        share of the weighted contour length (``sum frac = 1``; 0 for padding)."""
         if self.topology is None:
             raise ValueError("Contour: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
         w_all, seg = contour_weights(vertices, self.topology, self.view)
@@ -217,14 +221,14 @@ class Contour(Observation):
         length = jnp.sqrt(jnp.sum((b - a) ** 2, axis=-1) + 1e-12) * wgt
         d_model = _sample(self.distance, 0.5 * (a + b))
         wsum = jnp.sum(length)
-        mean_model = jnp.sum(length * d_model**2) / jnp.where(wsum > 0, wsum, 1.0)
+        frac = length / jnp.where(wsum > 0, wsum, 1.0)
         # no penalty for true contour edges (weight >= 1/2: the two faces' cosines differ in sign),
         # growing continuously to _PENALTY as both faces turn the same way
         dist = _point_segment_distance(self.points, a, b) + _PENALTY * jnp.maximum(1.0 - 2.0 * wgt, 0.0)[None, :]
         dist = jnp.where(valid[None, :], dist, jnp.inf)
         d_img = jnp.min(dist, axis=1)
         d_img = jnp.where(jnp.isfinite(d_img), d_img, 0.0)
-        return d_img, mean_model, count
+        return d_img, d_model, frac, count
 
     def residual_vectors(self, vertices) -> Float[Array, "n_pt 2"]:
         """``(M, 2)`` pixel vectors from the nearest point of the model's projected contour (edges
@@ -247,16 +251,30 @@ class Contour(Observation):
 
     def residuals(self, vertices):
         """Standardised image -> model distances of the observed contour points."""
-        d_img, _, _ = self._terms(vertices)
+        d_img = self._terms(vertices)[0]
         return d_img / self.sigma
 
     def log_likelihood(self, vertices, sigma=None):
         s = self.sigma if sigma is None else sigma
-        d_img, mean_model, count = self._terms(vertices)
+        d_img, d_model, frac, count = self._terms(vertices)
         m = self.points.shape[0]
-        c = 0.5 * (jnp.mean(d_img**2) + mean_model)
+        c = 0.5 * (jnp.mean(d_img**2) + jnp.sum(frac * d_model**2))
         ll = -m * c / (2 * s**2) - m * jnp.log(s) - 0.5 * m * math.log(2 * math.pi)
         return jnp.where(count > 0, self.weight * ll, -jnp.inf)
+
+    def whitened_residuals(self, vertices, sigma=None):
+        """The ``M`` image -> model and ``capacity`` model -> image distances, scaled so that
+        ``log_likelihood = -|r|^2 / 2 + const`` (weight included); the model edges' length
+        shares are held fixed in the Jacobian (a Gauss-Newton approximation)."""
+        s = self.sigma if sigma is None else sigma
+        d_img, d_model, frac, _ = self._terms(vertices)
+        m = self.points.shape[0]
+        r_img = jnp.sqrt(0.5 * self.weight) * d_img / s
+        r_model = jnp.sqrt(0.5 * m * self.weight * jax.lax.stop_gradient(frac)) * d_model / s
+        return jnp.concatenate([r_img, r_model])
+
+    def log_sigma_information(self) -> float:
+        return 2.0 * float(self.weight) * self.n_data
 
     @property
     def n_data(self) -> int:

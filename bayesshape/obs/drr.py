@@ -121,6 +121,13 @@ class DRR(Observation):
         ll = -0.5 * jnp.sum(r * r) / s**2 - n * jnp.log(s) - 0.5 * n * math.log(2 * math.pi)
         return jnp.where(ok, ll, -jnp.inf)
 
+    def whitened_residuals(self, vertices, sigma=None):
+        """``(image - model image) / sigma`` per pixel (the profiled residual with
+        ``fit_scale_offset``): ``log_likelihood = -|r|^2 / 2 + const``."""
+        s = self.sigma if sigma is None else sigma
+        r, _, _ = self._resid(vertices)
+        return (r / s).reshape(-1)
+
     @property
     def n_data(self) -> int:
         return int(np.prod(self.view.detector_shape))

@@ -10,7 +10,8 @@ from jaxtyping import Array, Float, Int
 from .._checks import as_points, as_positive
 from .._geometry import points_to_surface
 from ..projection.views import XRayView
-from ._noise import check_df, log_density
+from ._noise import check_df, fisher_scale, log_density
+from ._noise import log_sigma_information as _log_sigma_info
 from .base import Observation, check_visible
 
 __all__ = ["Landmarks3D", "Landmarks2D", "SurfacePoints"]
@@ -66,6 +67,13 @@ class Landmarks3D(Observation):
         s = self.sigma if sigma is None else sigma
         return log_density(vertices[self.ids] - self.points, s, self.df)
 
+    def whitened_residuals(self, vertices, sigma=None):
+        s = self.sigma if sigma is None else sigma
+        return (fisher_scale(self.df) * (vertices[self.ids] - self.points) / s).reshape(-1)
+
+    def log_sigma_information(self) -> float:
+        return _log_sigma_info(self.n_data, self.df)
+
     @property
     def n_data(self) -> int:
         return 3 * self.ids.shape[0]
@@ -105,6 +113,13 @@ class Landmarks2D(Observation):
     def log_likelihood(self, vertices, sigma=None):
         s = self.sigma if sigma is None else sigma
         return log_density(self.view.project(vertices[self.ids]) - self.pixels, s, self.df)
+
+    def whitened_residuals(self, vertices, sigma=None):
+        s = self.sigma if sigma is None else sigma
+        return (fisher_scale(self.df) * (self.view.project(vertices[self.ids]) - self.pixels) / s).reshape(-1)
+
+    def log_sigma_information(self) -> float:
+        return _log_sigma_info(self.n_data, self.df)
 
     @property
     def n_data(self) -> int:
@@ -147,6 +162,13 @@ class SurfacePoints(Observation):
     def log_likelihood(self, vertices, sigma=None):
         s = self.sigma if sigma is None else sigma
         return log_density(self.distances(vertices), s, self.df)
+
+    def whitened_residuals(self, vertices, sigma=None):
+        s = self.sigma if sigma is None else sigma
+        return fisher_scale(self.df) * self.distances(vertices) / s
+
+    def log_sigma_information(self) -> float:
+        return _log_sigma_info(self.n_data, self.df)
 
     @property
     def n_data(self) -> int:
