@@ -45,10 +45,12 @@ FAILURES = ("scaled", "mirrored", "fracture", "deformity", "miscalibrated", "hea
 
 SETTINGS = {
     #        cases per group: smoke, quick, full
-    "smoke": dict(size=64, n_head=1, n_other=0, n_fail=0, methods=("laplace",), n_train=10),
+    # nuts: (warm-up, draws) per chain; the mass matrix is the Laplace covariance, the warm-up tunes the step size
+    "smoke": dict(size=64, n_head=1, n_other=0, n_fail=0, methods=("laplace",), n_train=10, nuts=(50, 100)),
     "quick": dict(size=128, n_head=5, n_other=1, n_fail=1, methods=("laplace",), n_train=20,
-                  other_views=(1,)),
-    "full": dict(size=256, n_head=20, n_other=8, n_fail=3, methods=("laplace", "svi", "nuts"), n_train=20),
+                  other_views=(1,), nuts=(100, 250)),
+    "full": dict(size=256, n_head=20, n_other=8, n_fail=3, methods=("laplace", "svi", "nuts"), n_train=20,
+                 nuts=(200, 500)),
 }
 
 
@@ -87,6 +89,8 @@ def run(args) -> dict:
 
     def record(case, group, **kw):
         t0 = time.perf_counter()
+        if kw.get("method") == "nuts":
+            kw["num_warmup"], kw["num_samples"] = cfg["nuts"]
         r = reconstruct(model, case, seed=args.seed + len(rows), residual_cov=resid, **kw)
         r["group"] = group
         r["floor"] = floor(model, case.truth) if case.kind == "held_out" else None
@@ -96,11 +100,12 @@ def run(args) -> dict:
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
     size = cfg["size"]
+    groups = set(args.groups or ("headline", "other", "failure"))
     # 1. headline: biplanar contours, jitter 0.5 px
-    for i in range(cfg["n_head"]):
+    for i in range(cfg["n_head"] if "headline" in groups else 0):
         record(held_out(i, 2, size, 0.5, rng), "headline", method=head_method)
     # other settings (fewer cases): views, noise, DRR, methods
-    for i in range(cfg["n_other"]):
+    for i in range(cfg["n_other"] if "other" in groups else 0):
         k = 100 + i
         for nv in cfg.get("other_views", (1, 4)):
             record(held_out(k, nv, size, 0.5, rng), f"{nv} view{'s' if nv > 1 else ''}", method="laplace")
@@ -110,7 +115,7 @@ def run(args) -> dict:
             if m != head_method:
                 record(held_out(k, 2, size, 0.5, rng), f"2 views, {m}", method=m)
     # 2. failure cases
-    for i in range(cfg["n_fail"]):
+    for i in range(cfg["n_fail"] if "failure" in groups else 0):
         for kind in cfg.get("failures", FAILURES):
             record(failure(kind, i, size, rng), f"failure: {kind}", method=head_method)
     summary = summarise(rows, head_method, args, cfg, time.perf_counter() - t_start)
@@ -215,6 +220,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="the quick setting (minutes on 2 cores)")
     ap.add_argument("--smoke", action="store_true", help="one tiny case (for the test suite)")
     ap.add_argument("--headline-method", choices=["laplace", "svi", "nuts"], help="method of the headline cases")
+    ap.add_argument("--groups", nargs="+", choices=["headline", "other", "failure"],
+                    help="run only these groups of cases (default all); the headline cases are the same whatever "
+                    "else runs, so e.g. `--groups headline --headline-method nuts` measures NUTS on them alone")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     args.setting = "smoke" if args.smoke else "quick" if args.quick else "full"

@@ -10,7 +10,7 @@ full 3D truth, rigid pose and shape), their ratio, the coverage of the credible 
 time.
 
     python experiments/femur_loo.py --methods laplace svi nuts --out out/femur_loo
-    python experiments/femur_loo.py --methods nuts --obs contour --cases 0 1 --out out/femur_loo
+    python experiments/femur_loo.py --methods nuts --obs contour --warmup 100 --samples 250 --out out/femur_loo
 
 Contour likelihoods are evaluated on a 4000-face decimation of the model's mesh
 (``infer(likelihood_faces=4000)``, 6.6x faster per gradient than the 23294-face mesh; the
@@ -53,7 +53,9 @@ def main(argv=None):
     ap.add_argument("--drr-size", type=int, default=128, help="detector pixels (DRRs)")
     ap.add_argument("--likelihood-faces", type=int, default=4000, help="coarse mesh for the contour likelihood "
                     "(0: the full mesh)")
-    ap.add_argument("--samples", type=int, default=300, help="NUTS warm-up and draws per chain; SVI/Laplace draws")
+    ap.add_argument("--samples", type=int, default=300, help="NUTS draws per chain; SVI/Laplace draws")
+    ap.add_argument("--warmup", type=int, default=150, help="NUTS warm-up steps per chain (the mass matrix is the "
+                    "Laplace covariance; the warm-up tunes the step size)")
     ap.add_argument("--svi-steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -90,7 +92,7 @@ def main(argv=None):
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", UserWarning)
                     post = bs.infer(model, obs, method=method, pose="rigid", seed=args.seed, num_samples=args.samples,
-                                    num_warmup=args.samples, num_chains=2, svi_steps=args.svi_steps, progress=False,
+                                    num_warmup=args.warmup, num_chains=2, svi_steps=args.svi_steps, progress=False,
                                     likelihood_faces=lf)
                 wall = time.perf_counter() - t0
                 m = metrics(post, truth)
@@ -100,7 +102,8 @@ def main(argv=None):
                      "coverage_with_model_error": coverage(post.with_model_error(resid, seed=i), truth),
                      "diagnostics": {k: v for k, v in post.diagnostics.items()
                                      if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
-                                              "converged", "laplace_hessian")},
+                                              "converged", "laplace_hessian", "mean_num_steps", "num_samples",
+                                              "num_warmup")},
                      "warnings": [str(w.message)[:120] for w in caught], **m}
                 rows.append(r)
                 print(f"{r['case']} {kind:<7} {method:<7} surface {m['surface_mean']:.2f} mm (p95 "

@@ -61,6 +61,9 @@ def test_sampling_methods_match_closed_form(femur_setup, method, tol):
         assert post.diagnostics["max_rhat"] < 1.01
         assert post.diagnostics["divergences"] == 0
         assert post.diagnostics["min_ess_bulk"] > 400
+        # the target is Gaussian and the mass matrix its exact covariance (nuts_mass="laplace"): the
+        # trajectories are short (an identity or a badly adapted dense mass matrix takes tens to hundreds)
+        assert post.diagnostics["nuts_mass"] == "laplace" and post.diagnostics["mean_num_steps"] < 8
     else:
         assert post.diagnostics["converged"]
 
@@ -187,6 +190,8 @@ def test_bad_input_gets_clear_messages(example_model):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), method="mcmc")
     with pytest.raises(ValueError, match="pose"):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), pose="affine")
+    with pytest.raises(ValueError, match="nuts_mass"):
+        bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), nuts_mass="diagonal")
     with pytest.raises(ValueError, match="initial_pose"):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), pose="rigid", initial_pose=(np.zeros(3), [np.nan] * 3, 0.0))
     points_only = bs.ShapeModel(model.mean, model.basis, model.variance)

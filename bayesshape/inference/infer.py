@@ -200,6 +200,7 @@ def infer(
     num_warmup: int = 500,
     num_chains: int = 2,
     target_accept_prob: float = 0.85,
+    nuts_mass: str = "laplace",
     svi_steps: int = 3000,
     learning_rate: float = 0.01,
     likelihood_faces: int | None = None,
@@ -226,6 +227,12 @@ def infer(
         infer_noise: also infer one noise-scale multiplier per observation
             (log-normal prior with sd ``noise_sd``).
         num_samples, num_warmup, num_chains, target_accept_prob: NUTS settings.
+        nuts_mass: NUTS inverse mass matrix. ``"laplace"`` (default): fixed at the
+            Laplace (Gauss-Newton) covariance at the MAP, the warm-up tunes the step size
+            only; ``"adapt"``: started there and re-estimated by Stan's windowed warm-up
+            (dense up to 80 parameters), which needs a warm-up of many times the number of
+            parameters: a slow window of a few dozen draws gives a rank-deficient dense
+            estimate, tiny steps and very long trajectories.
         svi_steps, learning_rate: SVI settings.
         likelihood_faces: evaluate the contour and DRR likelihoods on a decimated copy of
             the model's mesh with about this many faces (:func:`bayesshape.prior.coarsen_mesh`:
@@ -265,6 +272,8 @@ def infer(
         raise ValueError("observations: expected one or more bayesshape.obs observations")
     if method not in ("nuts", "svi", "laplace"):
         raise ValueError(f"method: expected 'nuts', 'svi' or 'laplace', got {method!r}")
+    if nuts_mass not in ("laplace", "adapt"):
+        raise ValueError(f"nuts_mass: expected 'laplace' or 'adapt', got {nuts_mass!r}")
     if laplace_hessian not in ("gauss-newton", "finite-difference"):
         raise ValueError(f"laplace_hessian: expected 'gauss-newton' or 'finite-difference', got {laplace_hessian!r}")
     if pose not in (None, "rigid", "similarity"):
@@ -345,7 +354,7 @@ def infer(
         diag.update(diag_svi)
     else:
         theta, diag_nuts = _nuts(problem, theta_map, key, num_samples, num_warmup, num_chains,
-                                 target_accept_prob, progress)
+                                 target_accept_prob, progress, nuts_mass)
         diag.update(diag_nuts)
     diag["wall_time_s"] = time.perf_counter() - t_start
     diag["warnings"] = warn_diagnostics(diag)
@@ -417,7 +426,8 @@ def _svi(problem, theta_map, key, steps, lr, num_samples, progress):
     return samples[None], {"loss": losses.tolist(), "final_loss": float(last), "converged": converged}
 
 
-def _nuts(problem, theta_map, key, num_samples, num_warmup, num_chains, target_accept_prob, progress):
+def _nuts(problem, theta_map, key, num_samples, num_warmup, num_chains, target_accept_prob, progress,
+          mass="laplace"):
     from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
     from numpyro.infer import MCMC, NUTS
 
@@ -426,21 +436,26 @@ def _nuts(problem, theta_map, key, num_samples, num_warmup, num_chains, target_a
     # over-dispersed starts around the MAP (from the Laplace covariance), so R-hat means something
     cov, _ = _laplace(problem, theta_map)
     starts = jax.random.multivariate_normal(k_init, theta_map, cov, (num_chains,), method="eigh")
-    # the Laplace covariance is the starting inverse mass matrix: the pose directions are pinned
-    # far more tightly by the data than by their prior, and an identity start would make the first
-    # warm-up trees very long; warm-up then adapts it further
-    dense = problem.dim <= 80
+    # the Laplace covariance is the inverse mass matrix: the pose directions are pinned far more
+    # tightly by the data than by their prior, and an identity mass matrix makes trajectories very
+    # long. "laplace" keeps it (the warm-up tunes the step size); "adapt" re-estimates it in Stan's
+    # windows, which with a short warm-up (a first slow window of 25 draws for 25 parameters) gives a
+    # rank-deficient dense estimate and trees at the maximum depth
+    dense = problem.dim <= 80 or mass == "laplace"
     inv_mass = cov if dense else jnp.diag(cov)
     kernel = NUTS(model, dense_mass=dense, target_accept_prob=target_accept_prob,
-                  inverse_mass_matrix={("theta",): inv_mass})
+                  inverse_mass_matrix={("theta",): inv_mass}, adapt_mass_matrix=mass == "adapt")
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 chain_method=_chain_method(num_chains), progress_bar=progress)
     with _numpyro_promotion():
-        mcmc.run(k_run, init_params={"theta": starts if num_chains > 1 else starts[0]}, extra_fields=("diverging",))
+        mcmc.run(k_run, init_params={"theta": starts if num_chains > 1 else starts[0]},
+                 extra_fields=("diverging", "num_steps"))
     theta = mcmc.get_samples(group_by_chain=True)["theta"]
-    div = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
+    extra = mcmc.get_extra_fields()
+    div = int(np.asarray(extra["diverging"]).sum())
     th = np.asarray(theta, dtype=np.float64)
-    diag = {"divergences": div, "num_chains": num_chains, "num_samples": num_samples, "num_warmup": num_warmup}
+    diag = {"divergences": div, "num_chains": num_chains, "num_samples": num_samples, "num_warmup": num_warmup,
+            "nuts_mass": mass, "mean_num_steps": float(np.mean(np.asarray(extra["num_steps"])))}
     if num_chains > 1:
         rhat = np.asarray(split_gelman_rubin(th))
         diag["max_rhat"] = float(np.max(rhat))
