@@ -157,7 +157,6 @@ def _laplace(problem, theta_map, hessian: str = "gauss-newton", step: float = 1e
     non-convexity or rounding keeps the prior variance, with a warning).
     """
     dim = problem.dim
-    eye = jnp.eye(dim, dtype=theta_map.dtype)
     if hessian == "gauss-newton" and all(_has_gauss_newton(o) for o in problem.observations):
         k = problem.n_modes + problem.n_pose
         info = np.asarray(_gn_info(problem, theta_map), dtype=np.float64)
@@ -171,6 +170,7 @@ def _laplace(problem, theta_map, hessian: str = "gauss-newton", step: float = 1e
         warnings.warn("Laplace: the Gauss-Newton information is not finite at the MAP; using the "
                       "finite-difference Hessian", UserWarning, stacklevel=3)
     # the value-and-gradient function the MAP fit compiled (a separate gradient function would compile again)
+    eye = jnp.eye(dim, dtype=theta_map.dtype)
     cols = [(_vg_full(theta_map + step * e, problem)[1] - _vg_full(theta_map - step * e, problem)[1]) / (2 * step)
             for e in eye]
     h = jnp.stack(cols, axis=1)
