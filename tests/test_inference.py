@@ -192,6 +192,8 @@ def test_bad_input_gets_clear_messages(example_model):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), pose="affine")
     with pytest.raises(ValueError, match="nuts_mass"):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), nuts_mass="diagonal")
+    with pytest.raises(ValueError, match="laplace_hessian"):
+        bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), method="laplace", laplace_hessian="exact")
     with pytest.raises(ValueError, match="initial_pose"):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), pose="rigid", initial_pose=(np.zeros(3), [np.nan] * 3, 0.0))
     points_only = bs.ShapeModel(model.mean, model.basis, model.variance)
