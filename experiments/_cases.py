@@ -81,8 +81,12 @@ def deform(mesh, kind: str):
 
 
 def miscalibrate(view):
-    """The same view with its source and detector shifted 8 mm sideways (a calibration error)."""
-    shift = 8.0 * np.asarray(view.u)
+    """The same view with its source and detector shifted 8 mm along the detector's vertical axis ``v``.
+
+    A calibration error the other view can contradict: a shift along ``u`` of the lateral view would be
+    a shift along the AP beam, i.e. a pure translation of the bone that no image shows.
+    """
+    shift = 8.0 * np.asarray(view.v)
     return bs.XRayView._make(np.asarray(view.source) + shift, np.asarray(view.origin) + shift, np.asarray(view.u),
                              np.asarray(view.v), np.asarray(view.direction), np.asarray(view.spacing),
                              view.detector_shape, view.is_parallel)
