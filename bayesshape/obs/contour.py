@@ -23,6 +23,8 @@ __all__ = ["Contour", "mask_contour_points", "composite_weights"]
 _MIN_WEIGHT = 0.02
 #: pixels added to the distance to an edge per unit of missing contour weight
 _PENALTY = 10.0
+#: an edge entering the candidate set starts this many times (H + W) pixels away
+_ENTRY = 4.0
 
 
 def mask_contour_points(mask) -> np.ndarray:
@@ -87,11 +89,13 @@ class Contour(Observation):
 
     * image -> model: for each of ``M`` observed contour points, the distance (px)
       to the nearest projected model contour edge (plus ``10 px * max(0, 1 - 2 w)`` for
-      an edge of contour weight ``w``: nothing for true contour edges, ``w >= 1/2``);
+      an edge of contour weight ``w``: nothing for true contour edges, ``w >= 1/2``;
+      an edge whose weight is just above the 0.02 cut-off starts far away and comes
+      down within the next 0.02 of weight, so it never makes the minimum jump);
     * model -> image: for each model contour edge (midpoint, weighted by its
       projected length), the distance to the observed outline read from a
       precomputed distance image (bilinear interpolation), weighted by projected length
-      times contour weight. With
+      times contour weight (ramped up from 0 at the cut-off, likewise). With
       ``fold_tolerant=True`` (default, masks only) this is the distance to the
       observed *region*, zero inside it, so contour-generator edges that fold
       inside the silhouette (interior occluding contours, invisible in a mask)
@@ -217,14 +221,21 @@ class Contour(Observation):
         valid = jnp.arange(self.capacity) < count
         s = seg[idx]
         wgt = jnp.where(valid, w_all[idx], 0.0)
+        # an edge enters the candidate set at weight _MIN_WEIGHT with nothing: its share of the
+        # contour length ramps up from 0 (at _MIN_WEIGHT) to its full weight (at 2 _MIN_WEIGHT), and
+        # its image -> model distance comes down from beyond any distance on the detector, so that
+        # neither term jumps when the set of candidate edges changes
+        ramp = jnp.clip((wgt - _MIN_WEIGHT) / _MIN_WEIGHT, 0.0, 1.0)
         a, b = s[:, 0], s[:, 1]
-        length = jnp.sqrt(jnp.sum((b - a) ** 2, axis=-1) + 1e-12) * wgt
+        length = jnp.sqrt(jnp.sum((b - a) ** 2, axis=-1) + 1e-12) * wgt * ramp
         d_model = _sample(self.distance, 0.5 * (a + b))
         wsum = jnp.sum(length)
         frac = length / jnp.where(wsum > 0, wsum, 1.0)
         # no penalty for true contour edges (weight >= 1/2: the two faces' cosines differ in sign),
         # growing continuously to _PENALTY as both faces turn the same way
-        dist = _point_segment_distance(self.points, a, b) + _PENALTY * jnp.maximum(1.0 - 2.0 * wgt, 0.0)[None, :]
+        entry = _ENTRY * sum(self.view.detector_shape) * (1.0 - ramp)
+        dist = (_point_segment_distance(self.points, a, b)
+                + (_PENALTY * jnp.maximum(1.0 - 2.0 * wgt, 0.0) + entry)[None, :])
         dist = jnp.where(valid[None, :], dist, jnp.inf)
         d_img = jnp.min(dist, axis=1)
         d_img = jnp.where(jnp.isfinite(d_img), d_img, 0.0)
