@@ -245,7 +245,6 @@ def test_composite_weights_see_correlated_contour_errors(example_model):
         bs.obs.Contour(views[0], clean.contours[0], 0.5, weight=0.0)
 
 
-
 def test_contour_likelihood_has_no_jumps_along_a_line(setup):
     """Along lines through shape space the log-likelihood changes only as its gradient says.
 
@@ -262,7 +261,9 @@ def test_contour_likelihood_has_no_jumps_along_a_line(setup):
     index, faces = coarsen_mesh(np.asarray(model.mean), np.asarray(model.faces), 800)
     observations = [o.bind(faces, np.asarray(model.mean)[None][:, index]) for o in sim.observations("contour")]
     rng = np.random.default_rng(3)
-    rng.normal(size=2 * model.n_modes)  # the first line of this generator has only a smooth kink
+    # skip the generator's first line: in a probe with two parallel views the old code's error on it
+    # stayed within the kink bound (it crosses a steep kink, no jump), so it told nothing
+    rng.normal(size=2 * model.n_modes)
     h = 1e-3
     ts = jnp.arange(300, dtype=model.mean.dtype) * h
     for _ in range(2):

@@ -22,6 +22,10 @@ def _quality(v, f):
     return 2.0 * np.sqrt(3.0) * np.linalg.norm(n, axis=1) / np.maximum(e2, 1e-300), n
 
 
+def _unit(x):
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
+
+
 def flip_slivers(vertices, faces, *, bad: float = 0.3, max_bend_deg: float = 20.0, min_gain: float = 1.2,
                  max_height: float = 0.05, max_passes: int = 50) -> np.ndarray:
     """Flip interior edges of poor triangles where that raises the worse quality of the two.
@@ -30,11 +34,12 @@ def flip_slivers(vertices, faces, *, bad: float = 0.3, max_bend_deg: float = 20.
     ``(b, a, d)`` becomes ``c-d`` (triangles ``(c, a, d)`` and ``(d, b, c)``) when one of the two
     has a quality (``4 sqrt(3) area / sum of squared edges``, 1 for equilateral) below ``bad``, the
     lower quality of the pair rises by a factor of at least ``min_gain``, the new
-    triangles bend by at most ``max_bend_deg`` from the old pair's area-weighted normal (the surface keeps its
-    shape), the tetrahedron ``(a, b, c, d)`` is flat (its volume over the pair's area, times 3,
-    at most ``max_height`` times the length of ``a-b``), ``c-d`` is not already an edge, and ``a`` and ``b`` keep at least three
-    neighbours. Each pass flips, at once, every edge that is the best candidate of both of
-    its triangles (so no two flips share a triangle); passes repeat until none is left.
+    triangles bend by at most ``max_bend_deg`` from the old pair's area-weighted normal (the
+    surface keeps its shape), the tetrahedron ``(a, b, c, d)`` is flat (its volume over the
+    pair's area, times 3, at most ``max_height`` times the length of ``a-b``), ``c-d`` is not
+    already an edge, and ``a`` and ``b`` keep at least three neighbours. Each pass flips, at
+    once, every edge that is the best candidate of both of its triangles (so no two flips share
+    a triangle); passes repeat until none is left.
 
     Args:
         vertices: ``(N, 3)``; faces: ``(F, 3)`` consistently oriented, manifold.
@@ -45,6 +50,7 @@ def flip_slivers(vertices, faces, *, bad: float = 0.3, max_bend_deg: float = 20.
     v = np.asarray(vertices, dtype=np.float64)
     f = np.array(faces, dtype=np.int64)
     cos_bend = np.cos(np.deg2rad(max_bend_deg))
+    n_vert = v.shape[0]
     for _ in range(max_passes):
         nf = f.shape[0]
         # directed half-edges (i -> j) of face k, opposite vertex o
@@ -52,7 +58,6 @@ def flip_slivers(vertices, faces, *, bad: float = 0.3, max_bend_deg: float = 20.
         j = np.roll(f, -1, axis=1).reshape(-1)
         o = np.roll(f, -2, axis=1).reshape(-1)
         face = np.repeat(np.arange(nf), 3)
-        n_vert = v.shape[0]
         key = i * n_vert + j
         twin_key = j * n_vert + i
         order = np.argsort(key)
@@ -75,12 +80,9 @@ def flip_slivers(vertices, faces, *, bad: float = 0.3, max_bend_deg: float = 20.
         q2, n2 = _quality(v, new_f2)
         new = np.minimum(q1, q2)
 
-        def unit(x):
-            return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
-
         # against the area-weighted normal of the old pair (a sliver's own normal means little)
-        u = unit(n[f1] + n[f2])
-        bend_ok = (np.sum(unit(n1) * u, axis=1) > cos_bend) & (np.sum(unit(n2) * u, axis=1) > cos_bend)
+        u = _unit(n[f1] + n[f2])
+        bend_ok = (np.sum(_unit(n1) * u, axis=1) > cos_bend) & (np.sum(_unit(n2) * u, axis=1) > cos_bend)
         valence = np.bincount(f.reshape(-1), minlength=n_vert)  # faces per vertex (= neighbours, closed mesh)
         exists = np.isin(np.minimum(c, d) * n_vert + np.maximum(c, d),
                          np.minimum(i, j) * n_vert + np.maximum(i, j))
@@ -89,7 +91,8 @@ def flip_slivers(vertices, faces, *, bad: float = 0.3, max_bend_deg: float = 20.
         vol = np.abs(np.sum((v[b] - v[a]) * np.cross(v[c] - v[a], v[d] - v[a]), axis=1)) / 6.0
         area = 0.5 * (np.linalg.norm(n[f1], axis=1) + np.linalg.norm(n[f2], axis=1))
         height = 3.0 * vol / np.maximum(area * np.linalg.norm(v[b] - v[a], axis=1), 1e-300)
-        good = (old < bad) & (height < max_height) & (new > min_gain * old) & bend_ok & ~exists & (c != d) & (valence[a] > 3) & (valence[b] > 3)
+        good = ((old < bad) & (height < max_height) & (new > min_gain * old) & bend_ok & ~exists & (c != d)
+                & (valence[a] > 3) & (valence[b] > 3))
         if not good.any():
             break
         # every face keeps its best candidate edge (ties broken by edge order, so each face's best
