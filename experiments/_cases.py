@@ -127,7 +127,8 @@ def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "conto
                wall_s=wall, warnings=[str(w.message)[:160] for w in caught],
                diagnostics={k: v for k, v in post.diagnostics.items()
                             if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged",
-                                     "contour_weights", "laplace_hessian", "mean_num_steps")})
+                                     "contour_weights", "laplace_hessian", "mean_num_steps", "map_newton_steps",
+                                     "map_newton_decrement")})
     if residual_cov is not None:
         out["with_model_error"] = coverage(post.with_model_error(residual_cov, seed=seed), case.truth)
     return out

@@ -103,7 +103,7 @@ def main(argv=None):
                      "diagnostics": {k: v for k, v in post.diagnostics.items()
                                      if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
                                               "converged", "laplace_hessian", "mean_num_steps", "num_samples",
-                                              "num_warmup")},
+                                              "num_warmup", "map_newton_steps", "map_newton_decrement")},
                      "warnings": [str(w.message)[:120] for w in caught], **m}
                 rows.append(r)
                 print(f"{r['case']} {kind:<7} {method:<7} surface {m['surface_mean']:.2f} mm (p95 "

@@ -107,6 +107,47 @@ def find_map(problem: Problem, *, steps: int = 150, start=None):
     return x, history + h
 
 
+def refine_map(problem: Problem, theta, *, steps: int = 10, tol: float = 1e-3):
+    """Gauss-Newton steps from an L-BFGS MAP, to the mode itself.
+
+    L-BFGS stops early on very sharp posteriors (a DRR's hundred thousand pixels at 1% noise: the
+    stopped fit was 78 to 167 nats below the mode, more than ten posterior sd away, and the Laplace
+    Gaussian centred there covered 22% of the vertices at 95%; 97% once refined). Each step is ``-cov @ grad`` with ``cov`` the Laplace
+    (Gauss-Newton) covariance, backtracked (Armijo) until the density rises; it stops when the Newton
+    decrement ``grad @ cov @ grad / 2`` (the nats a full step would gain on the quadratic model) is
+    below ``tol``, or when no step along it rises (a kink of a contour likelihood).
+
+    Returns ``(theta, cov, info)``: ``cov`` is the Gauss-Newton covariance at the returned ``theta``
+    (``None`` where the observations have no Gauss-Newton form: no step is taken then), ``info`` the
+    decrement there and the steps taken (``map_newton_decrement``, ``map_newton_steps``).
+
+    Example:
+        >>> theta, cov, info = refine_map(post.problem, post.theta_map)    # doctest: +SKIP
+        >>> info["map_newton_decrement"] < 1e-3                              # doctest: +SKIP
+        True
+    """
+    if not all(_has_gauss_newton(o) for o in problem.observations):
+        return theta, None, {"map_newton_decrement": float("nan"), "map_newton_steps": 0}
+    n = 0
+    while True:
+        cov, used = _laplace(problem, theta)
+        v, g = _vg_full(theta, problem)
+        step = cov @ g
+        dec = 0.5 * float(g @ step)
+        if used != "gauss-newton":
+            cov = None
+        if cov is None or dec < tol or n >= steps:
+            break
+        for t in 0.5 ** np.arange(8):
+            trial = theta - t * step
+            if float(_vg_full(trial, problem)[0]) <= float(v) - 1e-4 * t * 2.0 * dec:
+                break
+        else:
+            break
+        theta, n = trial, n + 1
+    return theta, cov, {"map_newton_decrement": dec, "map_newton_steps": n}
+
+
 def _chain_method(num_chains: int) -> str:
     if num_chains == 1:
         return "sequential"
@@ -339,14 +380,25 @@ def infer(
         problem = eqx.tree_at(lambda p: p.observations, problem, tuple(obs_w))
         theta_map, more = find_map(problem, start=theta_map)
         map_history += more
+    theta_map, gn_cov, newton = refine_map(problem, theta_map)
     diag = {"map_log_density": -float(_vg_full(theta_map, problem)[0]), "n_data": int(n_data),
-            "n_params": problem.dim, "map_iterations": len(map_history)}
+            "n_params": problem.dim, "map_iterations": len(map_history), **newton}
+    if newton["map_newton_decrement"] > 5.0:
+        warnings.warn(
+            f"MAP not converged: after {newton['map_newton_steps']} Gauss-Newton steps a full step would still gain "
+            f"{newton['map_newton_decrement']:.1f} nats; the Laplace approximation and the MCMC starts are off-centre "
+            "(a log density rough at the posterior's scale, e.g. DRRs of a shape outside the model): prefer NUTS, "
+            "or treat the Laplace credible regions as approximate",
+            UserWarning, stacklevel=2)
     if weights is not None:
         diag["contour_weights"] = weights
     key = jax.random.key(seed)
     gaussian = None
     if method == "laplace":
-        cov, diag["laplace_hessian"] = _laplace(problem, theta_map, laplace_hessian)
+        if laplace_hessian == "gauss-newton" and gn_cov is not None:
+            cov, diag["laplace_hessian"] = gn_cov, "gauss-newton"
+        else:
+            cov, diag["laplace_hessian"] = _laplace(problem, theta_map, laplace_hessian)
         gaussian = (theta_map, cov)
         theta = jax.random.multivariate_normal(key, theta_map, cov, (num_samples,), method="eigh")[None]
     elif method == "svi":
@@ -354,7 +406,7 @@ def infer(
         diag.update(diag_svi)
     else:
         theta, diag_nuts = _nuts(problem, theta_map, key, num_samples, num_warmup, num_chains,
-                                 target_accept_prob, progress, nuts_mass)
+                                 target_accept_prob, progress, nuts_mass, cov=gn_cov)
         diag.update(diag_nuts)
     diag["wall_time_s"] = time.perf_counter() - t_start
     diag["warnings"] = warn_diagnostics(diag)
@@ -427,14 +479,15 @@ def _svi(problem, theta_map, key, steps, lr, num_samples, progress):
 
 
 def _nuts(problem, theta_map, key, num_samples, num_warmup, num_chains, target_accept_prob, progress,
-          mass="laplace"):
+          mass="laplace", cov=None):
     from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
     from numpyro.infer import MCMC, NUTS
 
     model = numpyro_model(problem)
     k_init, k_run = jax.random.split(key)
     # over-dispersed starts around the MAP (from the Laplace covariance), so R-hat means something
-    cov, _ = _laplace(problem, theta_map)
+    if cov is None:
+        cov, _ = _laplace(problem, theta_map)
     starts = jax.random.multivariate_normal(k_init, theta_map, cov, (num_chains,), method="eigh")
     # the Laplace covariance is the inverse mass matrix: the pose directions are pinned far more
     # tightly by the data than by their prior, and an identity mass matrix makes trajectories very
