@@ -114,6 +114,10 @@ def test_gauss_newton_laplace_is_exact_for_linear_gaussian_landmarks(example_mod
     assert info["map_newton_steps"] == 1
     np.testing.assert_allclose(theta, exact.gaussian[0], atol=1e-9)
     np.testing.assert_allclose(cov, exact.gaussian[1], atol=1e-10)
+    with pytest.raises(ValueError, match="theta: expected shape"):
+        refine_map(post.problem, start[:-1])
+    with pytest.raises(ValueError, match="tol: expected a positive"):
+        refine_map(post.problem, start, tol=0.0)
 
     class Plain(obs.Observation):  # a user-defined observation: log-likelihood and residuals only
         inner: obs.Landmarks3D
