@@ -111,7 +111,8 @@ def observations(case: Case, seed: int, kind: str = "contour", sigma: float | No
 
 def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "contour", sigma=None,
                 num_samples: int = 400, num_warmup: int = 300, num_chains: int = 2, residual_cov=None,
-                likelihood_faces=None, svi_steps: int = 1500, contour_weights: bool = True) -> dict:
+                likelihood_faces=None, svi_steps: int = 1500, contour_weights: bool = True,
+                is_rounds: int = 4, is_samples: int = 1000) -> dict:
     """One reconstruction and its metrics (errors in mm)."""
     obs, _ = observations(case, seed, kind, sigma)
     t0 = time.perf_counter()
@@ -120,7 +121,7 @@ def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "conto
         post = bs.infer(model, obs, method=method, pose="rigid", seed=seed, num_samples=num_samples,
                         num_warmup=num_warmup, num_chains=num_chains, progress=False,
                         likelihood_faces=likelihood_faces, svi_steps=svi_steps,
-                        contour_weights=contour_weights)
+                        contour_weights=contour_weights, is_rounds=is_rounds, is_samples=is_samples)
     wall = time.perf_counter() - t0
     out = metrics(post, case.truth)
     out.update(name=case.name, kind=case.kind, method=method, obs=kind, views=len(case.views), jitter=case.jitter,
@@ -128,7 +129,7 @@ def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "conto
                diagnostics={k: v for k, v in post.diagnostics.items()
                             if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged",
                                      "contour_weights", "laplace_hessian", "mean_num_steps", "map_newton_steps",
-                                     "map_newton_decrement")})
+                                     "map_newton_decrement", "is_ess", "is_khat")})
     if residual_cov is not None:
         out["with_model_error"] = coverage(post.with_model_error(residual_cov, seed=seed), case.truth)
     return out

@@ -218,6 +218,9 @@ def _print_summary(s: dict) -> None:
               f"divergences {d['divergences']}")
     elif "converged" in d:
         print(f"diagnostics: SVI converged: {d['converged']}")
+    elif "is_ess" in d:
+        print(f"diagnostics: importance-sampling ESS {d['is_ess']:.0f} of {d['is_samples']} draws, "
+              f"Pareto k-hat {d['is_khat']:.2f}")
     for w in d.get("warnings", []):
         print(f"warning: {w}")
     print(f"reliability: {'RELIABLE' if r['reliable'] else 'UNRELIABLE'} (score {r['score']:.2f}; "

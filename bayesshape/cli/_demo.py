@@ -81,6 +81,9 @@ def demo(args) -> int:
     if args.method == "nuts":
         print(f"diagnostics: max R-hat {diag.get('max_rhat', float('nan')):.3f}, min bulk ESS "
               f"{diag.get('min_ess_bulk', float('nan')):.0f}, divergences {diag.get('divergences')}")
+    elif args.method == "importance":
+        print(f"diagnostics: importance-sampling ESS {diag['is_ess']:.0f} of {diag['is_samples']} draws, "
+              f"Pareto k-hat {diag['is_khat']:.2f}")
     elif args.method == "svi":
         print(f"diagnostics: SVI converged: {diag.get('converged')}, final loss {diag.get('final_loss'):.1f}")
     r = rel.summary()

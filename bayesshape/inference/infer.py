@@ -17,6 +17,7 @@ from ..obs.contour import Contour, composite_weights
 from ..posterior.posterior import Posterior, _observation_vertices, warn_diagnostics
 from ..prior.model import ShapeModel
 from ._problem import Problem
+from .importance import importance_sample
 from .init import _mean_centroid, check_units
 from .init import initial_pose as estimate_initial_pose
 
@@ -264,6 +265,8 @@ def infer(
     nuts_mass: str = "laplace",
     svi_steps: int = 3000,
     learning_rate: float = 0.01,
+    is_rounds: int = 4,
+    is_samples: int = 1000,
     likelihood_faces: int | None = None,
     contour_weights: bool = True,
     laplace_hessian: str = "gauss-newton",
@@ -277,8 +280,10 @@ def infer(
         observations: one observation or a list (``bayesshape.obs``), any mix.
         method: ``"nuts"`` (NumPyro NUTS, several chains), ``"svi"`` (variational,
             full-rank normal guide for up to 60 parameters, low-rank beyond; optax Adam)
-            or ``"laplace"`` (MAP by L-BFGS plus a Gaussian with the inverse
-            Hessian as covariance).
+            ``"laplace"`` (MAP by L-BFGS plus a Gaussian with the inverse
+            Hessian as covariance) or ``"importance"`` (adaptive importance sampling
+            started from that Gaussian, :func:`~bayesshape.inference.importance_sample`:
+            corrects a skewed posterior for a few thousand log-density evaluations).
         pose: ``None`` (the shape is in the observations' frame), ``"rigid"`` or
             ``"similarity"``: the pose is inferred too.
         initial_pose: ``(rotvec (rad), translation (mm), log_scale)``; default found
@@ -287,7 +292,8 @@ def infer(
             one (rad, mm, log-scale).
         infer_noise: also infer one noise-scale multiplier per observation
             (log-normal prior with sd ``noise_sd``).
-        num_samples, num_warmup, num_chains, target_accept_prob: NUTS settings.
+        num_samples: posterior draws kept (per chain for NUTS).
+        num_warmup, num_chains, target_accept_prob: NUTS settings.
         nuts_mass: NUTS inverse mass matrix. ``"laplace"`` (default): fixed at the
             Laplace (Gauss-Newton) covariance at the MAP, the warm-up tunes the step size
             only; ``"adapt"``: started there and re-estimated by Stan's windowed warm-up
@@ -295,6 +301,7 @@ def infer(
             parameters: a slow window of a few dozen draws gives a rank-deficient dense
             estimate, tiny steps and very long trajectories.
         svi_steps, learning_rate: SVI settings.
+        is_rounds, is_samples: importance-sampling rounds and draws per round.
         likelihood_faces: evaluate the contour and DRR likelihoods on a decimated copy of
             the model's mesh with about this many faces (:func:`bayesshape.prior.coarsen_mesh`:
             a subset of the model's own vertices, so the posterior, its samples and every
@@ -331,12 +338,16 @@ def infer(
     observations = list(observations)
     if not observations or not all(isinstance(o, Observation) for o in observations):
         raise ValueError("observations: expected one or more bayesshape.obs observations")
-    if method not in ("nuts", "svi", "laplace"):
-        raise ValueError(f"method: expected 'nuts', 'svi' or 'laplace', got {method!r}")
+    if method not in ("nuts", "svi", "laplace", "importance"):
+        raise ValueError(f"method: expected 'nuts', 'svi', 'laplace' or 'importance', got {method!r}")
     if nuts_mass not in ("laplace", "adapt"):
         raise ValueError(f"nuts_mass: expected 'laplace' or 'adapt', got {nuts_mass!r}")
     if laplace_hessian not in ("gauss-newton", "finite-difference"):
         raise ValueError(f"laplace_hessian: expected 'gauss-newton' or 'finite-difference', got {laplace_hessian!r}")
+    for name, val, lo in (("num_samples", num_samples, 1), ("is_rounds", is_rounds, 1),
+                          ("is_samples", is_samples, 50)):
+        if int(val) != val or val < lo:
+            raise ValueError(f"{name}: expected an integer >= {lo}, got {val}")
     if pose not in (None, "rigid", "similarity"):
         raise ValueError(f"pose: expected None, 'rigid' or 'similarity', got {pose!r}")
     for name, val in (("rotation_sd", rotation_sd), ("translation_sd", translation_sd), ("scale_sd", scale_sd),
@@ -414,13 +425,18 @@ def infer(
         diag["contour_weights"] = weights
     key = jax.random.key(seed)
     gaussian = None
-    if method == "laplace":
+    if method in ("laplace", "importance"):
         if laplace_hessian == "gauss-newton" and gn_cov is not None:
             cov, diag["laplace_hessian"] = gn_cov, "gauss-newton"
         else:
             cov, diag["laplace_hessian"] = _laplace(problem, theta_map, laplace_hessian)
-        gaussian = (theta_map, cov)
-        theta = jax.random.multivariate_normal(key, theta_map, cov, (num_samples,), method="eigh")[None]
+        if method == "laplace":
+            gaussian = (theta_map, cov)
+            theta = jax.random.multivariate_normal(key, theta_map, cov, (num_samples,), method="eigh")[None]
+        else:
+            theta, diag_is = importance_sample(problem, theta_map, cov, key=key, rounds=is_rounds,
+                                               samples_per_round=is_samples, num_samples=num_samples)
+            diag.update(diag_is)
     elif method == "svi":
         theta, diag_svi = _svi(problem, theta_map, key, svi_steps, learning_rate, num_samples, progress)
         diag.update(diag_svi)

@@ -29,7 +29,7 @@ class Posterior(ShapeSamples):
     include pose uncertainty when the pose was inferred.
 
     Attributes:
-        method: ``"nuts"``, ``"svi"``, ``"laplace"`` or ``"closed_form"``.
+        method: ``"nuts"``, ``"svi"``, ``"laplace"``, ``"importance"`` or ``"closed_form"``.
         theta: ``(chains, draws, dim)`` samples of the whitened parameters.
         diagnostics: dict (R-hat, ESS, divergences, loss curve, warnings, timings).
 
@@ -170,6 +170,12 @@ def warn_diagnostics(diag: dict) -> list[str]:
     if diag.get("divergences", 0) > 0:
         msgs.append(f"{diag['divergences']} divergent transitions: the posterior has regions NUTS cannot "
                     "explore; raise target_accept_prob (e.g. 0.95), or check for contradicting observations")
+    if diag.get("is_khat", 0.0) > 0.7:
+        msgs.append(f"importance sampling: Pareto k-hat {diag['is_khat']:.2f} > 0.7: a few draws carry the "
+                    "weight and the posterior is far from the Laplace Gaussian; raise is_rounds, or use NUTS")
+    elif diag.get("is_ess", np.inf) < 100:
+        msgs.append(f"importance sampling: ESS {diag['is_ess']:.0f} < 100; raise is_samples or is_rounds, "
+                    "or use NUTS")
     if diag.get("converged") is False:
         msgs.append("SVI did not converge (loss still changing); raise num_steps or lower the learning rate")
     for m in msgs:
