@@ -46,7 +46,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--methods", nargs="+", default=["laplace"], choices=["laplace", "svi", "nuts"])
+    ap.add_argument("--methods", nargs="+", default=["laplace"], choices=["laplace", "importance", "svi", "nuts"])
     ap.add_argument("--obs", nargs="+", default=["contour", "drr"], choices=["contour", "drr"])
     ap.add_argument("--cases", nargs="+", type=int, help="left-out femur indices (default all)")
     ap.add_argument("--size", type=int, default=256, help="detector pixels (contours)")
@@ -103,7 +103,8 @@ def main(argv=None):
                      "diagnostics": {k: v for k, v in post.diagnostics.items()
                                      if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
                                               "converged", "laplace_hessian", "mean_num_steps", "num_samples",
-                                              "num_warmup", "map_newton_steps", "map_newton_decrement")},
+                                              "num_warmup", "map_newton_steps", "map_newton_decrement",
+                                              "is_ess", "is_khat")},
                      "warnings": [str(w.message)[:120] for w in caught], **m}
                 rows.append(r)
                 print(f"{r['case']} {kind:<7} {method:<7} surface {m['surface_mean']:.2f} mm (p95 "
@@ -114,7 +115,7 @@ def main(argv=None):
     table = ["| femur | obs | method | surface mean (mm) | p95 (mm) | floor (mm) | ratio | Dice | cov95 "
              "| cov95 + model error | normal cov95 | score | R-hat | wall (s) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    order = {"contour": 0, "drr": 1, "laplace": 0, "svi": 1, "nuts": 2}
+    order = {"contour": 0, "drr": 1, "laplace": 0, "importance": 1, "svi": 2, "nuts": 3}
     rows.sort(key=lambda r: (r["case"], order[r["obs"]], order[r["method"]]))
     for r in rows:
         rhat = r["diagnostics"].get("max_rhat")
@@ -123,7 +124,7 @@ def main(argv=None):
                      f"| {r['coverage_with_model_error']['0.95']:.2f} | {r['coverage_normal']['0.95']:.2f} "
                      f"| {r['score']:.2f} | {'' if rhat is None else f'{rhat:.3f}'} | {r['wall_s']:.0f} |")
     for kind in ("contour", "drr"):
-        for method in ("laplace", "svi", "nuts"):
+        for method in ("laplace", "importance", "svi", "nuts"):
             rs = [r for r in rows if r["obs"] == kind and r["method"] == method]
             if rs:
                 table.append(f"| **mean of {len(rs)}** | {kind} | {method} "

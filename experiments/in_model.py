@@ -36,7 +36,7 @@ from _cases import LEVELS, Case, ece, make_views, move, reconstruct  # noqa: E40
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--method", default="laplace", choices=["laplace", "svi", "nuts"])
+    ap.add_argument("--method", default="laplace", choices=["laplace", "importance", "svi", "nuts"])
     ap.add_argument("--obs", default="contour", choices=["contour", "drr"])
     ap.add_argument("--n", type=int, default=20, help="number of shapes drawn from the model")
     ap.add_argument("--size", type=int, default=128, help="detector pixels")
