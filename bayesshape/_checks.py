@@ -81,3 +81,14 @@ def as_positive(x, name: str) -> float:
     if not np.isfinite(v) or v <= 0:
         raise ValueError(f"{name}: expected a positive finite number, got {v}")
     return v
+
+
+def as_count(x, name: str, minimum: int) -> int:
+    """Return ``x`` as an integer ``>= minimum`` or raise ``ValueError``."""
+    try:
+        ok = int(x) == x and x >= minimum
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {x!r}")
+    return int(x)

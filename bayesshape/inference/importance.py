@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-__all__ = ["importance_sample", "pareto_khat"]
+from .._checks import as_count
 
+__all__ = ["importance_sample", "pareto_khat"]
 
 
 def _log_density_batch(problem, theta):
@@ -124,19 +125,17 @@ def importance_sample(
     if mean.shape != (dim,) or cov.shape != (dim, dim):
         raise ValueError(f"mean, cov: expected shapes ({dim},) and ({dim}, {dim}) for this problem, "
                          f"got {mean.shape} and {cov.shape}")
-    for name, val, lo in (("rounds", rounds, 1), ("samples_per_round", samples_per_round, 50),
-                          ("num_samples", num_samples, 1)):
-        if int(val) != val or val < lo:
-            raise ValueError(f"{name}: expected an integer >= {lo}, got {val}")
+    rounds, n = as_count(rounds, "rounds", 1), as_count(samples_per_round, "samples_per_round", 50)
+    num_samples = as_count(num_samples, "num_samples", 1)
     chol = jnp.linalg.cholesky(0.5 * (cov + cov.T))
     if not bool(jnp.all(jnp.isfinite(chol))):
         raise ValueError("cov: expected a positive definite covariance (its Cholesky factor is not finite)")
 
     proposals, xs, lps, ess_rounds = [], [], [], []
-    for _ in range(int(rounds)):
+    for t in range(rounds):
         proposals.append((mean, chol))
         key, k = jax.random.split(key)
-        x = mean[None, :] + jax.random.normal(k, (int(samples_per_round), dim), dtype=mean.dtype) @ chol.T
+        x = mean[None, :] + jax.random.normal(k, (n, dim), dtype=mean.dtype) @ chol.T
         xs.append(x)
         lps.append(_batch_log_density(problem, x))
         x_all, lp_all = jnp.concatenate(xs), jnp.concatenate(lps)
@@ -145,9 +144,11 @@ def importance_sample(
         if not bool(jnp.any(jnp.isfinite(lw))):
             raise ValueError("importance sampling: the log density is -inf at every draw; the Laplace "
                              "approximation does not overlap the posterior (use method='nuts')")
-        w = jax.nn.softmax(jnp.where(jnp.isfinite(lw), lw, -jnp.inf))
+        w = jax.nn.softmax(lw)  # draws where the log density is -inf get weight 0
         ess = float(1.0 / jnp.sum(w * w))
         ess_rounds.append(ess)
+        if t == rounds - 1:
+            break
         # next proposal: the weighted moments, shrunk towards the current proposal by the ESS
         # (with a few effective draws the weighted covariance is rank-deficient)
         mean_w = w @ x_all
@@ -155,7 +156,7 @@ def importance_sample(
         cov_w = dx.T @ (dx * w[:, None])
         cov_next = (ess * cov_w + dim * (chol @ chol.T)) / (ess + dim)
         mean, chol = mean_w, jnp.linalg.cholesky(0.5 * (cov_next + cov_next.T))
-    idx = jax.random.choice(key, x_all.shape[0], (int(num_samples),), replace=True, p=w)
+    idx = jax.random.choice(key, x_all.shape[0], (num_samples,), replace=True, p=w)
     diag = {"is_ess": ess_rounds[-1], "is_khat": pareto_khat(lw), "is_ess_rounds": ess_rounds,
-            "is_rounds": int(rounds), "is_samples": int(x_all.shape[0])}
+            "is_rounds": rounds, "is_samples": int(x_all.shape[0])}
     return x_all[idx][None], diag

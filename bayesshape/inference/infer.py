@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._checks import as_count
 from ..obs.base import Observation
 from ..obs.contour import Contour, composite_weights
 from ..posterior.posterior import Posterior, _observation_vertices, warn_diagnostics
@@ -346,8 +347,7 @@ def infer(
         raise ValueError(f"laplace_hessian: expected 'gauss-newton' or 'finite-difference', got {laplace_hessian!r}")
     for name, val, lo in (("num_samples", num_samples, 1), ("is_rounds", is_rounds, 1),
                           ("is_samples", is_samples, 50)):
-        if int(val) != val or val < lo:
-            raise ValueError(f"{name}: expected an integer >= {lo}, got {val}")
+        as_count(val, name, lo)
     if pose not in (None, "rigid", "similarity"):
         raise ValueError(f"pose: expected None, 'rigid' or 'similarity', got {pose!r}")
     for name, val in (("rotation_sd", rotation_sd), ("translation_sd", translation_sd), ("scale_sd", scale_sd),
