@@ -12,6 +12,7 @@ from .prior import (
     gp_model,
     kernels,
     loo_residual_covariance,
+    loo_variance_ratio,
     procrustes_align,
 )
 from .projection import (
@@ -53,6 +54,7 @@ __all__ = [
     "gp_model",
     "augment",
     "loo_residual_covariance",
+    "loo_variance_ratio",
     "kernels",
     "datasets",
     "io",

@@ -89,7 +89,7 @@ def run(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     train = bs.datasets.example_shapes(cfg["n_train"], seed=0)
-    model = bs.build_pca_model(train, align="rigid")
+    model = bs.build_pca_model(train, align="rigid", variance=args.prior_variance)
     resid = bs.loo_residual_covariance(train, align="rigid")
     rng = np.random.default_rng(args.seed)
     rows = []
@@ -182,6 +182,7 @@ def summarise(rows, flag_methods, args, cfg, wall) -> dict:
         "auroc_cases": {"n": len(same), "n_above_2mm": int(label.sum()), "methods": sorted(set(flag_methods))},
         "groups": table,
         "wall_time_s": wall,
+        "prior_variance": args.prior_variance,
         "machine": f"{jax.default_backend()} ({jax.device_count()} device), seed {args.seed}",
     }
 
@@ -241,6 +242,9 @@ def main(argv=None):
                     help="the methods compared in the 'other' group (default: the setting's; the full setting's "
                     "are laplace svi nuts), e.g. `--groups other --methods laplace svi` leaves NUTS out")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prior-variance", choices=["sample", "loo"], default="loo",
+                    help="the PCA prior's mode variances: calibrated by leave-one-out (default, since session 11), "
+                         "or the sample's")
     args = ap.parse_args(argv)
     args.setting = "smoke" if args.smoke else "quick" if args.quick else "full"
     s = run(args)

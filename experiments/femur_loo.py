@@ -58,6 +58,8 @@ def main(argv=None):
                     "Laplace covariance; the warm-up tunes the step size)")
     ap.add_argument("--svi-steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prior-variance", choices=["sample", "loo"], default="sample",
+                    help="the PCA prior's mode variances: the sample's, or calibrated by leave-one-out")
     args = ap.parse_args(argv)
     folder = DATA / "femur10"
     if not folder.exists():
@@ -73,7 +75,7 @@ def main(argv=None):
         if all((files[i].stem, kind, m) in have for kind in args.obs for m in args.methods):
             continue
         train = [m for j, m in enumerate(femurs) if j != i]
-        model = bs.build_pca_model(train, align="rigid")
+        model = bs.build_pca_model(train, align="rigid", variance=args.prior_variance)
         resid = bs.loo_residual_covariance(train, align="rigid")
         truth = femurs[i]
         iso = truth.vertices.mean(0)

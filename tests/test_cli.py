@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import trimesh
 
+import bayesshape as bs
 from bayesshape import io
 from bayesshape.cli import build_parser, main
 
@@ -101,6 +102,17 @@ def test_infer_errors_are_one_line(tmp_path, capsys):
 
     assert main(["demo", "--out", str(tmp_path / "d"), "--size", "1", "--quiet"]) == 2
     _one_line_error(capsys, "demo")
+
+    assert main(["build-model", "--statismo", str(tmp_path / "corrupt.h5"), "--variance", "loo",
+                 "--out", str(tmp_path / "x.npz")]) == 2
+    assert "needs the training meshes" in _one_line_error(capsys, "build-model")
+    loo = tmp_path / "loo.npz"
+    assert _run(["build-model", "--example", "6", "--variance", "loo", "--out", str(loo)]) == 0
+    a, b = bs.io.load_model(model), bs.io.load_model(loo)
+    assert a.n_modes == b.n_modes == 5
+    # the calibrated variances are the sample ones times the leave-one-out ratios (re-sorted)
+    ratio = bs.loo_variance_ratio(bs.datasets.example_shapes(6, seed=0))
+    np.testing.assert_allclose(np.sort(np.asarray(b.variance)), np.sort(np.asarray(a.variance) * ratio), rtol=1e-9)
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

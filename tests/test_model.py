@@ -208,3 +208,63 @@ def test_best_fit_undoes_a_rigid_motion(example_model):
     np.testing.assert_allclose(x, fit, atol=1e-6)      # nothing left that the model cannot represent
     with pytest.raises(ValueError, match="align"):
         bs.prior.best_fit(example_model, moved, align="affine")
+
+
+def _gaussian_shapes(rng, n, sd, n_points=40):
+    """``n`` point sets (no alignment needed) drawn from a Gaussian with mode sds ``sd`` (mm)."""
+    basis, _ = np.linalg.qr(rng.normal(size=(3 * n_points, len(sd))))
+    mean = rng.normal(scale=10.0, size=3 * n_points)
+    coef = rng.normal(size=(n, len(sd))) * np.asarray(sd)[None]
+    return (mean[None] + coef @ basis.T).reshape(n, n_points, 3)
+
+
+def test_loo_variance_ratio_is_one_when_the_sample_variances_are_right():
+    import bayesshape as bs
+
+    # 200 shapes of a 3-mode Gaussian: the sample variances are within a few % of the truth, and so
+    # should the leave-one-out spread of unseen shapes be (ratio 1 + O(1/n))
+    rng = np.random.default_rng(0)
+    shapes = _gaussian_shapes(rng, 200, [6.0, 3.0, 1.5])
+    r = bs.loo_variance_ratio(list(shapes), align=None)
+    assert r.shape == (3,)
+    np.testing.assert_allclose(r, 1.0, atol=0.25)
+
+
+def test_loo_variances_predict_unseen_shapes_better_than_sample_variances():
+    import bayesshape as bs
+
+    # 20 training shapes of a 30-mode Gaussian whose mode sds fall by 0.7 per mode: the model keeps 19
+    # sample modes, whose trailing variances are too small for a new shape
+    sd = 8.0 * 0.7 ** np.arange(30)
+    train = _gaussian_shapes(np.random.default_rng(0), 20, sd)
+    fresh = _gaussian_shapes(np.random.default_rng(0), 20 + 400, sd)[20:]  # same mean and basis, new draws
+    sample = bs.build_pca_model(list(train), align=None)
+    loo = bs.build_pca_model(list(train), align=None, variance="loo")
+    ratio = bs.loo_variance_ratio(list(train), align=None)
+    assert ratio.shape == (19,) and np.all(np.diff(ratio) >= -1e-12)
+    np.testing.assert_allclose(np.sort(np.asarray(loo.variance))[::-1], np.asarray(loo.variance))
+    np.testing.assert_allclose(np.sort(np.asarray(loo.variance)), np.sort(np.asarray(sample.variance) * ratio))
+
+    def projections(model):
+        mean, basis = np.asarray(model.mean).reshape(-1), np.asarray(model.basis)
+        return (fresh.reshape(len(fresh), -1) - mean) @ basis, np.asarray(model.variance)
+
+    def log_score(model):  # mean log density of the fresh shapes' coefficients under the model's prior
+        p, lam = projections(model)
+        return float(np.mean(np.sum(-0.5 * np.log(2 * np.pi * lam) - 0.5 * p**2 / lam, axis=1)))
+
+    p, lam = projections(sample)
+    # the sample prior is several times too narrow along its last modes ...
+    assert np.min(np.mean(p**2, axis=0)[-5:] / lam[-5:]) > 2.0
+    # ... and the calibrated one predicts unseen shapes better (the proper score of a prior)
+    assert log_score(loo) > log_score(sample) + 10.0, (log_score(loo), log_score(sample))
+
+
+def test_loo_variance_rejects_bad_input():
+    import bayesshape as bs
+
+    shapes = _gaussian_shapes(np.random.default_rng(2), 3, [2.0, 1.0])
+    with pytest.raises(ValueError, match="at least 4 shapes"):
+        bs.loo_variance_ratio(list(shapes), align=None)
+    with pytest.raises(ValueError, match="variance: expected 'sample' or 'loo'"):
+        bs.build_pca_model(list(shapes), align=None, variance="unbiased")

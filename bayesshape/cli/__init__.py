@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--align", choices=["rigid", "similarity", "none"], default="rigid",
                    help="Procrustes alignment of the meshes (default rigid)")
     b.add_argument("--modes", type=int, help="keep this many modes")
+    b.add_argument("--variance", choices=["sample", "loo"], default="sample",
+                   help="mode variances: the sample's (default), or calibrated by leave-one-out for unseen shapes "
+                        "(wider trailing modes; recommended for inference, needs 4 or more meshes)")
     b.add_argument("--seed", type=int, default=0, help="seed of the example shapes")
     b.add_argument("--out", required=True, help="model file, .npz (bayesshape) or .h5 (Statismo)")
 

@@ -65,17 +65,21 @@ def build_model(args) -> int:
     sources = sum(x is not None and x != [] for x in (args.meshes, args.statismo, args.example))
     if sources != 1:
         raise ValueError("give exactly one of --meshes, --statismo or --example")
+    if args.statismo and args.variance != "sample":
+        raise ValueError("--variance loo needs the training meshes; a Statismo file holds only the model")
     if args.statismo:
         model = bs.io.load_statismo(args.statismo)
     elif args.example:
         model = bs.build_pca_model(bs.datasets.example_shapes(args.example, seed=args.seed),
-                                   align=None if args.align == "none" else args.align, n_modes=args.modes)
+                                   align=None if args.align == "none" else args.align, n_modes=args.modes,
+                                   variance=args.variance)
     else:
         paths = sorted(Path(p) for p in args.meshes)
         if len(paths) < 2:
             raise ValueError(f"--meshes: expected at least 2 meshes in correspondence, got {len(paths)}")
         meshes = [bs.io.read_mesh(p) for p in paths]
-        model = bs.build_pca_model(meshes, align=None if args.align == "none" else args.align, n_modes=args.modes)
+        model = bs.build_pca_model(meshes, align=None if args.align == "none" else args.align, n_modes=args.modes,
+                                   variance=args.variance)
     if args.modes is not None and args.statismo:
         model = model.truncate(args.modes)
     _files.write_model(model, args.out)

@@ -31,8 +31,8 @@ def demo(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    print(f"[1/4] building a PCA model from {args.train} example shapes")
-    model = bs.build_pca_model(bs.datasets.example_shapes(args.train, seed=0), align="rigid")
+    print(f"[1/4] building a PCA model from {args.train} example shapes (mode variances calibrated by leave-one-out)")
+    model = bs.build_pca_model(bs.datasets.example_shapes(args.train, seed=0), align="rigid", variance="loo")
     print(f"      {model.n_vertices} vertices, {model.n_modes} modes, "
           f"{100 * float(model.explained_variance_ratio[:5].sum()):.1f}% of the variance in the first 5")
     truth = bs.datasets.example_shapes(1, seed=args.seed + 1000)[0]

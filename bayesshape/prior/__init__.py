@@ -5,7 +5,7 @@ from .coarsen import coarsen_mesh
 from .build import build_pca_model, procrustes_align, similarity_transform
 from .gp import augment, gp_model, low_rank_kernel
 from .model import ShapeModel
-from .residual import best_fit, loo_residual_covariance
+from .residual import best_fit, loo_residual_covariance, loo_variance_ratio
 
 __all__ = [
     "ShapeModel",
@@ -17,6 +17,7 @@ __all__ = [
     "low_rank_kernel",
     "kernels",
     "loo_residual_covariance",
+    "loo_variance_ratio",
     "best_fit",
     "coarsen_mesh",
 ]

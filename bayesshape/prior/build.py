@@ -111,6 +111,7 @@ def build_pca_model(
     faces=None,
     n_modes: int | None = None,
     noise_variance: float = 0.0,
+    variance: str = "sample",
 ) -> ShapeModel:
     """Build a PCA shape model from shapes in correspondence.
 
@@ -124,6 +125,14 @@ def build_pca_model(
         n_modes: keep this many modes (default: all with non-zero variance, at most
             ``n - 1``).
         noise_variance: isotropic noise variance of the model, mm^2.
+        variance: ``"sample"`` (default): the sample variance of each mode, as every PCA
+            model (and Statismo) has it; ``"loo"``: each mode's variance multiplied by the
+            leave-one-out ratio of :func:`~bayesshape.prior.loo_variance_ratio`, so that the
+            prior is as wide as the spread of *unseen* shapes along the modes. With few
+            training shapes the trailing sample variances are several times too small for
+            a new shape (docs/models.md), and a posterior built on them is over-confident
+            where the data leave the prior in charge. Needs at least 4 shapes. The modes
+            are re-sorted by their new variance.
 
     PCA is an SVD of the centred ``n x 3N`` data matrix (in float64), never an
     ``3N x 3N`` covariance; mode variances are ``s^2 / (n - 1)``. The model's
@@ -152,10 +161,21 @@ def build_pca_model(
         keep = n_modes
     if keep == 0:
         raise ValueError("meshes: all shapes are identical after alignment; there is no variation to model")
+    if variance not in ("sample", "loo"):
+        raise ValueError(f"variance: expected 'sample' or 'loo', got {variance!r}")
+    basis, var = vt[:keep].T, var[:keep]
+    if variance == "loo":
+        from .residual import loo_variance_ratio
+
+        ratio = loo_variance_ratio(shapes, align=align, n_modes=keep, _aligned=True)
+        new = var * ratio
+        order = np.argsort(-new, kind="stable")
+        total += float(new.sum() - var.sum())
+        basis, var = basis[:, order], new[order]
     return ShapeModel(
         mean.reshape(-1, 3),
-        vt[:keep].T,
-        var[:keep],
+        basis,
+        var,
         noise_variance=noise_variance,
         faces=ref_faces,
         total_variance=total,

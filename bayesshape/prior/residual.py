@@ -16,7 +16,7 @@ import numpy as np
 
 from .build import _as_shapes, build_pca_model, procrustes_align, similarity_transform
 
-__all__ = ["loo_residual_covariance", "best_fit"]
+__all__ = ["loo_residual_covariance", "loo_variance_ratio", "best_fit"]
 
 
 def best_fit(model, points, *, align: str | None = "rigid", iterations: int = 3):
@@ -87,3 +87,57 @@ def loo_residual_covariance(meshes, *, align: str | None = "rigid", n_modes: int
     cov = np.einsum("inj,ink->njk", resid, resid) / n
     iso = np.trace(cov, axis1=1, axis2=2)[:, None, None] / 3.0 * np.eye(3)[None]
     return (1.0 - shrinkage) * cov + shrinkage * iso
+
+
+def loo_variance_ratio(meshes, *, align: str | None = "rigid", n_modes: int | None = None,
+                       _aligned: bool = False) -> np.ndarray:
+    """How much wider than its sample variance each PCA mode is for an unseen shape, ``(K,)``.
+
+    The sample variances of a PCA model describe the training shapes; a new shape spreads
+    further along most modes, the more so the smaller the mode (the trailing eigenvalues
+    of a sample covariance are biased low, and the sample eigenvectors are off the true
+    ones). Leave-one-out measures it: for each shape ``i``, build the model from the others,
+    fit shape ``i`` (pose, then orthogonal projection) and take its squared standardised
+    coefficient on each mode, ``c_ij^2 = (u_j . (x_i - mean)) ^ 2 / lambda_j``. The ratio of mode
+    ``j`` is the mean over ``i`` of ``c_ij^2`` (1 when the sample variance is right), made
+    non-decreasing along the modes by isotonic regression (it pools the noisy per-mode means:
+    each rests on ``n`` shapes). Modes beyond those of the leave-one-out models (the full model has
+    one more) take the last ratio. :func:`build_pca_model` with ``variance="loo"`` applies it.
+
+    Args:
+        meshes: the training shapes (meshes or ``(N, 3)`` arrays, mm, in correspondence), at least 4.
+        align: ``"rigid"``, ``"similarity"`` or ``None``, as for :func:`build_pca_model`.
+        n_modes: the number of modes of the full model (default: all with non-zero variance).
+
+    Returns:
+        Ratios ``(n_modes,)``, dimensionless.
+
+    Example:
+        >>> r = loo_variance_ratio(bs.datasets.example_shapes(20, seed=0))   # doctest: +SKIP
+        >>> r[:3], r[-3:]          # about 1 for the leading modes, 10 to 60 for the last
+    """
+    from scipy.optimize import isotonic_regression
+
+    shapes, _ = _as_shapes(meshes, None)
+    n = shapes.shape[0]
+    if n < 4:
+        raise ValueError(f"meshes: leave-one-out mode variances need at least 4 shapes, got {n}")
+    if align not in (None, "rigid", "similarity"):
+        raise ValueError(f"align: expected None, 'rigid' or 'similarity', got {align!r}")
+    if align is not None and not _aligned:
+        shapes = procrustes_align(shapes, scale=align == "similarity")
+    full = build_pca_model(list(shapes), align=None).n_modes
+    k = full if n_modes is None else int(n_modes)
+    if not 1 <= k <= full:
+        raise ValueError(f"n_modes: expected 1..{full} (the modes with non-zero variance), got {k}")
+    sq = []
+    for i in range(n):
+        model = build_pca_model(list(np.delete(shapes, i, axis=0)), align=None)
+        x, _ = best_fit(model, shapes[i], align=align)
+        resid = (x - np.asarray(model.mean)).reshape(-1)
+        c = (np.asarray(model.basis).T @ resid) / np.sqrt(np.asarray(model.variance))
+        sq.append(c[:k] ** 2)
+    m = min(len(c) for c in sq)
+    raw = np.mean([c[:m] for c in sq], axis=0)
+    fitted = isotonic_regression(raw, increasing=True).x
+    return np.concatenate([fitted, np.full(k - m, fitted[-1])]) if k > m else fitted[:k]
