@@ -146,6 +146,10 @@ def build_pca_model(
     shapes, ref_faces = _as_shapes(meshes, faces)
     if align not in ("similarity", "rigid", None):
         raise ValueError(f"align: expected 'similarity', 'rigid' or None, got {align!r}")
+    if variance not in ("sample", "loo"):
+        raise ValueError(f"variance: expected 'sample' or 'loo', got {variance!r}")
+    if variance == "loo" and shapes.shape[0] < 4:
+        raise ValueError(f"meshes: variance='loo' needs at least 4 shapes, got {shapes.shape[0]}")
     if align is not None:
         shapes = procrustes_align(shapes, scale=(align == "similarity"))
     n = shapes.shape[0]
@@ -161,13 +165,11 @@ def build_pca_model(
         keep = n_modes
     if keep == 0:
         raise ValueError("meshes: all shapes are identical after alignment; there is no variation to model")
-    if variance not in ("sample", "loo"):
-        raise ValueError(f"variance: expected 'sample' or 'loo', got {variance!r}")
     basis, var = vt[:keep].T, var[:keep]
     if variance == "loo":
-        from .residual import loo_variance_ratio
+        from .residual import _loo_variance_ratio
 
-        ratio = loo_variance_ratio(shapes, align=align, n_modes=keep, _aligned=True)
+        ratio = _loo_variance_ratio(shapes, align, keep)
         new = var * ratio
         order = np.argsort(-new, kind="stable")
         total += float(new.sum() - var.sum())

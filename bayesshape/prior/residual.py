@@ -48,6 +48,15 @@ def best_fit(model, points, *, align: str | None = "rigid", iterations: int = 3)
     return x, np.asarray(model.project(jnp.asarray(x)))
 
 
+def _loo_fits(shapes, align, n_modes=None):
+    """For each of the (aligned) ``shapes``: the model of the others, the left-out shape moved onto it
+    and its fit, ``(model, x, fit)``."""
+    for i in range(shapes.shape[0]):
+        model = build_pca_model(list(np.delete(shapes, i, axis=0)), align=None, n_modes=n_modes)
+        x, fit = best_fit(model, shapes[i], align=align)
+        yield model, x, fit
+
+
 def loo_residual_covariance(meshes, *, align: str | None = "rigid", n_modes: int | None = None,
                             shrinkage: float = 0.3) -> np.ndarray:
     """Per-vertex covariance ``(N, 3, 3)`` (mm^2) of the leave-one-out model residual.
@@ -78,19 +87,14 @@ def loo_residual_covariance(meshes, *, align: str | None = "rigid", n_modes: int
         raise ValueError(f"align: expected None, 'rigid' or 'similarity', got {align!r}")
     if align is not None:
         shapes = procrustes_align(shapes, scale=align == "similarity")
-    resid = np.empty_like(shapes)
     k = None if n_modes is None else min(n_modes, n - 2)
-    for i in range(n):
-        model = build_pca_model(list(np.delete(shapes, i, axis=0)), align=None, n_modes=k)
-        x, fit = best_fit(model, shapes[i], align=align)
-        resid[i] = x - fit
+    resid = np.stack([x - fit for _, x, fit in _loo_fits(shapes, align, k)])
     cov = np.einsum("inj,ink->njk", resid, resid) / n
     iso = np.trace(cov, axis1=1, axis2=2)[:, None, None] / 3.0 * np.eye(3)[None]
     return (1.0 - shrinkage) * cov + shrinkage * iso
 
 
-def loo_variance_ratio(meshes, *, align: str | None = "rigid", n_modes: int | None = None,
-                       _aligned: bool = False) -> np.ndarray:
+def loo_variance_ratio(meshes, *, align: str | None = "rigid", n_modes: int | None = None) -> np.ndarray:
     """How much wider than its sample variance each PCA mode is for an unseen shape, ``(K,)``.
 
     The sample variances of a PCA model describe the training shapes; a new shape spreads
@@ -116,28 +120,30 @@ def loo_variance_ratio(meshes, *, align: str | None = "rigid", n_modes: int | No
         >>> r = loo_variance_ratio(bs.datasets.example_shapes(20, seed=0))   # doctest: +SKIP
         >>> r[:3], r[-3:]          # about 1 for the leading modes, 10 to 60 for the last
     """
-    from scipy.optimize import isotonic_regression
-
     shapes, _ = _as_shapes(meshes, None)
     n = shapes.shape[0]
     if n < 4:
         raise ValueError(f"meshes: leave-one-out mode variances need at least 4 shapes, got {n}")
     if align not in (None, "rigid", "similarity"):
         raise ValueError(f"align: expected None, 'rigid' or 'similarity', got {align!r}")
-    if align is not None and not _aligned:
+    if align is not None:
         shapes = procrustes_align(shapes, scale=align == "similarity")
     full = build_pca_model(list(shapes), align=None).n_modes
     k = full if n_modes is None else int(n_modes)
     if not 1 <= k <= full:
         raise ValueError(f"n_modes: expected 1..{full} (the modes with non-zero variance), got {k}")
+    return _loo_variance_ratio(shapes, align, k)
+
+
+def _loo_variance_ratio(shapes, align, k: int) -> np.ndarray:
+    """:func:`loo_variance_ratio` of already aligned ``(n, N, 3)`` shapes, for ``k`` checked modes."""
+    from scipy.optimize import isotonic_regression
+
     sq = []
-    for i in range(n):
-        model = build_pca_model(list(np.delete(shapes, i, axis=0)), align=None)
-        x, _ = best_fit(model, shapes[i], align=align)
+    for model, x, _ in _loo_fits(shapes, align):
         resid = (x - np.asarray(model.mean)).reshape(-1)
         c = (np.asarray(model.basis).T @ resid) / np.sqrt(np.asarray(model.variance))
         sq.append(c[:k] ** 2)
     m = min(len(c) for c in sq)
-    raw = np.mean([c[:m] for c in sq], axis=0)
-    fitted = isotonic_regression(raw, increasing=True).x
+    fitted = isotonic_regression(np.mean([c[:m] for c in sq], axis=0), increasing=True).x
     return np.concatenate([fitted, np.full(k - m, fitted[-1])]) if k > m else fitted[:k]
