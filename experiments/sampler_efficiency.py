@@ -11,6 +11,11 @@ parameters), ESS per second, and the NUTS / RW-MH ratio of ESS per second, from 
 
     python experiments/sampler_efficiency.py --quick --out out/sampler
     python experiments/sampler_efficiency.py --out out/sampler
+    python experiments/sampler_efficiency.py --size 256 --chains 2 --warmup 100 --draws 200 \
+        --rwmh-steps 7200 --out out/sampler_256      # the headline's 256 px at a CPU budget
+
+``--size``, ``--chains``, ``--warmup``, ``--draws`` and ``--rwmh-steps`` override the chosen
+setting's values. Both wall times include one compilation of the sampler for the run's lengths.
 
 Needs BlackJAX (``pip install blackjax``; not a dependency of the package).
 """
@@ -41,15 +46,10 @@ SETTINGS = {
 
 
 def ess(samples):
-    """Bulk and tail ESS per parameter of ``(chains, draws, dim)`` samples (as in bayesshape.infer)."""
-    from numpyro.diagnostics import effective_sample_size
+    """Bulk and tail ESS per parameter of ``(chains, draws, dim)`` samples, as ``bayesshape.infer`` reports them."""
+    from bayesshape.inference.infer import ess_bulk_tail
 
-    th = np.asarray(samples, dtype=np.float64)
-    bulk = np.asarray(effective_sample_size(th))
-    q05, q95 = np.quantile(th, 0.05, axis=(0, 1)), np.quantile(th, 0.95, axis=(0, 1))
-    tail = np.minimum(np.asarray(effective_sample_size((th <= q05).astype(np.float64))),
-                      np.asarray(effective_sample_size((th <= q95).astype(np.float64))))
-    return bulk, tail
+    return ess_bulk_tail(samples)
 
 
 def run_nuts(logdensity, theta0, cov, key, warmup, samples, chains):
@@ -108,11 +108,30 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int, help="detector pixels (default: the setting's)")
+    ap.add_argument("--chains", type=int, help="chains of each sampler (default: the setting's)")
+    ap.add_argument("--warmup", type=int, help="NUTS warm-up steps per chain (default: the setting's)")
+    ap.add_argument("--draws", type=int, help="NUTS draws per chain (default: the setting's)")
+    ap.add_argument("--rwmh-steps", type=int, help="RW-MH steps per chain, the first fifth discarded "
+                    "(default: the setting's)")
+    ap.add_argument("--prior-variance", choices=["sample", "loo"], default="loo",
+                    help="the PCA prior's mode variances (default: leave-one-out, as the calibration headline)")
     args = ap.parse_args(argv)
-    cfg = SETTINGS["smoke" if args.smoke else "quick" if args.quick else "full"]
+    cfg = dict(SETTINGS["smoke" if args.smoke else "quick" if args.quick else "full"])
+    w, s = cfg["nuts"]
+    for name, val in (("size", args.size), ("chains", args.chains), ("warmup", args.warmup), ("draws", args.draws),
+                      ("rwmh_steps", args.rwmh_steps)):
+        if val is not None and val < 1:
+            ap.error(f"--{name.replace('_', '-')}: expected a positive count, got {val}")
+    cfg["size"] = args.size or cfg["size"]
+    cfg["chains"] = args.chains or cfg["chains"]
+    cfg["nuts"] = (args.warmup or w, args.draws or s)
+    cfg["rwmh"] = args.rwmh_steps or cfg["rwmh"]
+    if cfg["rwmh"] < 10:
+        ap.error(f"--rwmh-steps: expected at least 10 steps, got {cfg['rwmh']}")
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
-    model = bs.build_pca_model(bs.datasets.example_shapes(20, seed=0), align="rigid")
+    model = bs.build_pca_model(bs.datasets.example_shapes(20, seed=0), align="rigid", variance=args.prior_variance)
     views = make_views(2, cfg["size"])
     case = Case("heldout0", "held_out", move(bs.datasets.example_shapes(1, seed=1000)[0], rng), views, views)
     obs, _ = observations(case, args.seed)
@@ -127,7 +146,8 @@ def main(argv=None):
     nuts, nuts_wall, nuts_steps = run_nuts(logdensity, theta_map, cov, key_n, w, s, cfg["chains"])
     rw, rw_wall, rw_acc = run_rwmh(logdensity, theta_map, cov, key_r, cfg["rwmh"], cfg["chains"])
     res = {"setting": f"held-out example shape, biplanar contours {cfg['size']} px, rigid pose, "
-                      f"dim {problem.dim}, {cfg['chains']} chains, sequential, {jax.default_backend()}"}
+                      f"dim {problem.dim}, {cfg['chains']} chains, sequential, {jax.default_backend()}, "
+                      f"prior variance {args.prior_variance}"}
     for name, smp, wall in (("nuts", nuts, nuts_wall), ("rwmh", rw, rw_wall)):
         bulk, tail = ess(smp)
         res[name] = {"wall_s": wall, "draws_per_chain": int(smp.shape[1]),
