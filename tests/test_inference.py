@@ -244,16 +244,16 @@ def test_ess_is_positive_and_capped_like_stan():
     NumPyro's raw estimate is negative) gets Stan's cap n log10(n), never a negative ESS."""
     from numpyro.diagnostics import effective_sample_size
 
-    from bayesshape.inference.infer import ess_bulk_tail
+    from bayesshape.inference.infer import _ess_bulk_tail
 
     rng = np.random.default_rng(0)
     iid = rng.standard_normal((4, 1000, 3))
-    bulk, tail = ess_bulk_tail(iid)
+    bulk, tail = _ess_bulk_tail(iid)
     assert np.all((bulk > 0.8 * 4000) & (bulk < 1.25 * 4000))  # sd of the estimate is a few percent at n = 4000
     assert np.all((tail > 0.6 * 4000) & (tail < 1.5 * 4000))
     alt = np.array([(-1.0) ** i for i in range(200)])[None, :, None] + 0.1 * rng.standard_normal((1, 200, 1))
     assert float(np.asarray(effective_sample_size(alt))[0]) < 0  # the raw estimate this guards against
-    bulk, _ = ess_bulk_tail(alt)
+    bulk, _ = _ess_bulk_tail(alt)
     np.testing.assert_allclose(bulk, 200 * np.log10(200))
 
 

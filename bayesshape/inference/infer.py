@@ -549,14 +549,14 @@ def _nuts(problem, theta_map, key, num_samples, num_warmup, num_chains, target_a
         rhat = np.asarray(split_gelman_rubin(th))
         diag["max_rhat"] = float(np.max(rhat))
         diag["rhat"] = rhat.tolist()
-    ess, tail = ess_bulk_tail(th)
+    ess, tail = _ess_bulk_tail(th)
     diag["min_ess_bulk"] = float(np.min(ess))
     diag["min_ess_tail"] = float(np.nanmin(tail))
     diag["ess_bulk"] = ess.tolist()
     return theta, diag
 
 
-def ess_bulk_tail(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ess_bulk_tail(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bulk and tail effective sample size per parameter of ``(chains, draws, dim)`` samples.
 
     Bulk: NumPyro's multi-chain ESS. Tail: the smaller ESS of the indicators of the 5% and
