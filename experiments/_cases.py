@@ -33,12 +33,16 @@ class Case:
     occlude: float = 0.0  # share of each contour removed (a band of rows)
 
 
-def move(mesh, rng, rot_sd=0.02, trans_sd=3.0):
-    """A random small rigid motion about the centroid (rad, mm)."""
-    c = mesh.vertices.mean(0)
-    r = Rotation.from_rotvec(rng.normal(scale=rot_sd, size=3)).as_matrix()
-    v = (mesh.vertices - c) @ r.T + c + rng.normal(scale=trans_sd, size=3)
-    return trimesh.Trimesh(v, mesh.faces, process=False)
+def move(mesh, rng, rot_sd=0.02, trans_sd=3.0, center=None, return_pose=False):
+    """A random rigid motion: rotation vector ``N(0, rot_sd^2 I)`` (rad) about ``center``
+    (default: the mesh's vertex centroid), then a translation ``N(0, trans_sd^2 I)`` (mm).
+    ``return_pose``: also return ``(rotvec, translation)``."""
+    c = mesh.vertices.mean(0) if center is None else np.asarray(center, dtype=np.float64)
+    rotvec = rng.normal(scale=rot_sd, size=3)
+    t = rng.normal(scale=trans_sd, size=3)
+    v = (mesh.vertices - c) @ Rotation.from_rotvec(rotvec).as_matrix().T + c + t
+    moved = trimesh.Trimesh(v, mesh.faces, process=False)
+    return (moved, (rotvec, t)) if return_pose else moved
 
 
 def make_views(n_views: int, size: int):
@@ -92,8 +96,36 @@ def miscalibrate(view):
                              view.detector_shape, view.is_parallel)
 
 
-def observations(case: Case, seed: int, kind: str = "contour", sigma: float | None = None):
+def _fine_contours(case: Case, seed: int, factor: int, counts) -> list:
+    """Contour points of a ``factor`` times finer mask in the same detectors, mapped to the case's pixels,
+    jittered by ``case.jitter`` px and subsampled to ``counts`` points per view: the native mask's
+    quantisation (half-pixel steps shared along runs of pixels) shrinks ``factor`` times."""
+    rng = np.random.default_rng(seed)
+    fine = [bs.XRayView._make(np.asarray(v.source), np.asarray(v.origin) - 0.5 * (1 - 1 / factor)
+                              * (np.asarray(v.u) * v.spacing[1] + np.asarray(v.v) * v.spacing[0]),
+                              np.asarray(v.u), np.asarray(v.v), np.asarray(v.direction),
+                              np.asarray(v.spacing) / factor,
+                              (v.detector_shape[0] * factor, v.detector_shape[1] * factor), v.is_parallel)
+            for v in case.views]
+    sim = bs.simulate_xray(case.truth, fine, seed=seed, noise=0.01)
+    out = []
+    for v, vf, pts, n in zip(case.views, fine, sim.contours, counts):
+        # the same detector: fit the (affine) map between the two pixel grids on projected points
+        probe = np.asarray(case.truth.vertices)[:: max(1, len(case.truth.vertices) // 50)]
+        a = np.asarray(vf.project(probe))
+        b = np.asarray(v.project(probe))
+        coef, *_ = np.linalg.lstsq(np.c_[a, np.ones(len(a))], b, rcond=None)
+        q = np.c_[pts, np.ones(len(pts))] @ coef
+        q = q[rng.choice(len(q), size=min(n, len(q)), replace=False)]
+        out.append(q + rng.normal(scale=case.jitter, size=q.shape))
+    return out
+
+
+def observations(case: Case, seed: int, kind: str = "contour", sigma: float | None = None, supersample: int = 1):
     sim = bs.simulate_xray(case.truth, case.views, seed=seed, noise=0.01, contour_jitter=max(case.jitter, 1e-6))
+    if supersample > 1 and kind == "contour":
+        sim = dataclasses.replace(sim, contours=tuple(_fine_contours(case, seed, supersample,
+                                                                     [len(c) for c in sim.contours])))
     obs = []
     for i, view in enumerate(case.model_views):
         if kind == "drr":
@@ -112,16 +144,20 @@ def observations(case: Case, seed: int, kind: str = "contour", sigma: float | No
 def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "contour", sigma=None,
                 num_samples: int = 400, num_warmup: int = 300, num_chains: int = 2, residual_cov=None,
                 likelihood_faces=None, svi_steps: int = 1500, contour_weights: bool = True,
-                is_rounds: int = 4, is_samples: int = 1000) -> dict:
-    """One reconstruction and its metrics (errors in mm)."""
-    obs, _ = observations(case, seed, kind, sigma)
+                is_rounds: int = 4, is_samples: int = 1000, supersample: int = 1, truth_theta=None,
+                **infer_options) -> dict:
+    """One reconstruction and its metrics (errors in mm); ``infer_options`` go to :func:`bayesshape.infer`
+    (e.g. the pose prior). ``truth_theta``: the truth's whitened parameters (when it is a draw from the
+    prior infer is given): adds their z-scores and Mahalanobis distance under the posterior."""
+    obs, _ = observations(case, seed, kind, sigma, supersample)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         post = bs.infer(model, obs, method=method, pose="rigid", seed=seed, num_samples=num_samples,
                         num_warmup=num_warmup, num_chains=num_chains, progress=False,
                         likelihood_faces=likelihood_faces, svi_steps=svi_steps,
-                        contour_weights=contour_weights, is_rounds=is_rounds, is_samples=is_samples)
+                        contour_weights=contour_weights, is_rounds=is_rounds, is_samples=is_samples,
+                        **infer_options)
     wall = time.perf_counter() - t0
     out = metrics(post, case.truth)
     out.update(name=case.name, kind=case.kind, method=method, obs=kind, views=len(case.views), jitter=case.jitter,
@@ -132,6 +168,12 @@ def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "conto
                                      "map_newton_decrement", "is_ess", "is_khat")})
     if residual_cov is not None:
         out["with_model_error"] = coverage(post.with_model_error(residual_cov, seed=seed), case.truth)
+    if truth_theta is not None:
+        th = np.asarray(post.flat_theta(), dtype=np.float64)
+        d = np.asarray(truth_theta, dtype=np.float64) - th.mean(0)
+        cov = np.cov(th.T)
+        out["theta"] = {"names": post.problem.names(), "z": (d / np.sqrt(np.diag(cov))).tolist(),
+                        "mahalanobis2": float(d @ np.linalg.solve(cov, d))}
     return out
 
 

@@ -58,14 +58,14 @@ SETTINGS = {
 }
 
 
-def held_out(i: int, n_views: int, size: int, jitter: float, rng) -> Case:
-    truth = move(bs.datasets.example_shapes(1, seed=1000 + i)[0], rng)
+def held_out(i: int, n_views: int, size: int, jitter: float, rng, rot_sd: float = 0.02) -> Case:
+    truth = move(bs.datasets.example_shapes(1, seed=1000 + i)[0], rng, rot_sd=rot_sd)
     views = make_views(n_views, size)
     return Case(f"heldout{i}", "held_out", truth, views, views, jitter=jitter)
 
 
-def failure(kind: str, i: int, size: int, rng) -> Case:
-    base = move(bs.datasets.example_shapes(1, seed=5000 + i)[0], rng)
+def failure(kind: str, i: int, size: int, rng, rot_sd: float = 0.02) -> Case:
+    base = move(bs.datasets.example_shapes(1, seed=5000 + i)[0], rng, rot_sd=rot_sd)
     views = make_views(2, size)
     case = Case(f"{kind}{i}", kind, base, views, views)
     if kind in ("scaled", "mirrored", "fracture", "deformity"):
@@ -110,24 +110,25 @@ def run(args) -> dict:
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
     size = cfg["size"]
+    rs = args.case_rotation_sd
     groups = set(args.groups or ("headline", "other", "failure"))
     # 1. headline: biplanar contours, jitter 0.5 px
     for i in range(cfg["n_head"] if "headline" in groups else 0):
-        record(held_out(i, 2, size, 0.5, rng), "headline", method=head_method)
+        record(held_out(i, 2, size, 0.5, rng, rs), "headline", method=head_method)
     # other settings (fewer cases): views, noise, DRR, methods
     for i in range(cfg["n_other"] if "other" in groups else 0):
         k = 100 + i
         for nv in cfg.get("other_views", (1, 4)):
-            record(held_out(k, nv, size, 0.5, rng), f"{nv} view{'s' if nv > 1 else ''}", method="laplace")
-        record(held_out(k, 2, size, 1.5, rng), "2 views, jitter 1.5 px", method="laplace")
-        record(held_out(k, 2, size, 0.5, rng), "2 views, DRR", method="laplace", kind="drr")
+            record(held_out(k, nv, size, 0.5, rng, rs), f"{nv} view{'s' if nv > 1 else ''}", method="laplace")
+        record(held_out(k, 2, size, 1.5, rng, rs), "2 views, jitter 1.5 px", method="laplace")
+        record(held_out(k, 2, size, 0.5, rng, rs), "2 views, DRR", method="laplace", kind="drr")
         for m in cfg["methods"]:
             if m != head_method:
-                record(held_out(k, 2, size, 0.5, rng), f"2 views, {m}", method=m)
+                record(held_out(k, 2, size, 0.5, rng, rs), f"2 views, {m}", method=m)
     # 2. failure cases
     for i in range(cfg["n_fail"] if "failure" in groups else 0):
         for kind in cfg.get("failures", FAILURES):
-            record(failure(kind, i, size, rng), f"failure: {kind}", method=fail_method)
+            record(failure(kind, i, size, rng, rs), f"failure: {kind}", method=fail_method)
     summary = summarise(rows, (head_method, fail_method), args, cfg, time.perf_counter() - t_start)
     write_outputs(out, rows, summary)
     return summary
@@ -183,6 +184,7 @@ def summarise(rows, flag_methods, args, cfg, wall) -> dict:
         "groups": table,
         "wall_time_s": wall,
         "prior_variance": args.prior_variance,
+        "case_rotation_sd": args.case_rotation_sd,
         "machine": f"{jax.default_backend()} ({jax.device_count()} device), seed {args.seed}",
     }
 
@@ -241,12 +243,16 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", choices=["laplace", "importance", "svi", "nuts"],
                     help="the methods compared in the 'other' group (default: the setting's; the full setting's "
                     "are laplace svi nuts), e.g. `--groups other --methods laplace svi` leaves NUTS out")
+    ap.add_argument("--case-rotation-sd", type=float, default=0.02,
+                    help="sd (rad) of the cases' random rotation; infer's pose prior has 0.1 (match it with 0.1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prior-variance", choices=["sample", "loo"], default="loo",
                     help="the PCA prior's mode variances: calibrated by leave-one-out (default, since session 11), "
                          "or the sample's")
     args = ap.parse_args(argv)
     args.setting = "smoke" if args.smoke else "quick" if args.quick else "full"
+    if not args.case_rotation_sd > 0:
+        ap.error(f"--case-rotation-sd: expected a positive sd in rad, got {args.case_rotation_sd}")
     s = run(args)
     print(json.dumps({k: s[k] for k in ("headline", "coverage", "auroc", "spearman", "wall_time_s")}, indent=1))
     return 0

@@ -1,15 +1,24 @@
 """In-model coverage: are the credible regions calibrated when the model is right?
 
-Shapes drawn from the prior itself (the PCA model of the example family), each moved by a
-small random rigid motion, observed in simulated biplanar X-rays (contours or DRRs), and
+Shapes drawn from the prior itself (the PCA model of the example family), each in a pose
+drawn from the pose prior, observed in simulated biplanar X-rays (contours or DRRs), and
 reconstructed with the pose unknown. When the truth is a draw from the prior and the data
 come from the likelihood's own noise model, a correct posterior covers the truth at the
 nominal rate (averaged over draws); departures measure the approximation (Laplace, SVI,
 NUTS with finite chains) and the misspecification of the image likelihood itself (pixel
 quantisation, correlated contour residuals), not model error.
 
+The pose (``--pose-prior matched``, the default) is an exact draw from the prior that
+``infer`` is given: a rotation vector ``N(0, rotation_sd^2 I)`` about the model mean's
+centroid and a translation ``N(0, translation_sd^2 I)``, with ``initial_pose`` the identity.
+``--pose-prior legacy`` is the protocol of sessions 10 to 12: the truth moved by 0.02 rad and
+3 mm about its own centroid, reconstructed with ``infer``'s default pose prior (0.1 rad,
+10 mm around the pose it estimates from the silhouettes), so the rotation prior is five times
+wider than the rotations drawn.
+
     python experiments/in_model.py --method laplace --n 20 --out out/in_model
     python experiments/in_model.py --method nuts --n 6 --size 96 --out out/in_model_nuts
+    python experiments/in_model.py --supersample 8 --n 20 --out out/in_model_fine   # finer quantisation
 
 Writes ``cases.json`` and ``summary.json`` (coverage at 50/80/90/95%, per case and mean,
 with a binomial-over-cases standard error) to ``--out``.
@@ -45,22 +54,52 @@ def main(argv=None):
     ap.add_argument("--likelihood-faces", type=int, default=None, help="coarse likelihood mesh (infer's option)")
     ap.add_argument("--no-contour-weights", action="store_true", help="the nominal contour likelihood "
                     "(no composite-likelihood weights)")
+    ap.add_argument("--pose-prior", default="matched", choices=["matched", "legacy"],
+                    help="matched: the truth's pose is drawn from infer's pose prior; legacy: sessions 10-12")
+    ap.add_argument("--rotation-sd", type=float, default=0.1, help="pose prior sd, rad (matched)")
+    ap.add_argument("--translation-sd", type=float, default=10.0, help="pose prior sd, mm (matched)")
+    ap.add_argument("--supersample", type=int, default=1,
+                    help="contour points from a mask this many times finer, subsampled to the native count: "
+                         "the pixel quantisation shrinks, but the sparser points leave gaps in the model-to-image "
+                         "distance (docs/experiments.md)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.supersample < 1:
+        ap.error(f"--supersample: expected an integer >= 1, got {args.supersample}")
+    for name in ("rotation_sd", "translation_sd"):
+        if not getattr(args, name) > 0:
+            ap.error(f"--{name.replace('_', '-')}: expected a positive sd, got {getattr(args, name)}")
     args.out.mkdir(parents=True, exist_ok=True)
     model = bs.build_pca_model(bs.datasets.example_shapes(20, seed=0), align="rigid")
     rng = np.random.default_rng(args.seed)
     key = jax.random.key(args.seed)
-    draws = np.asarray(model.sample(key, args.n))
+    # the shapes of model.sample(key, n) (the same draws as sessions 10 to 12), with their coefficients
+    alpha = jax.random.normal(jax.random.split(key)[0], (args.n, model.n_modes), dtype=model.variance.dtype)
+    draws = np.asarray(jax.vmap(model.instance)(alpha))
+    if not np.allclose(draws, np.asarray(model.sample(key, args.n)), atol=1e-9):
+        raise RuntimeError("model.sample no longer draws alpha from the first half of the split key")
+    if args.pose_prior == "matched":
+        # the pose the prior draws: about the centroid infer rotates about (the mean mesh's volume centroid)
+        center = trimesh.Trimesh(np.asarray(model.mean), np.asarray(model.faces), process=False).center_mass
+        pose_kw = dict(initial_pose=(np.zeros(3), np.zeros(3), 0.0), rotation_sd=args.rotation_sd,
+                       translation_sd=args.translation_sd)
+        motion = dict(rot_sd=args.rotation_sd, trans_sd=args.translation_sd, center=center)
+    else:
+        pose_kw, motion = {}, {}
     rows = []
     t0 = time.perf_counter()
     for i in range(args.n):
-        truth = move(trimesh.Trimesh(draws[i], np.asarray(model.faces), process=False), rng)
+        truth, (rotvec, t) = move(trimesh.Trimesh(draws[i], np.asarray(model.faces), process=False), rng,
+                                  return_pose=True, **motion)
+        # the truth's whitened parameters, when it is an exact draw from infer's prior
+        theta = (np.concatenate([np.asarray(alpha[i]), rotvec / args.rotation_sd, t / args.translation_sd])
+                 if args.pose_prior == "matched" else None)
         views = make_views(2, args.size)
         case = Case(f"draw{i}", "in_model", truth, views, views, jitter=args.jitter)
         r = reconstruct(model, case, method=args.method, seed=args.seed + i, kind=args.obs,
                         num_samples=args.samples, num_warmup=args.samples, likelihood_faces=args.likelihood_faces,
-                        contour_weights=not args.no_contour_weights)
+                        contour_weights=not args.no_contour_weights, supersample=args.supersample,
+                        truth_theta=theta, **pose_kw)
         rows.append(r)
         print(f"[{time.perf_counter() - t0:5.0f} s] {case.name}: vertex error {r['vertex_error_mean']:.2f} mm, "
               f"coverage " + "/".join(f"{r['coverage'][str(lv)]:.2f}" for lv in LEVELS)
@@ -70,20 +109,55 @@ def main(argv=None):
     se = {str(lv): float(np.std([r["coverage"][str(lv)] for r in rows], ddof=1) / np.sqrt(len(rows)))
           for lv in LEVELS} if len(rows) > 1 else {}
     cov_n = {str(lv): float(np.mean([r["coverage_normal"][str(lv)] for r in rows])) for lv in LEVELS}
+    joint = joint_calibration(rows) if args.pose_prior == "matched" else {}
     summary = {"method": args.method, "contour_weights": not args.no_contour_weights, "obs": args.obs,
+               "pose_prior": args.pose_prior, "supersample": args.supersample,
+               **({"rotation_sd": args.rotation_sd, "translation_sd": args.translation_sd}
+                  if args.pose_prior == "matched" else {}),
                "n": len(rows), "size": args.size, "jitter": args.jitter,
                "coverage": cov, "coverage_se": se, "ece": ece(cov), "coverage_normal": cov_n,
                "vertex_error_mean": float(np.mean([r["vertex_error_mean"] for r in rows])),
                "surface_mean": float(np.mean([r["surface_mean"] for r in rows])),
                "misfit_mean": float(np.mean([r["misfit"] for r in rows])),
                "wall_s_mean": float(np.mean([r["wall_s"] for r in rows])),
-               "wall_time_s": time.perf_counter() - t0}
+               "wall_time_s": time.perf_counter() - t0, **joint}
     bs.export.write_json(args.out / "cases.json", rows)
     bs.export.write_json(args.out / "summary.json", summary)
     print("coverage " + " / ".join(f"{cov[str(lv)]:.3f} +- {se.get(str(lv), float('nan')):.3f}" for lv in LEVELS)
           + f" at {'/'.join(str(lv) for lv in LEVELS)}; along the normal "
           + " / ".join(f"{cov_n[str(lv)]:.2f}" for lv in LEVELS))
+    if joint:
+        print("parameters: truth inside the joint credible ellipsoid " + " / ".join(
+              f"{joint['joint_coverage'][str(lv)]:.2f}" for lv in LEVELS) + "; central intervals, shape "
+              + " / ".join(f"{joint['interval_coverage_shape'][str(lv)]:.2f}" for lv in LEVELS) + ", pose "
+              + " / ".join(f"{joint['interval_coverage_pose'][str(lv)]:.2f}" for lv in LEVELS)
+              + f"; mean Mahalanobis^2 {joint['mahalanobis2_mean']:.1f} for {joint['n_params']} parameters")
     return 0
+
+
+def joint_calibration(rows) -> dict:
+    """Calibration in parameter space (the truth is a prior draw with known whitened parameters): the share
+    of draws inside the joint Gaussian credible ellipsoid (Mahalanobis^2 under the posterior's sample
+    covariance against the chi-square quantile) and of the central intervals of each shape coefficient and
+    pose parameter holding the truth, at every level."""
+    from scipy.stats import chi2, norm
+
+    d2 = np.array([r["theta"]["mahalanobis2"] for r in rows])
+    z = np.array([r["theta"]["z"] for r in rows])
+    names = rows[0]["theta"]["names"]
+    shape = np.array([n.startswith("alpha") for n in names])
+    dim = len(names)
+    return {
+        "n_params": dim,
+        "mahalanobis2_mean": float(d2.mean()),
+        "joint_coverage": {str(lv): float(np.mean(d2 <= chi2.ppf(lv, dim))) for lv in LEVELS},
+        "interval_coverage_shape": {str(lv): float(np.mean(np.abs(z[:, shape]) <= norm.ppf(0.5 + lv / 2)))
+                                    for lv in LEVELS},
+        "interval_coverage_pose": {str(lv): float(np.mean(np.abs(z[:, ~shape]) <= norm.ppf(0.5 + lv / 2)))
+                                   for lv in LEVELS},
+        "pose_z_rms": dict(zip([n for n, s in zip(names, shape) if not s],
+                               np.sqrt(np.mean(z[:, ~shape] ** 2, axis=0)).round(3).tolist())),
+    }
 
 
 if __name__ == "__main__":

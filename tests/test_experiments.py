@@ -72,3 +72,25 @@ def test_sampler_efficiency_functions_on_a_gaussian():
     bulk_r, _ = ess(rw)
     assert bulk_n.min() > 200 and tail_n.min() > 100
     assert bulk_n.min() / steps > bulk_r.min() / rw.size * 6  # per gradient vs per density evaluation
+
+
+def test_in_model_parameter_calibration_on_exact_posteriors():
+    """in_model.py's parameter-space check on synthetic rows: a truth drawn from its Gaussian posterior
+    is inside the joint ellipsoid and the central intervals at the nominal rates (400 draws: binomial sd
+    at most 2.5 points, tolerance 8); a posterior twice too narrow is caught."""
+    import numpy as np
+
+    sys.path.insert(0, str(EXP))
+    from in_model import joint_calibration
+
+    rng = np.random.default_rng(0)
+    names = [f"alpha[{i}]" for i in range(10)] + ["rot_x", "rot_y", "rot_z", "trans_x", "trans_y", "trans_z"]
+    for scale, ok in ((1.0, True), (2.0, False)):
+        z = scale * rng.normal(size=(400, len(names)))
+        rows = [{"theta": {"names": names, "z": list(zi), "mahalanobis2": float(zi @ zi)}} for zi in z]
+        out = joint_calibration(rows)
+        for key in ("joint_coverage", "interval_coverage_shape", "interval_coverage_pose"):
+            err = max(abs(out[key][lv] - float(lv)) for lv in out[key])
+            assert (err < 0.08) == ok, (scale, key, out[key])
+        assert out["n_params"] == len(names)
+        assert abs(out["mahalanobis2_mean"] - scale**2 * len(names)) < 0.1 * scale**2 * len(names)
