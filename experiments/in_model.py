@@ -73,11 +73,9 @@ def main(argv=None):
     model = bs.build_pca_model(bs.datasets.example_shapes(20, seed=0), align="rigid")
     rng = np.random.default_rng(args.seed)
     key = jax.random.key(args.seed)
-    # the shapes of model.sample(key, n) (the same draws as sessions 10 to 12), with their coefficients
-    alpha = jax.random.normal(jax.random.split(key)[0], (args.n, model.n_modes), dtype=model.variance.dtype)
-    draws = np.asarray(jax.vmap(model.instance)(alpha))
-    if not np.allclose(draws, np.asarray(model.sample(key, args.n)), atol=1e-9):
-        raise RuntimeError("model.sample no longer draws alpha from the first half of the split key")
+    draws = model.sample(key, args.n)
+    alpha = np.asarray(jax.vmap(model.coefficients)(draws))  # exact: the PCA model has no noise variance
+    draws = np.asarray(draws)
     if args.pose_prior == "matched":
         # the pose the prior draws: about the centroid infer rotates about (the mean mesh's volume centroid)
         center = trimesh.Trimesh(np.asarray(model.mean), np.asarray(model.faces), process=False).center_mass
