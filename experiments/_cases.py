@@ -123,23 +123,56 @@ def _fine_contours(case: Case, seed: int, factor: int, counts) -> list:
     return out
 
 
-def observations(case: Case, seed: int, kind: str = "contour", sigma: float | None = None, supersample: int = 1):
+def exact_contours(case: Case, seed: int, spacing: float = 1.0) -> list:
+    """Contour points drawn from the contour likelihood's own noise model: points along the truth's
+    projected occluding contour (its contour-generator edges, contour weight above 1/2, interior folds
+    included), one per ``spacing`` px of length from a random start, jittered by ``case.jitter`` px
+    (isotropic Gaussian). No pixel quantisation: the control that separates the likelihood and the
+    inference from the quantisation of masks (docs/experiments.md)."""
+    from bayesshape.projection.render import contour_weights
+    from bayesshape.projection.topology import Topology
+
+    rng = np.random.default_rng(seed)
+    topo = Topology.from_faces(np.asarray(case.truth.faces), len(case.truth.vertices))
+    out = []
+    for view in case.views:
+        w, seg = contour_weights(jnp.asarray(case.truth.vertices), topo, view)
+        seg = np.asarray(seg)[np.asarray(w) > 0.5]
+        a, b = seg[:, 0], seg[:, 1]
+        cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(b - a, axis=1))])
+        s = (np.arange(int(cum[-1] / spacing)) + rng.uniform()) * spacing
+        k = np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(a) - 1)
+        t = np.clip((s - cum[k]) / np.maximum(cum[k + 1] - cum[k], 1e-12), 0.0, 1.0)
+        p = a[k] + t[:, None] * (b[k] - a[k])
+        out.append(p + case.jitter * rng.standard_normal(p.shape))
+    return out
+
+
+def observations(case: Case, seed: int, kind: str = "contour", sigma: float | None = None, supersample: int = 1,
+                 source: str = "mask", pixel_runs: bool = False):
     sim = bs.simulate_xray(case.truth, case.views, seed=seed, noise=0.01, contour_jitter=max(case.jitter, 1e-6))
     if supersample > 1 and kind == "contour":
         sim = dataclasses.replace(sim, contours=tuple(_fine_contours(case, seed, supersample,
                                                                      [len(c) for c in sim.contours])))
+    if source == "exact" and kind == "contour":
+        sim = dataclasses.replace(sim, contours=tuple(exact_contours(case, seed)))
     obs = []
     for i, view in enumerate(case.model_views):
         if kind == "drr":
             obs.append(bs.obs.DRR(view, sim.drr[i], max(sim.noise_sd, 1e-3), mu=sim.mu))
             continue
         pts = sim.contours[i]
+        # the runs of mask pixels the points come from (not for the exact or supersampled controls)
+        runs = sim.contour_runs[i] if pixel_runs and source == "mask" and supersample == 1 else None
         if case.occlude > 0:
             rows = pts[:, 0]
             lo = np.quantile(rows, 0.5)
             hi = np.quantile(rows, min(0.5 + case.occlude, 1.0))
-            pts = pts[(rows < lo) | (rows > hi)]
-        obs.append(bs.obs.Contour(view, pts, sigma if sigma is not None else max(case.jitter, 0.5)))
+            keep = (rows < lo) | (rows > hi)
+            pts = pts[keep]
+            runs = None if runs is None else runs[keep]
+        obs.append(bs.obs.Contour(view, pts, sigma if sigma is not None else max(case.jitter, 0.5),
+                                  pixel_runs=runs))
     return obs, sim
 
 
@@ -147,11 +180,11 @@ def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "conto
                 num_samples: int = 400, num_warmup: int = 300, num_chains: int = 2, residual_cov=None,
                 likelihood_faces=None, svi_steps: int = 1500, contour_weights: bool = True,
                 is_rounds: int = 4, is_samples: int = 1000, supersample: int = 1, truth_theta=None,
-                **infer_options) -> dict:
+                contour_source: str = "mask", pixel_runs: bool = False, **infer_options) -> dict:
     """One reconstruction and its metrics (errors in mm); ``infer_options`` go to :func:`bayesshape.infer`
     (e.g. the pose prior). ``truth_theta``: the truth's whitened parameters (when it is a draw from the
     prior infer is given): adds their z-scores and Mahalanobis distance under the posterior."""
-    obs, _ = observations(case, seed, kind, sigma, supersample)
+    obs, _ = observations(case, seed, kind, sigma, supersample, contour_source, pixel_runs)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)

@@ -62,6 +62,12 @@ def main(argv=None):
                     help="contour points from a mask this many times finer, subsampled to the native count: "
                          "the pixel quantisation shrinks, but the sparser points leave gaps in the model-to-image "
                          "distance (docs/experiments.md)")
+    ap.add_argument("--contour-source", default="mask", choices=["mask", "exact"],
+                    help="mask: the jittered contour of the simulated mask (pixel quantisation); exact: points "
+                         "along the truth's projected occluding contour, jittered (the likelihood's own noise model)")
+    ap.add_argument("--pixel-runs", action="store_true",
+                    help="contour likelihood aware of the quantisation error runs of mask pixels share "
+                         "(Contour(pixel_runs=...)); masks only")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.supersample < 1:
@@ -97,7 +103,8 @@ def main(argv=None):
         r = reconstruct(model, case, method=args.method, seed=args.seed + i, kind=args.obs,
                         num_samples=args.samples, num_warmup=args.samples, likelihood_faces=args.likelihood_faces,
                         contour_weights=not args.no_contour_weights, supersample=args.supersample,
-                        truth_theta=theta, **pose_kw)
+                        truth_theta=theta, contour_source=args.contour_source,
+                        pixel_runs=args.pixel_runs, **pose_kw)
         rows.append(r)
         print(f"[{time.perf_counter() - t0:5.0f} s] {case.name}: vertex error {r['vertex_error_mean']:.2f} mm, "
               f"coverage " + "/".join(f"{r['coverage'][str(lv)]:.2f}" for lv in LEVELS)
@@ -110,6 +117,7 @@ def main(argv=None):
     joint = joint_calibration(rows) if args.pose_prior == "matched" else {}
     summary = {"method": args.method, "contour_weights": not args.no_contour_weights, "obs": args.obs,
                "pose_prior": args.pose_prior, "supersample": args.supersample,
+               "contour_source": args.contour_source, "pixel_runs": args.pixel_runs,
                **({"rotation_sd": args.rotation_sd, "translation_sd": args.translation_sd}
                   if args.pose_prior == "matched" else {}),
                "n": len(rows), "size": args.size, "jitter": args.jitter,

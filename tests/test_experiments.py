@@ -30,7 +30,7 @@ def test_calibration_smoke(tmp_path):
 
     x64 = jax.config.jax_enable_x64
     try:
-        _run_script("calibration.py", ["--smoke", "--out", str(tmp_path)])
+        _run_script("calibration.py", ["--smoke", "--pixel-runs", "--out", str(tmp_path)])
     finally:
         jax.config.update("jax_enable_x64", x64)
     s = json.loads((tmp_path / "summary.json").read_text())
@@ -38,6 +38,7 @@ def test_calibration_smoke(tmp_path):
     assert all(0.0 <= v <= 1.0 for v in s["coverage"].values())
     assert s["coverage"]["0.5"] <= s["coverage"]["0.95"]
     assert "auroc" in s and "spearman" in s and "coverage_with_model_error" in s
+    assert s["pixel_runs"] is True
     cases = json.loads((tmp_path / "cases.json").read_text())
     assert [c["kind"] for c in cases] == ["held_out"]
     assert 0.0 < cases[0]["dice"] <= 1.0 and cases[0]["floor"] >= 0.0
@@ -94,3 +95,34 @@ def test_in_model_parameter_calibration_on_exact_posteriors():
             assert (err < 0.08) == ok, (scale, key, out[key])
         assert out["n_params"] == len(names)
         assert abs(out["mahalanobis2_mean"] - scale**2 * len(names)) < 0.1 * scale**2 * len(names)
+
+
+def test_exact_contours_lie_on_the_truths_occluding_contour():
+    """The in-model control's contour points: without jitter they lie on the truth's projected
+    contour-generator edges, about one per pixel of its length; with jitter they scatter by its sd."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    sys.path.insert(0, str(EXP))
+    import bayesshape as bs
+    from _cases import Case, exact_contours, make_views
+    from bayesshape.obs.contour import _point_segment_distance
+    from bayesshape.projection.render import contour_weights
+    from bayesshape.projection.topology import Topology
+
+    truth = bs.datasets.example_shapes(1, seed=3)[0]
+    views = make_views(2, 96)
+    topo = Topology.from_faces(truth.faces, len(truth.vertices))
+    for jitter in (0.0, 0.5):
+        case = Case("x", "in_model", truth, views, views, jitter=jitter)
+        for view, pts in zip(views, exact_contours(case, seed=1)):
+            w, seg = contour_weights(jnp.asarray(truth.vertices), topo, view)
+            seg = np.asarray(seg)[np.asarray(w) > 0.5]
+            d = np.asarray(_point_segment_distance(jnp.asarray(pts), jnp.asarray(seg[:, 0]),
+                                                   jnp.asarray(seg[:, 1]))).min(1)
+            length = np.linalg.norm(seg[:, 1] - seg[:, 0], axis=1).sum()
+            assert abs(len(pts) - length) <= 1.0
+            if jitter == 0:
+                assert d.max() < 1e-5
+            else:  # the distance to the outline is about |N(0, jitter^2)| (less where edges are close)
+                assert 0.25 < np.sqrt(np.mean(d**2)) < 0.55
