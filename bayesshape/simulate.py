@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import as_faces, as_points
-from .obs import DRR, Contour, Landmarks2D, mask_contour_points, mask_contour_runs
+from .obs import DRR, Contour, Landmarks2D, mask_contour_points
 from .projection.render import drr_footprint, render_drr_jit
 from .projection.views import XRayView
 
@@ -25,8 +25,6 @@ class SimulatedXRay:
         clean_drr: the same without noise.
         masks: boolean silhouettes ``(H, W)``.
         contours: sub-pixel contour points ``(M, 2)`` ``(row, col)`` (with jitter).
-        contour_runs: the run of mask boundary pixels each contour point comes from, ``(M,)``
-            (:func:`~bayesshape.obs.mask_contour_runs`).
         landmark_ids: vertex ids of the landmarks, or None.
         landmarks: projected landmark pixels ``(L, 2)`` with noise, or None.
         noise, contour_jitter, landmark_sigma, mu: the settings used.
@@ -43,9 +41,8 @@ class SimulatedXRay:
     contour_jitter: float
     landmark_sigma: float
     mu: float
-    contour_runs: tuple = ()
 
-    def observations(self, kind: str, sigma: float | None = None, *, pixel_runs: bool = False, **kwargs) -> list:
+    def observations(self, kind: str, sigma: float | None = None, **kwargs) -> list:
         """Ready-made observation objects, one per view.
 
         Args:
@@ -53,17 +50,13 @@ class SimulatedXRay:
                 ``"landmarks"`` (projected landmarks).
             sigma: noise sd; defaults: contour ``max(1, contour_jitter)`` px, DRR the
                 simulated noise sd (at least 1e-3), landmarks ``max(0.5, landmark_sigma)`` px.
-            pixel_runs: contours: account for the quantisation error that runs of mask
-                pixels share (:class:`~bayesshape.obs.Contour`); default False, the
-                independent-points likelihood.
             **kwargs: passed to the observation class (e.g. ``fit_scale_offset=True``).
         """
         if kind == "contour":
             s = max(1.0, self.contour_jitter) if sigma is None else sigma
             if self.contour_jitter > 0:
-                return [Contour(v, c, s, pixel_runs=r if pixel_runs else None, **kwargs)
-                        for v, c, r in zip(self.views, self.contours, self.contour_runs)]
-            return [Contour(v, m, s, pixel_runs=pixel_runs, **kwargs) for v, m in zip(self.views, self.masks)]
+                return [Contour(v, c, s, **kwargs) for v, c in zip(self.views, self.contours)]
+            return [Contour(v, m, s, **kwargs) for v, m in zip(self.views, self.masks)]
         if kind == "drr":
             s = max(self.noise_sd, 1e-3) if sigma is None else sigma
             return [DRR(v, img, s, mu=self.mu, **kwargs) for v, img in zip(self.views, self.drr)]
@@ -128,7 +121,7 @@ def simulate_xray(
             raise ValueError(f"{name}: expected a value >= 0, got {val}")
     rng = np.random.default_rng(seed)
     vj, fj = jnp.asarray(verts), jnp.asarray(faces)
-    clean, noisy, masks, contours, runs, lms = [], [], [], [], [], []
+    clean, noisy, masks, contours, lms = [], [], [], [], []
     for view in views:
         view.check()
         k = drr_footprint(vj, fj, view)
@@ -141,7 +134,6 @@ def simulate_xray(
         mask = length > 0
         masks.append(mask)
         pts = mask_contour_points(mask)
-        runs.append(mask_contour_runs(mask))
         if contour_jitter > 0:
             pts = pts + contour_jitter * rng.standard_normal(pts.shape)
         contours.append(pts)
@@ -161,5 +153,4 @@ def simulate_xray(
         contour_jitter=float(contour_jitter),
         landmark_sigma=float(landmark_sigma),
         mu=float(mu),
-        contour_runs=tuple(runs),
     )

@@ -149,7 +149,7 @@ def exact_contours(case: Case, seed: int, spacing: float = 1.0) -> list:
 
 
 def observations(case: Case, seed: int, kind: str = "contour", sigma: float | None = None, supersample: int = 1,
-                 source: str = "mask", pixel_runs: bool = False):
+                 source: str = "mask"):
     sim = bs.simulate_xray(case.truth, case.views, seed=seed, noise=0.01, contour_jitter=max(case.jitter, 1e-6))
     if supersample > 1 and kind == "contour":
         sim = dataclasses.replace(sim, contours=tuple(_fine_contours(case, seed, supersample,
@@ -162,17 +162,12 @@ def observations(case: Case, seed: int, kind: str = "contour", sigma: float | No
             obs.append(bs.obs.DRR(view, sim.drr[i], max(sim.noise_sd, 1e-3), mu=sim.mu))
             continue
         pts = sim.contours[i]
-        # the runs of mask pixels the points come from (not for the exact or supersampled controls)
-        runs = sim.contour_runs[i] if pixel_runs and source == "mask" and supersample == 1 else None
         if case.occlude > 0:
             rows = pts[:, 0]
             lo = np.quantile(rows, 0.5)
             hi = np.quantile(rows, min(0.5 + case.occlude, 1.0))
-            keep = (rows < lo) | (rows > hi)
-            pts = pts[keep]
-            runs = None if runs is None else runs[keep]
-        obs.append(bs.obs.Contour(view, pts, sigma if sigma is not None else max(case.jitter, 0.5),
-                                  pixel_runs=runs))
+            pts = pts[(rows < lo) | (rows > hi)]
+        obs.append(bs.obs.Contour(view, pts, sigma if sigma is not None else max(case.jitter, 0.5)))
     return obs, sim
 
 
@@ -180,11 +175,11 @@ def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "conto
                 num_samples: int = 400, num_warmup: int = 300, num_chains: int = 2, residual_cov=None,
                 likelihood_faces=None, svi_steps: int = 1500, contour_weights: bool = True,
                 is_rounds: int = 4, is_samples: int = 1000, supersample: int = 1, truth_theta=None,
-                contour_source: str = "mask", pixel_runs: bool = False, **infer_options) -> dict:
+                contour_source: str = "mask", **infer_options) -> dict:
     """One reconstruction and its metrics (errors in mm); ``infer_options`` go to :func:`bayesshape.infer`
     (e.g. the pose prior). ``truth_theta``: the truth's whitened parameters (when it is a draw from the
     prior infer is given): adds their z-scores and Mahalanobis distance under the posterior."""
-    obs, _ = observations(case, seed, kind, sigma, supersample, contour_source, pixel_runs)
+    obs, _ = observations(case, seed, kind, sigma, supersample, contour_source)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)

@@ -100,8 +100,6 @@ def run(args) -> dict:
             kw["num_warmup"], kw["num_samples"] = cfg["nuts"]
         if kw.get("method") == "importance":
             kw["is_rounds"], kw["is_samples"] = cfg.get("importance", (4, 1000))
-        if kw.get("kind", "contour") == "contour":
-            kw["pixel_runs"] = args.pixel_runs
         r = reconstruct(model, case, seed=args.seed + len(rows), residual_cov=resid, **kw)
         r["group"] = group
         r["floor"] = floor(model, case.truth) if case.kind == "held_out" else None
@@ -173,7 +171,6 @@ def summarise(rows, flag_methods, args, cfg, wall) -> dict:
     head_cov = table["headline"]["coverage"] if head else {}
     return {
         "setting": args.setting,
-        "pixel_runs": bool(getattr(args, "pixel_runs", False)),
         "headline": f"biplanar contours, {head_method}, {cfg['size']} px detector, held-out example shapes",
         "coverage": head_cov,
         "ece": ece(head_cov) if head else None,
@@ -248,9 +245,6 @@ def main(argv=None):
                     "are laplace svi nuts), e.g. `--groups other --methods laplace svi` leaves NUTS out")
     ap.add_argument("--case-rotation-sd", type=float, default=0.02,
                     help="sd (rad) of the cases' random rotation; infer's pose prior has 0.1 (match it with 0.1)")
-    ap.add_argument("--pixel-runs", action="store_true",
-                    help="contour likelihood aware of the quantisation error that runs of mask pixels share "
-                         "(Contour(pixel_runs=...), session 14)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prior-variance", choices=["sample", "loo"], default="loo",
                     help="the PCA prior's mode variances: calibrated by leave-one-out (default, since session 11), "

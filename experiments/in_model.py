@@ -6,7 +6,9 @@ reconstructed with the pose unknown. When the truth is a draw from the prior and
 come from the likelihood's own noise model, a correct posterior covers the truth at the
 nominal rate (averaged over draws); departures measure the approximation (Laplace, SVI,
 NUTS with finite chains) and the misspecification of the image likelihood itself (pixel
-quantisation, correlated contour residuals), not model error.
+quantisation, correlated contour residuals), not model error. ``--contour-source exact`` takes the
+contour points from the truth's projected occluding contour instead of a mask, jittered the same way:
+data from the likelihood's own noise model, the control without pixel quantisation.
 
 The pose (``--pose-prior matched``, the default) is an exact draw from the prior that
 ``infer`` is given: a rotation vector ``N(0, rotation_sd^2 I)`` about the model mean's
@@ -19,6 +21,7 @@ wider than the rotations drawn.
     python experiments/in_model.py --method laplace --n 20 --out out/in_model
     python experiments/in_model.py --method nuts --n 6 --size 96 --out out/in_model_nuts
     python experiments/in_model.py --supersample 8 --n 20 --out out/in_model_fine   # finer quantisation
+    python experiments/in_model.py --contour-source exact --n 20 --out out/in_model_exact   # no masks
 
 Writes ``cases.json`` and ``summary.json`` (coverage at 50/80/90/95%, per case and mean,
 with a binomial-over-cases standard error) to ``--out``.
@@ -65,13 +68,13 @@ def main(argv=None):
     ap.add_argument("--contour-source", default="mask", choices=["mask", "exact"],
                     help="mask: the jittered contour of the simulated mask (pixel quantisation); exact: points "
                          "along the truth's projected occluding contour, jittered (the likelihood's own noise model)")
-    ap.add_argument("--pixel-runs", action="store_true",
-                    help="contour likelihood aware of the quantisation error runs of mask pixels share "
-                         "(Contour(pixel_runs=...)); masks only")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.supersample < 1:
         ap.error(f"--supersample: expected an integer >= 1, got {args.supersample}")
+    if args.contour_source == "exact" and (args.supersample > 1 or args.obs != "contour"):
+        ap.error("--contour-source exact: contour observations only, and not with --supersample (both replace "
+                 "the mask's points)")
     for name in ("rotation_sd", "translation_sd"):
         if not getattr(args, name) > 0:
             ap.error(f"--{name.replace('_', '-')}: expected a positive sd, got {getattr(args, name)}")
@@ -103,8 +106,7 @@ def main(argv=None):
         r = reconstruct(model, case, method=args.method, seed=args.seed + i, kind=args.obs,
                         num_samples=args.samples, num_warmup=args.samples, likelihood_faces=args.likelihood_faces,
                         contour_weights=not args.no_contour_weights, supersample=args.supersample,
-                        truth_theta=theta, contour_source=args.contour_source,
-                        pixel_runs=args.pixel_runs, **pose_kw)
+                        truth_theta=theta, contour_source=args.contour_source, **pose_kw)
         rows.append(r)
         print(f"[{time.perf_counter() - t0:5.0f} s] {case.name}: vertex error {r['vertex_error_mean']:.2f} mm, "
               f"coverage " + "/".join(f"{r['coverage'][str(lv)]:.2f}" for lv in LEVELS)
@@ -117,7 +119,7 @@ def main(argv=None):
     joint = joint_calibration(rows) if args.pose_prior == "matched" else {}
     summary = {"method": args.method, "contour_weights": not args.no_contour_weights, "obs": args.obs,
                "pose_prior": args.pose_prior, "supersample": args.supersample,
-               "contour_source": args.contour_source, "pixel_runs": args.pixel_runs,
+               "contour_source": args.contour_source,
                **({"rotation_sd": args.rotation_sd, "translation_sd": args.translation_sd}
                   if args.pose_prior == "matched" else {}),
                "n": len(rows), "size": args.size, "jitter": args.jitter,

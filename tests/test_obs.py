@@ -35,7 +35,6 @@ def _observations(model, truth, sim):
         "surface": [obs.SurfacePoints(truth.vertices[::97] + 0.3, 1.0)],
         "contour": sim.observations("contour"),
         "contour_points": [obs.Contour(sim.views[0], sim.contours[0], 1.0)],
-        "contour_runs": sim.observations("contour", pixel_runs=True),
         "drr": sim.observations("drr"),
         "drr_scaled": sim.observations("drr", fit_scale_offset=True),
     }
@@ -43,7 +42,7 @@ def _observations(model, truth, sim):
 
 
 @pytest.mark.parametrize("kind", ["landmarks3d", "landmarks3d_t", "landmarks2d", "surface", "contour",
-                                  "contour_points", "contour_runs", "drr", "drr_scaled"])
+                                  "contour_points", "drr", "drr_scaled"])
 def test_gradients_match_finite_differences(setup, kind):
     model, truth, sim = setup
     observations = _observations(model, truth, sim)[kind]
@@ -68,7 +67,7 @@ def test_gradients_match_finite_differences(setup, kind):
         assert abs(g[i] - fd) <= 1e-4 * scale, (kind, i, g[i], fd)
 
 
-@pytest.mark.parametrize("kind", ["landmarks3d", "landmarks2d", "surface", "contour", "contour_runs", "drr_scaled"])
+@pytest.mark.parametrize("kind", ["landmarks3d", "landmarks2d", "surface", "contour", "drr_scaled"])
 def test_whitened_residuals_reproduce_the_gaussian_log_likelihood(setup, kind):
     """``log_likelihood = -|r|^2 / 2 + (terms free of the vertices)``: the Gauss-Newton Laplace
     approximation rests on it. Checked as differences between two shapes, at the stored sigma
@@ -87,8 +86,7 @@ def test_whitened_residuals_reproduce_the_gaussian_log_likelihood(setup, kind):
             r1, r2 = res(o, v1, sigma), res(o, v2, sigma)
             assert abs(dll) > 1e-3
             assert dll == pytest.approx(-0.5 * float(jnp.sum(r1**2) - jnp.sum(r2**2)), rel=1e-9, abs=1e-9)
-        n_eff = float(jnp.sum(o.point_weight)) if kind.startswith("contour") else o.n_data
-        assert o.log_sigma_information() == pytest.approx(2.0 * n_eff * (0.4 if kind.startswith("contour") else 1))
+        assert o.log_sigma_information() == pytest.approx(2.0 * o.n_data * (0.4 if kind.startswith("contour") else 1))
 
 
 def test_student_t_fisher_information():
@@ -282,79 +280,3 @@ def test_contour_likelihood_has_no_jumps_along_a_line(setup):
         err = np.abs(np.diff(vals) - 0.5 * h * (grads[1:] + grads[:-1])).max()
         kink = 0.5 * h * np.abs(np.diff(grads)).max()
         assert err < max(2 * kink, 1e-3), (err, kink)
-
-
-def test_mask_contour_runs_group_straight_stretches_of_the_boundary():
-    """Runs: the points between the same two rows (or columns) of pixels, side by side, inside on the
-    same side. A rectangle has four; a diagonal staircase has only runs of one point per step side."""
-    m = np.zeros((10, 12), bool)
-    m[2:7, 3:10] = True
-    pts, runs = obs.mask_contour_points(m), obs.mask_contour_runs(m)
-    assert runs.shape == (len(pts),)
-    assert sorted(np.bincount(runs).tolist()) == [5, 5, 7, 7]
-    for r in np.unique(runs):  # each run is one straight line of points: a constant row or column
-        p = pts[runs == r]
-        assert np.ptp(p[:, 0]) == 0 or np.ptp(p[:, 1]) == 0
-    # two bars on the same rows: the same half-row, but not adjacent -> separate runs
-    m2 = np.zeros((6, 12), bool)
-    m2[2:4, 1:4] = True
-    m2[2:4, 6:10] = True
-    assert sorted(np.bincount(obs.mask_contour_runs(m2)).tolist()) == [2, 2, 2, 2, 3, 3, 4, 4]
-    stair = np.tril(np.ones((8, 8), bool), k=-1)
-    counts = np.bincount(obs.mask_contour_runs(stair))
-    assert counts.max() == 1 and len(counts) == len(obs.mask_contour_points(stair))
-
-
-def test_contour_pixel_runs_likelihood_is_the_gaussian_with_a_shared_error_per_run(setup):
-    """With pixel runs, the image -> model term is the Gaussian quadratic form of errors with
-    covariance ``sigma^2 I + q^2 1 1^T`` per run (``q^2 = 1/12`` px^2) along the run's quantisation
-    axis, independent across it; single points have variance ``sigma^2 + q^2``. Checked against an
-    explicit solve per run; the model -> image distances are weighted ``1 / (1 + n q^2 / sigma^2)``
-    by the nearest observed point's run; without runs it is the plain chamfer."""
-    model, truth, sim = setup
-    view, mask = sim.views[0], sim.masks[0]
-    sigma, q2 = 0.5, 1.0 / 12.0
-    labels = obs.mask_contour_runs(mask)
-    assert np.bincount(labels).max() > 10  # long straight stretches: the case that matters
-    refs = np.asarray(model.mean)[None]
-    v = jnp.asarray(truth.vertices) + jnp.array([[0.0, 0.0, 1.5]])
-    for runs in (False, True):
-        o = obs.Contour(view, mask, sigma, n_points=10_000, pixel_runs=runs).bind(model.faces, refs)
-        d_img, d_model, frac, count, w_model, rho = (np.asarray(x) for x in o._terms(v))
-        np.testing.assert_allclose(np.linalg.norm(rho, axis=1), d_img, rtol=1e-9, atol=1e-9)
-        pts = np.asarray(o.points)
-        lab = labels if runs else np.arange(len(pts))
-        quad, pw = 0.0, np.ones(len(pts))
-        for r in np.unique(lab):
-            i = np.nonzero(lab == r)[0]
-            n = len(i)
-            if not runs:
-                quad += float(np.sum(d_img[i] ** 2))
-            elif n == 1:
-                quad += float(d_img[i[0]] ** 2 * sigma**2 / (sigma**2 + q2))
-            else:
-                horizontal = np.ptp(pts[i, 0]) == 0  # constant row: the error is along the rows
-                ax = np.array([1.0, 0.0]) if horizontal else np.array([0.0, 1.0])
-                s_along, s_across = rho[i] @ ax, rho[i] @ ax[::-1]
-                cov = sigma**2 * np.eye(n) + q2 * np.ones((n, n))
-                quad += float(sigma**2 * s_along @ np.linalg.solve(cov, s_along) + np.sum(s_across**2))
-            pw[i] = 1.0 / (1.0 + n * q2 / sigma**2) if runs else 1.0
-        np.testing.assert_allclose(np.asarray(o.point_weight), pw)
-        m = len(pts)
-        expect = (-(quad + m * np.sum(frac * w_model * d_model**2)) / (4 * sigma**2)
-                  - pw.sum() * (math.log(sigma) + 0.5 * math.log(2 * math.pi)))
-        assert float(o.log_likelihood(v)) == pytest.approx(expect, rel=1e-10)
-        # the model -> image weights are the nearest observed points' (within [min w, 1])
-        wm = w_model[: int(count)]
-        assert wm.min() >= pw.min() - 1e-12 and wm.max() <= 1.0 + 1e-12
-    # points with their labels: the same structure as the mask they come from
-    a = obs.Contour(view, mask, sigma, n_points=10_000, pixel_runs=True)
-    b = obs.Contour(view, obs.mask_contour_points(mask), sigma, n_points=10_000, pixel_runs=labels)
-    for x, y in zip(a._arrays()[2:7], b._arrays()[2:7]):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-12)
-    with pytest.raises(ValueError, match="needs a mask"):
-        obs.Contour(view, sim.contours[0], sigma, pixel_runs=True)
-    with pytest.raises(ValueError, match="run labels"):
-        obs.Contour(view, sim.contours[0], sigma, pixel_runs=labels[:-1])
-    with pytest.raises(ValueError, match="True or False"):
-        obs.Contour(view, mask, sigma, pixel_runs=labels)

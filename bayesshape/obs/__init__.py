@@ -17,9 +17,9 @@ type               data                                        noise sd (units)
 """
 
 from .base import Observation
-from .contour import Contour, composite_weights, mask_contour_points, mask_contour_runs
+from .contour import Contour, composite_weights, mask_contour_points
 from .drr import DRR
 from .landmarks import Landmarks2D, Landmarks3D, SurfacePoints
 
 __all__ = ["Observation", "Landmarks3D", "Landmarks2D", "SurfacePoints", "Contour", "DRR", "mask_contour_points",
-           "mask_contour_runs", "composite_weights"]
+           "composite_weights"]

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.ndimage import map_coordinates
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float
 
 from .._checks import as_points, as_positive
 from ..projection.render import contour_weights
@@ -17,7 +17,7 @@ from ..projection.topology import Topology
 from ..projection.views import XRayView
 from .base import Observation, check_visible
 
-__all__ = ["Contour", "mask_contour_points", "mask_contour_runs", "composite_weights"]
+__all__ = ["Contour", "mask_contour_points", "composite_weights"]
 
 #: edges with a smaller contour weight are left out of the likelihood
 _MIN_WEIGHT = 0.02
@@ -25,9 +25,6 @@ _MIN_WEIGHT = 0.02
 _PENALTY = 10.0
 #: an edge entering the candidate set starts this many times (H + W) pixels away
 _ENTRY = 4.0
-#: variance (px^2) of the error a run of mask boundary pixels shares: the true boundary crosses
-#: anywhere within the pixel, uniformly
-_RUN_VAR = 1.0 / 12.0
 
 
 def mask_contour_points(mask) -> np.ndarray:
@@ -44,55 +41,6 @@ def mask_contour_points(mask) -> np.ndarray:
     r, c = np.nonzero(dh)
     pts.append(np.stack([r, c + 0.5], axis=1))
     return np.concatenate(pts, axis=0).astype(np.float64)
-
-
-def mask_contour_runs(mask) -> np.ndarray:
-    """Run labels ``(M,)`` (int) of the points of :func:`mask_contour_points`, in the same order.
-
-    A run is a straight stretch of the mask's boundary: points between the same two rows
-    (or columns) of pixels, side by side, with the inside on the same side. Where the
-    true outline crosses a run it may lie anywhere within the pixel, so all the points of
-    a run share one quantisation error (sd ``1/sqrt(12)`` px), which independent point
-    noise does not describe. :class:`Contour` (``pixel_runs``) discounts them accordingly.
-
-    Example:
-        >>> m = np.zeros((6, 8), bool); m[2:4, 1:6] = True
-        >>> np.bincount(mask_contour_runs(m)).tolist()   # top, bottom, left, right
-        [5, 5, 2, 2]
-    """
-    from scipy.ndimage import label
-
-    m = np.asarray(mask, dtype=bool)
-    labels, offset = [], 0
-    for axis in (0, 1):
-        a, b = (m[:-1, :], m[1:, :]) if axis == 0 else (m[:, :-1], m[:, 1:])
-        edge = a != b
-        # runs: neighbours along the edge (across columns for row transitions), same inside side
-        structure = np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]]) if axis == 0 else np.array([[0, 1, 0]] * 3)
-        out = np.zeros(edge.shape, dtype=np.int64)
-        for side in (a & ~b, ~a & b):
-            lab, n = label(side, structure=structure)
-            out[side] = lab[side] + offset - 1
-            offset += n
-        labels.append(out[np.nonzero(edge)])
-    return np.concatenate(labels).astype(np.int64)
-
-
-def _run_structure(points, runs):
-    """For points with run labels: labels ``0..R-1`` (M,), the points per run (R,), and each point's
-    quantisation axis (M, 2): across the run (the minor axis of its points' spread), where its
-    shared error lies; zero for single points."""
-    _, lab = np.unique(np.asarray(runs), return_inverse=True)
-    lab = lab.reshape(-1)
-    count = np.bincount(lab).astype(np.float64)
-    mean = np.stack([np.bincount(lab, weights=points[:, j]) for j in range(2)], axis=1) / count[:, None]
-    d = points - mean[lab]
-    sxx, syy, sxy = (np.bincount(lab, weights=d[:, 0] ** 2), np.bincount(lab, weights=d[:, 1] ** 2),
-                     np.bincount(lab, weights=d[:, 0] * d[:, 1]))
-    major = 0.5 * np.arctan2(2.0 * sxy, sxx - syy)  # direction of the run's extent
-    axis = np.stack([-np.sin(major), np.cos(major)], axis=1)  # across it
-    axis = np.where((count > 1)[:, None], axis, 0.0)
-    return lab, count, axis[lab]
 
 
 def _distance_image(points, shape):
@@ -156,14 +104,6 @@ class Contour(Observation):
       ``log L = -M C / (2 sigma^2) - M log(sigma) - M/2 log(2 pi)``,
 
     i.e. ``M`` independent Gaussian perpendicular errors of sd ``sigma`` pixels.
-
-    With ``pixel_runs`` the points of a run of mask boundary pixels
-    (:func:`mask_contour_runs`), which share one quantisation error of variance
-    ``q^2 = 1/12`` px^2 besides their independent noise, are weighted by
-    ``w = 1 / (1 + n q^2 / sigma^2)`` for a run of ``n`` points: the run then carries the
-    information of its mean, ``n / (sigma^2 + n q^2)``, not ``n / sigma^2``. ``d_m^2`` is
-    weighted by its point's ``w``, ``d_e^2`` by the ``w`` of the observed point nearest to the
-    edge, and ``M`` becomes ``sum w`` in the normalising terms.
     A view in which the model shows no contour at all has ``log L = -inf``
     (documented; no NaN).
 
@@ -177,10 +117,6 @@ class Contour(Observation):
         n_points: observed points used for the image -> model term (evenly thinned);
             they count as the ``M`` independent data of the likelihood.
         fold_tolerant: see above.
-        pixel_runs: account for the quantisation errors that runs of mask pixels share (see
-            above): True, for a mask (its runs are found); ``(M,)`` integer run labels, for points
-            (e.g. :func:`mask_contour_runs` on the mask they were traced from); None or False
-            (default): independent points.
         weight: composite-likelihood weight in (0, 1], multiplies the log-likelihood
             (default 1; :func:`bayesshape.infer` estimates it with
             :func:`composite_weights`).
@@ -194,17 +130,11 @@ class Contour(Observation):
     sigma: Float[Array, ""]
     topology: Topology | None
     weight: Float[Array, ""]
-    point_weight: Float[Array, "n_pt"]
-    run_labels: Int[Array, "n_pt"]
-    run_axis: Float[Array, "n_pt 2"]
-    run_count: Float[Array, "n_run"]
-    run_kappa: Float[Array, "n_run"]
-    weight_image: Float[Array, "H W"]
     capacity: int = eqx.field(static=True)
 
     def __init__(self, view: XRayView, mask_or_points, sigma: float = 1.0, *, n_points: int = 256,
-                 fold_tolerant: bool = True, pixel_runs=None, weight: float = 1.0,
-                 topology: Topology | None = None, capacity: int = 0, _arrays=None):
+                 fold_tolerant: bool = True, weight: float = 1.0, topology: Topology | None = None,
+                 capacity: int = 0, _arrays=None):
         if not isinstance(view, XRayView):
             raise ValueError(f"view: expected an XRayView, got {type(view).__name__}")
         self.view = view
@@ -216,8 +146,7 @@ class Contour(Observation):
         self.topology = topology
         self.capacity = int(capacity)
         if _arrays is not None:  # internal copy (bind)
-            (self.points, self.distance, self.point_weight, self.run_labels, self.run_axis, self.run_count,
-             self.run_kappa, self.weight_image) = _arrays
+            self.points, self.distance = _arrays
             return
         view.check()
         h, w = view.detector_shape
@@ -229,13 +158,6 @@ class Contour(Observation):
             if mask.all():
                 raise ValueError("mask: the mask covers the whole image; there is no contour to fit")
             pts = mask_contour_points(mask)
-            if pixel_runs is True:
-                runs = mask_contour_runs(mask)
-            elif pixel_runs is None or pixel_runs is False:
-                runs = None
-            else:
-                raise ValueError("pixel_runs: with a mask, expected True or False (the runs are found in the mask), "
-                                 f"got {type(pixel_runs).__name__}")
             if fold_tolerant:
                 from scipy.ndimage import distance_transform_edt
 
@@ -245,16 +167,6 @@ class Contour(Observation):
         elif arr.ndim == 2 and arr.shape[1] == 2 and arr.shape != (h, w):
             pts = as_points(arr, "points", dim=2)
             dist = _distance_image(pts, (h, w))
-            if pixel_runs is None or pixel_runs is False:
-                runs = None
-            elif pixel_runs is True:
-                raise ValueError("pixel_runs=True needs a mask; for points pass their (M,) run labels "
-                                 "(mask_contour_runs on the mask they come from)")
-            else:
-                runs = np.asarray(pixel_runs)
-                if runs.shape != (pts.shape[0],) or not np.issubdtype(runs.dtype, np.integer):
-                    raise ValueError(f"pixel_runs: expected ({pts.shape[0]},) integer run labels, one per point, "
-                                     f"got {runs.dtype} of shape {runs.shape}")
         else:
             raise ValueError(
                 f"mask_or_points: expected a boolean mask of the view's detector shape {(h, w)} or contour "
@@ -265,32 +177,9 @@ class Contour(Observation):
             raise ValueError(f"n_points: expected a positive count, got {n_points}")
         if pts.shape[0] > n_points:
             order = np.lexsort((pts[:, 1], pts[:, 0]))
-            keep = order[np.linspace(0, pts.shape[0] - 1, n_points).round().astype(int)]
-            pts = pts[keep]
-            runs = None if runs is None else runs[keep]
+            pts = pts[order][np.linspace(0, pts.shape[0] - 1, n_points).round().astype(int)]
         self.points = jnp.asarray(pts)
         self.distance = jnp.asarray(dist)
-        if runs is None:
-            self.point_weight = jnp.ones(pts.shape[0])
-            self.run_labels = jnp.arange(pts.shape[0])
-            self.run_axis = jnp.zeros((pts.shape[0], 2))
-            self.run_count = jnp.ones(pts.shape[0])
-            self.run_kappa = jnp.zeros(pts.shape[0])
-            self.weight_image = jnp.ones((h, w))
-        else:
-            lab, count, axis = _run_structure(pts, runs)
-            n_q = count * _RUN_VAR / float(self.sigma) ** 2
-            pw = 1.0 / (1.0 + n_q[lab])
-            self.point_weight = jnp.asarray(pw)
-            self.run_labels = jnp.asarray(lab)
-            self.run_axis = jnp.asarray(axis)
-            self.run_count = jnp.asarray(count)
-            self.run_kappa = jnp.asarray(n_q / (1.0 + n_q))
-            # each pixel: the weight of the nearest observed point (for the model -> image term)
-            from scipy.spatial import cKDTree
-
-            grid = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij"), axis=-1).reshape(-1, 2)
-            self.weight_image = jnp.asarray(pw[cKDTree(pts).query(grid)[1]].reshape(h, w))
 
     def bind(self, faces, reference_vertices) -> Contour:
         """Attach the mesh topology and a static capacity for contour edges.
@@ -312,23 +201,17 @@ class Contour(Observation):
             most = max(most, int(np.asarray(w > _MIN_WEIGHT).sum()))
         cap = int(min(topo.n_edges, int(1.5 * most) + 64))
         return Contour(self.view, None, float(self.sigma), weight=float(self.weight), topology=topo, capacity=cap,
-                       _arrays=self._arrays())
-
-    def _arrays(self):
-        return (self.points, self.distance, self.point_weight, self.run_labels, self.run_axis, self.run_count,
-                self.run_kappa, self.weight_image)
+                       _arrays=(self.points, self.distance))
 
     def with_weight(self, weight: float) -> Contour:
         """A copy whose log-likelihood is multiplied by ``weight`` (a composite-likelihood weight)."""
         return Contour(self.view, None, float(self.sigma), weight=weight, topology=self.topology,
-                       capacity=self.capacity, _arrays=self._arrays())
+                       capacity=self.capacity, _arrays=(self.points, self.distance))
 
     def _terms(self, vertices):
-        """``(d_img (M,), d_model (capacity,), frac (capacity,), count, w_model (capacity,), rho (M, 2))``:
-        the image -> model distances, the model -> image distances of the candidate contour edges, their
-        share of the weighted contour length (``sum frac = 1``; 0 for padding), their pixel-run weights
-        (those of the nearest observed points; 1 without ``pixel_runs``), and the vectors from the
-        nearest model edge to each observed point, scaled to length ``d_img``."""
+        """``(d_img (M,), d_model (capacity,), frac (capacity,), count)``: the image -> model
+        distances, the model -> image distances of the candidate contour edges and their
+        share of the weighted contour length (``sum frac = 1``; 0 for padding)."""
         if self.topology is None:
             raise ValueError("Contour: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
         w_all, seg = contour_weights(vertices, self.topology, self.view)
@@ -345,48 +228,18 @@ class Contour(Observation):
         ramp = jnp.clip((wgt - _MIN_WEIGHT) / _MIN_WEIGHT, 0.0, 1.0)
         a, b = s[:, 0], s[:, 1]
         length = jnp.sqrt(jnp.sum((b - a) ** 2, axis=-1) + 1e-12) * wgt * ramp
-        mid = 0.5 * (a + b)
-        d_model = _sample(self.distance, mid)
-        h, w = self.view.detector_shape
-        w_model = map_coordinates(self.weight_image, [jnp.clip(mid[:, 0], 0.0, h - 1.0),
-                                                      jnp.clip(mid[:, 1], 0.0, w - 1.0)], order=1, mode="nearest")
+        d_model = _sample(self.distance, 0.5 * (a + b))
         wsum = jnp.sum(length)
         frac = length / jnp.where(wsum > 0, wsum, 1.0)
         # no penalty for true contour edges (weight >= 1/2: the two faces' cosines differ in sign),
         # growing continuously to _PENALTY as both faces turn the same way
         entry = _ENTRY * sum(self.view.detector_shape) * (1.0 - ramp)
-        vec = _point_segment_vectors(self.points, a, b)
-        base = jnp.sqrt(jnp.sum(vec * vec, axis=-1) + 1e-12)
-        dist = base + (_PENALTY * jnp.maximum(1.0 - 2.0 * wgt, 0.0) + entry)[None, :]
+        dist = (_point_segment_distance(self.points, a, b)
+                + (_PENALTY * jnp.maximum(1.0 - 2.0 * wgt, 0.0) + entry)[None, :])
         dist = jnp.where(valid[None, :], dist, jnp.inf)
-        k = jnp.argmin(dist, axis=1)
-        d_img = jnp.take_along_axis(dist, k[:, None], axis=1)[:, 0]
+        d_img = jnp.min(dist, axis=1)
         d_img = jnp.where(jnp.isfinite(d_img), d_img, 0.0)
-        near = jnp.take_along_axis(vec, k[:, None, None], axis=1)[:, 0, :]
-        rho = near * (d_img / jnp.take_along_axis(base, k[:, None], axis=1)[:, 0])[:, None]
-        return d_img, d_model, frac, count, w_model, rho
-
-    def _image_residuals(self, d_img, rho):
-        """Residuals whose squares sum to the image -> model term ``Q``: ``sum d^2`` for independent
-        points; with pixel runs, ``sum_b [sum_i s_i^2 - kappa_b n_b mean(s)^2] + sum_i t_i^2`` for runs
-        of ``n_b > 1`` points (``s``, ``t``: the components of ``rho`` along and across the run's
-        quantisation axis; ``kappa_b = n_b q^2 / (sigma^2 + n_b q^2)``, the Gaussian with the run's
-        shared error integrated out) and ``(1 - kappa) d^2`` for single points."""
-        lab = self.run_labels
-        ax = self.run_axis
-        along = jnp.sum(rho * ax, axis=-1)
-        across = rho[:, 0] * -ax[:, 1] + rho[:, 1] * ax[:, 0]
-        n_run = self.run_count.shape[0]
-        mean = jax.ops.segment_sum(along, lab, num_segments=n_run) / self.run_count
-        multi = self.run_count[lab] > 1
-        kap = self.run_kappa
-        per_point = jnp.concatenate([
-            jnp.where(multi, across, 0.0),
-            jnp.where(multi, along - mean[lab], 0.0),
-            jnp.where(multi, 0.0, jnp.sqrt(1.0 - kap[lab]) * d_img),
-        ])
-        per_run = jnp.where(self.run_count > 1, jnp.sqrt((1.0 - kap) * self.run_count) * mean, 0.0)
-        return jnp.concatenate([per_point, per_run])
+        return d_img, d_model, frac, count
 
     def residual_vectors(self, vertices) -> Float[Array, "n_pt 2"]:
         """``(M, 2)`` pixel vectors from the nearest point of the model's projected contour (edges
@@ -414,12 +267,10 @@ class Contour(Observation):
 
     def log_likelihood(self, vertices, sigma=None):
         s = self.sigma if sigma is None else sigma
-        d_img, d_model, frac, count, w_model, rho = self._terms(vertices)
+        d_img, d_model, frac, count = self._terms(vertices)
         m = self.points.shape[0]
-        pw = self.point_weight
-        c = 0.5 * (jnp.sum(self._image_residuals(d_img, rho) ** 2) + m * jnp.sum(frac * w_model * d_model**2))
-        n_eff = jnp.sum(pw)
-        ll = -c / (2 * s**2) - n_eff * jnp.log(s) - 0.5 * n_eff * math.log(2 * math.pi)
+        c = 0.5 * (jnp.mean(d_img**2) + jnp.sum(frac * d_model**2))
+        ll = -m * c / (2 * s**2) - m * jnp.log(s) - 0.5 * m * math.log(2 * math.pi)
         return jnp.where(count > 0, self.weight * ll, -jnp.inf)
 
     def whitened_residuals(self, vertices, sigma=None):
@@ -427,14 +278,14 @@ class Contour(Observation):
         ``log_likelihood = -|r|^2 / 2 + const`` (weight included); the model edges' length
         shares are held fixed in the Jacobian (a Gauss-Newton approximation)."""
         s = self.sigma if sigma is None else sigma
-        d_img, d_model, frac, _, w_model, rho = self._terms(vertices)
+        d_img, d_model, frac, _ = self._terms(vertices)
         m = self.points.shape[0]
-        r_img = jnp.sqrt(0.5 * self.weight) * self._image_residuals(d_img, rho) / s
-        r_model = jnp.sqrt(0.5 * m * self.weight * jax.lax.stop_gradient(frac * w_model)) * d_model / s
+        r_img = jnp.sqrt(0.5 * self.weight) * d_img / s
+        r_model = jnp.sqrt(0.5 * m * self.weight * jax.lax.stop_gradient(frac)) * d_model / s
         return jnp.concatenate([r_img, r_model])
 
     def log_sigma_information(self) -> float:
-        return 2.0 * float(self.weight) * float(jnp.sum(self.point_weight))
+        return 2.0 * float(self.weight) * self.n_data
 
     @property
     def n_data(self) -> int:
@@ -458,10 +309,6 @@ def composite_weights(contours, vertices, *, block_size: int = 16, seed: int = 0
     nominal likelihood. With 16-point blocks and two 256-point contours, ``f`` has a
     sampling sd of about 25% for independent errors.
 
-    For a contour with ``pixel_runs``, whose likelihood already allows for the error each
-    run of mask pixels shares, ``f`` is estimated on the residuals less their run means,
-    and ``s2 = mean |r|^2 / (sigma^2 + 1/12)``: only what the run model leaves out counts.
-
     Args:
         contours: bound :class:`Contour` observations.
         vertices: the shape each one sees, ``(n_vert, 3)`` mm (one array, or one per contour).
@@ -475,14 +322,7 @@ def composite_weights(contours, vertices, *, block_size: int = 16, seed: int = 0
     for k, (o, v) in enumerate(zip(contours, vertices)):
         r = np.asarray(_residual_vectors(o, v), dtype=np.float64)
         pts = np.asarray(o.points, dtype=np.float64)
-        if np.all(np.asarray(o.point_weight) == 1.0):
-            s2.append(float(np.mean(np.sum(r * r, axis=1))) / float(o.sigma) ** 2)
-        else:  # pixel runs: the misfit against the run model's per-point variance, the run means removed
-            s2.append(float(np.mean(np.sum(r * r, axis=1))) / (float(o.sigma) ** 2 + _RUN_VAR))
-            lab = np.asarray(o.run_labels)
-            cnt = np.bincount(lab)
-            run_mean = np.stack([np.bincount(lab, weights=r[:, j]) for j in range(2)], axis=1) / cnt[:, None]
-            r = np.where((cnt[lab] > 1)[:, None], r - run_mean[lab], r)
+        s2.append(float(np.mean(np.sum(r * r, axis=1))) / float(o.sigma) ** 2)
         m = pts.shape[0]
         if m < 2 * block_size:
             continue
