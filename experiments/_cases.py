@@ -110,10 +110,10 @@ def _fine_contours(case: Case, seed: int, factor: int, counts) -> list:
                               (v.detector_shape[0] * factor, v.detector_shape[1] * factor), v.is_parallel)
             for v in case.views]
     sim = bs.simulate_xray(case.truth, fine, seed=seed, noise=0.01)
+    probe = np.asarray(case.truth.vertices)[:: max(1, len(case.truth.vertices) // 50)]
     out = []
     for v, vf, pts, n in zip(case.views, fine, sim.contours, counts):
         # the same detector: fit the (affine) map between the two pixel grids on projected points
-        probe = np.asarray(case.truth.vertices)[:: max(1, len(case.truth.vertices) // 50)]
         a = np.asarray(vf.project(probe))
         b = np.asarray(v.project(probe))
         coef, *_ = np.linalg.lstsq(np.c_[a, np.ones(len(a))], b, rcond=None)
@@ -125,19 +125,19 @@ def _fine_contours(case: Case, seed: int, factor: int, counts) -> list:
 
 def exact_contours(case: Case, seed: int, spacing: float = 1.0) -> list:
     """Contour points drawn from the contour likelihood's own noise model: points along the truth's
-    projected occluding contour (its contour-generator edges, contour weight above 1/2, interior folds
-    included), one per ``spacing`` px of length from a random start, jittered by ``case.jitter`` px
+    projected occluding contour (its contour-generator edges, :func:`bayesshape.projection.contour_generator`,
+    interior folds included), one per ``spacing`` px of length from a random start, jittered by ``case.jitter`` px
     (isotropic Gaussian). No pixel quantisation: the control that separates the likelihood and the
     inference from the quantisation of masks (docs/experiments.md)."""
-    from bayesshape.projection.render import contour_weights
+    from bayesshape.projection.render import contour_generator
     from bayesshape.projection.topology import Topology
 
     rng = np.random.default_rng(seed)
     topo = Topology.from_faces(np.asarray(case.truth.faces), len(case.truth.vertices))
     out = []
     for view in case.views:
-        w, seg = contour_weights(jnp.asarray(case.truth.vertices), topo, view)
-        seg = np.asarray(seg)[np.asarray(w) > 0.5]
+        on, seg = contour_generator(jnp.asarray(case.truth.vertices), topo, view)
+        seg = np.asarray(seg)[np.asarray(on)]
         a, b = seg[:, 0], seg[:, 1]
         cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(b - a, axis=1))])
         s = (np.arange(int(cum[-1] / spacing)) + rng.uniform()) * spacing
