@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import as_faces, as_points
-from .obs import DRR, Contour, Landmarks2D, mask_contour_points
+from .obs import DRR, Contour, Landmarks2D, Silhouette, mask_contour_points
 from .projection.render import drr_footprint, render_drr_jit
 from .projection.views import XRayView
 
@@ -46,10 +46,10 @@ class SimulatedXRay:
         """Ready-made observation objects, one per view.
 
         Args:
-            kind: ``"contour"`` (from the masks), ``"drr"`` (the noisy images) or
-                ``"landmarks"`` (projected landmarks).
-            sigma: noise sd; defaults: contour ``max(1, contour_jitter)`` px, DRR the
-                simulated noise sd (at least 1e-3), landmarks ``max(0.5, landmark_sigma)`` px.
+            kind: ``"contour"`` (from the masks), ``"silhouette"`` (the masks, pixel by pixel),
+                ``"drr"`` (the noisy images) or ``"landmarks"`` (projected landmarks).
+            sigma: noise sd; defaults: contour ``max(1, contour_jitter)`` px, silhouette 0.5 px,
+                DRR the simulated noise sd (at least 1e-3), landmarks ``max(0.5, landmark_sigma)`` px.
             **kwargs: passed to the observation class (e.g. ``fit_scale_offset=True``).
         """
         if kind == "contour":
@@ -57,6 +57,8 @@ class SimulatedXRay:
             if self.contour_jitter > 0:
                 return [Contour(v, c, s, **kwargs) for v, c in zip(self.views, self.contours)]
             return [Contour(v, m, s, **kwargs) for v, m in zip(self.views, self.masks)]
+        if kind == "silhouette":
+            return [Silhouette(v, m, 0.5 if sigma is None else sigma, **kwargs) for v, m in zip(self.views, self.masks)]
         if kind == "drr":
             s = max(self.noise_sd, 1e-3) if sigma is None else sigma
             return [DRR(v, img, s, mu=self.mu, **kwargs) for v, img in zip(self.views, self.drr)]
@@ -65,7 +67,7 @@ class SimulatedXRay:
                 raise ValueError("observations('landmarks'): simulate_xray was called without landmark_ids")
             s = max(0.5, self.landmark_sigma) if sigma is None else sigma
             return [Landmarks2D(v, self.landmark_ids, p, s, **kwargs) for v, p in zip(self.views, self.landmarks)]
-        raise ValueError(f"kind: expected 'contour', 'drr' or 'landmarks', got {kind!r}")
+        raise ValueError(f"kind: expected 'contour', 'silhouette', 'drr' or 'landmarks', got {kind!r}")
 
     @property
     def noise_sd(self) -> float:

@@ -96,6 +96,36 @@ def miscalibrate(view):
                              view.detector_shape, view.is_parallel)
 
 
+def _fine_views(views, factor: int) -> list:
+    """The same detectors with ``factor`` times finer pixels; with an odd ``factor``, the centre of
+    native pixel ``(i, j)`` is the centre of fine pixel ``(factor i + (factor - 1) / 2, ...)``."""
+    return [bs.XRayView._make(np.asarray(v.source), np.asarray(v.origin) - 0.5 * (1 - 1 / factor)
+                              * (np.asarray(v.u) * v.spacing[1] + np.asarray(v.v) * v.spacing[0]),
+                              np.asarray(v.u), np.asarray(v.v), np.asarray(v.direction),
+                              np.asarray(v.spacing) / factor,
+                              (v.detector_shape[0] * factor, v.detector_shape[1] * factor), v.is_parallel)
+            for v in views]
+
+
+def noisy_masks(case: Case, seed: int, sigma: float, factor: int = 9) -> list:
+    """Masks drawn from the probit model of :class:`bayesshape.obs.Silhouette`, independently of its code:
+    the signed distance (px, positive inside) of each pixel centre to the truth's silhouette, from the
+    Euclidean distance transform of a ``factor`` times finer rendered mask (error about ``0.5 / factor`` px),
+    plus Gaussian noise of sd ``sigma`` px, thresholded at 0. ``sigma = 0``: the native mask, up to that error."""
+    from scipy.ndimage import distance_transform_edt
+
+    if factor % 2 != 1:
+        raise ValueError(f"factor: expected an odd integer, got {factor}")
+    rng = np.random.default_rng(seed)
+    fine = bs.simulate_xray(case.truth, _fine_views(case.views, factor), seed=seed, noise=0.01).masks
+    out = []
+    for m in fine:
+        s = np.where(m, distance_transform_edt(m) - 0.5, 0.5 - distance_transform_edt(~m)) / factor
+        s = s[factor // 2::factor, factor // 2::factor]
+        out.append(s + sigma * rng.standard_normal(s.shape) > 0)
+    return out
+
+
 def _fine_contours(case: Case, seed: int, factor: int, counts) -> list:
     """Contour points of a ``factor`` times finer mask in the same detectors, mapped to the case's pixels,
     jittered by ``case.jitter`` px and subsampled to ``counts`` points per view: the native mask's
@@ -103,12 +133,7 @@ def _fine_contours(case: Case, seed: int, factor: int, counts) -> list:
     subsample is sparser along the outline than a native mask's points, which leaves gaps in the
     model-to-image distance image (0.7 px RMS at the truth against 0.6 px; docs/experiments.md)."""
     rng = np.random.default_rng(seed)
-    fine = [bs.XRayView._make(np.asarray(v.source), np.asarray(v.origin) - 0.5 * (1 - 1 / factor)
-                              * (np.asarray(v.u) * v.spacing[1] + np.asarray(v.v) * v.spacing[0]),
-                              np.asarray(v.u), np.asarray(v.v), np.asarray(v.direction),
-                              np.asarray(v.spacing) / factor,
-                              (v.detector_shape[0] * factor, v.detector_shape[1] * factor), v.is_parallel)
-            for v in case.views]
+    fine = _fine_views(case.views, factor)
     sim = bs.simulate_xray(case.truth, fine, seed=seed, noise=0.01)
     probe = np.asarray(case.truth.vertices)[:: max(1, len(case.truth.vertices) // 50)]
     out = []
@@ -149,8 +174,15 @@ def exact_contours(case: Case, seed: int, spacing: float = 1.0) -> list:
 
 
 def observations(case: Case, seed: int, kind: str = "contour", sigma: float | None = None, supersample: int = 1,
-                 source: str = "mask"):
+                 source: str = "mask", mask_noise: float = 0.0):
+    """The case's observations: ``kind`` ``"contour"`` (points of the mask's outline, or ``source="exact"``),
+    ``"drr"``, or ``"silhouette"`` (the mask itself, with probit noise of sd ``mask_noise`` px; likelihood
+    sigma default ``mask_noise``, or 0.5 px for a noise-free mask)."""
     sim = bs.simulate_xray(case.truth, case.views, seed=seed, noise=0.01, contour_jitter=max(case.jitter, 1e-6))
+    if kind == "silhouette":
+        masks = sim.masks if mask_noise == 0 else noisy_masks(case, seed, mask_noise)
+        s = sigma if sigma is not None else (mask_noise if mask_noise > 0 else 0.5)
+        return [bs.obs.Silhouette(v, m, s) for v, m in zip(case.model_views, masks)], sim
     if supersample > 1 and kind == "contour":
         sim = dataclasses.replace(sim, contours=tuple(_fine_contours(case, seed, supersample,
                                                                      [len(c) for c in sim.contours])))
@@ -175,11 +207,11 @@ def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "conto
                 num_samples: int = 400, num_warmup: int = 300, num_chains: int = 2, residual_cov=None,
                 likelihood_faces=None, svi_steps: int = 1500, contour_weights: bool = True,
                 is_rounds: int = 4, is_samples: int = 1000, supersample: int = 1, truth_theta=None,
-                contour_source: str = "mask", **infer_options) -> dict:
+                contour_source: str = "mask", mask_noise: float = 0.0, **infer_options) -> dict:
     """One reconstruction and its metrics (errors in mm); ``infer_options`` go to :func:`bayesshape.infer`
     (e.g. the pose prior). ``truth_theta``: the truth's whitened parameters (when it is a draw from the
     prior infer is given): adds their z-scores and Mahalanobis distance under the posterior."""
-    obs, _ = observations(case, seed, kind, sigma, supersample, contour_source)
+    obs, _ = observations(case, seed, kind, sigma, supersample, contour_source, mask_noise)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)

@@ -114,7 +114,7 @@ def run(args) -> dict:
     groups = set(args.groups or ("headline", "other", "failure"))
     # 1. headline: biplanar contours, jitter 0.5 px
     for i in range(cfg["n_head"] if "headline" in groups else 0):
-        record(held_out(i, 2, size, 0.5, rng, rs), "headline", method=head_method)
+        record(held_out(i, 2, size, 0.5, rng, rs), "headline", method=head_method, kind=args.headline_obs)
     # other settings (fewer cases): views, noise, DRR, methods
     for i in range(cfg["n_other"] if "other" in groups else 0):
         k = 100 + i
@@ -171,7 +171,8 @@ def summarise(rows, flag_methods, args, cfg, wall) -> dict:
     head_cov = table["headline"]["coverage"] if head else {}
     return {
         "setting": args.setting,
-        "headline": f"biplanar contours, {head_method}, {cfg['size']} px detector, held-out example shapes",
+        "headline": f"biplanar {'contours' if args.headline_obs == 'contour' else 'silhouettes (masks, probit)'}, "
+                    f"{head_method}, {cfg['size']} px detector, held-out example shapes",
         "coverage": head_cov,
         "ece": ece(head_cov) if head else None,
         "auroc": case_auroc,
@@ -243,6 +244,9 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", choices=["laplace", "importance", "svi", "nuts"],
                     help="the methods compared in the 'other' group (default: the setting's; the full setting's "
                     "are laplace svi nuts), e.g. `--groups other --methods laplace svi` leaves NUTS out")
+    ap.add_argument("--headline-obs", choices=["contour", "silhouette"], default="contour",
+                    help="the headline cases' observations: the masks' contour points, jittered 0.5 px (Contour, "
+                         "default), or the noise-free masks pixel by pixel (Silhouette, sigma 0.5 px)")
     ap.add_argument("--case-rotation-sd", type=float, default=0.02,
                     help="sd (rad) of the cases' random rotation; infer's pose prior has 0.1 (match it with 0.1)")
     ap.add_argument("--seed", type=int, default=0)

@@ -8,7 +8,10 @@ nominal rate (averaged over draws); departures measure the approximation (Laplac
 NUTS with finite chains) and the misspecification of the image likelihood itself (pixel
 quantisation, correlated contour residuals), not model error. ``--contour-source exact`` takes the
 contour points from the truth's projected occluding contour instead of a mask, jittered the same way:
-data from the likelihood's own noise model, the control without pixel quantisation.
+data from the likelihood's own noise model, the control without pixel quantisation. ``--obs silhouette``
+observes the masks themselves with the probit likelihood (:class:`bayesshape.obs.Silhouette`);
+``--mask-noise S`` draws them from its own model (each pixel's signed distance to the truth's outline plus
+Gaussian noise of sd S px), ``0`` takes the rasterised masks.
 
 The pose (``--pose-prior matched``, the default) is an exact draw from the prior that
 ``infer`` is given: a rotation vector ``N(0, rotation_sd^2 I)`` about the model mean's
@@ -22,6 +25,7 @@ wider than the rotations drawn.
     python experiments/in_model.py --method nuts --n 6 --size 96 --out out/in_model_nuts
     python experiments/in_model.py --supersample 8 --n 20 --out out/in_model_fine   # finer quantisation
     python experiments/in_model.py --contour-source exact --n 20 --out out/in_model_exact   # no masks
+    python experiments/in_model.py --obs silhouette --mask-noise 0.5 --n 20 --out out/in_model_sil   # masks, probit
 
 Writes ``cases.json`` and ``summary.json`` (coverage at 50/80/90/95%, per case and mean,
 with a binomial-over-cases standard error) to ``--out``.
@@ -49,7 +53,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--method", default="laplace", choices=["laplace", "importance", "svi", "nuts"])
-    ap.add_argument("--obs", default="contour", choices=["contour", "drr"])
+    ap.add_argument("--obs", default="contour", choices=["contour", "drr", "silhouette"],
+                    help="contour: points of the mask's outline (Contour); silhouette: the mask itself, pixel by "
+                         "pixel (Silhouette, the probit likelihood); drr: the images")
+    ap.add_argument("--mask-noise", type=float, default=0.0,
+                    help="silhouette: sd (px) of the probit noise the masks are drawn with (0: the rasterised mask)")
+    ap.add_argument("--sigma", type=float, default=None,
+                    help="likelihood noise sd (px); default: contour max(jitter, 0.5), silhouette the mask noise "
+                         "or 0.5 px for noise-free masks")
     ap.add_argument("--n", type=int, default=20, help="number of shapes drawn from the model")
     ap.add_argument("--size", type=int, default=128, help="detector pixels")
     ap.add_argument("--jitter", type=float, default=0.5, help="contour noise, px")
@@ -72,6 +83,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.supersample < 1:
         ap.error(f"--supersample: expected an integer >= 1, got {args.supersample}")
+    if args.mask_noise < 0 or (args.mask_noise > 0 and args.obs != "silhouette"):
+        ap.error(f"--mask-noise: expected an sd >= 0 px, with --obs silhouette; got {args.mask_noise}")
+    if args.sigma is not None and not args.sigma > 0:
+        ap.error(f"--sigma: expected a positive sd in px, got {args.sigma}")
     if args.contour_source == "exact" and (args.supersample > 1 or args.obs != "contour"):
         ap.error("--contour-source exact: contour observations only, and not with --supersample (both replace "
                  "the mask's points)")
@@ -106,7 +121,8 @@ def main(argv=None):
         r = reconstruct(model, case, method=args.method, seed=args.seed + i, kind=args.obs,
                         num_samples=args.samples, num_warmup=args.samples, likelihood_faces=args.likelihood_faces,
                         contour_weights=not args.no_contour_weights, supersample=args.supersample,
-                        truth_theta=theta, contour_source=args.contour_source, **pose_kw)
+                        truth_theta=theta, contour_source=args.contour_source, mask_noise=args.mask_noise,
+                        sigma=args.sigma, **pose_kw)
         rows.append(r)
         print(f"[{time.perf_counter() - t0:5.0f} s] {case.name}: vertex error {r['vertex_error_mean']:.2f} mm, "
               f"coverage " + "/".join(f"{r['coverage'][str(lv)]:.2f}" for lv in LEVELS)
@@ -119,7 +135,7 @@ def main(argv=None):
     joint = joint_calibration(rows) if args.pose_prior == "matched" else {}
     summary = {"method": args.method, "contour_weights": not args.no_contour_weights, "obs": args.obs,
                "pose_prior": args.pose_prior, "supersample": args.supersample,
-               "contour_source": args.contour_source,
+               "contour_source": args.contour_source, "mask_noise": args.mask_noise, "sigma": args.sigma,
                **({"rotation_sd": args.rotation_sd, "translation_sd": args.translation_sd}
                   if args.pose_prior == "matched" else {}),
                "n": len(rows), "size": args.size, "jitter": args.jitter,

@@ -368,11 +368,16 @@ def infer(
 
         index, coarse_faces = coarsen_mesh(np.asarray(model.mean), faces, likelihood_faces)
         on_coarse = tuple(bool(o.renders_mesh) for o in observations)
-        bound = [o.bind(coarse_faces, refs[:, index]) if c else o.bind(faces, refs)
-                 for o, c in zip(observations, on_coarse)]
+
+        def bind(obs):
+            return [o.bind(coarse_faces, refs[:, index]) if c else o.bind(faces, refs) for o, c in zip(obs, on_coarse)]
+
         index = jnp.asarray(index)
     else:
-        bound = [o.bind(faces, refs) for o in observations]
+        def bind(obs):
+            return [o.bind(faces, refs) for o in obs]
+
+    bound = bind(observations)
     check_units(model, bound)
     n_data = sum(o.n_data for o in bound)
     if initial_pose is None:
@@ -398,7 +403,16 @@ def infer(
             f"only {n_data} data for {problem.dim} free parameters: most of the posterior will be the prior; "
             "add observations or views, or fix the pose", UserWarning, stacklevel=2)
 
-    theta_map, map_history = find_map(problem)
+    warm = [o.warm_start() for o in observations]
+    if any(w is not None for w in warm):
+        # fit the basin with the wider-reaching stand-ins first (e.g. a Silhouette's chamfer Contour)
+        stand_in = eqx.tree_at(lambda p: p.observations, problem,
+                               tuple(bind([o if w is None else w for o, w in zip(observations, warm)])))
+        theta_warm, map_history = find_map(stand_in)
+        theta_map, more = find_map(problem, start=theta_warm)
+        map_history += more
+    else:
+        theta_map, map_history = find_map(problem)
     weights = None
     contours = [i for i, o in enumerate(problem.observations) if isinstance(o, Contour)]
     if contour_weights and contours:
@@ -414,6 +428,8 @@ def infer(
     theta_map, gn_cov, newton = refine_map(problem, theta_map)
     diag = {"map_log_density": -float(_vg_full(theta_map, problem)[0]), "n_data": int(n_data),
             "n_params": problem.dim, "map_iterations": len(map_history), **newton}
+    if any(w is not None for w in warm):
+        diag["map_warm_start"] = [None if w is None else type(w).__name__ for w in warm]
     if newton["map_newton_decrement"] > 5.0:
         warnings.warn(
             f"MAP not converged: after {newton['map_newton_steps']} Gauss-Newton steps a full step would still gain "

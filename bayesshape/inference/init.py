@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..obs import DRR, Contour, Landmarks2D, Landmarks3D, SurfacePoints
+from ..obs import DRR, Contour, Landmarks2D, Landmarks3D, Silhouette, SurfacePoints
 from ..prior.build import similarity_transform
 from ..prior.model import ShapeModel
 
@@ -35,6 +35,8 @@ def _observed_2d(o) -> np.ndarray | None:
             r, c = np.nonzero(inside)
             return np.array([r.mean(), c.mean()])
         return np.asarray(o.points).mean(0)
+    if isinstance(o, Silhouette):
+        return np.asarray(o.centroid)
     if isinstance(o, DRR):
         img = np.clip(np.asarray(o.image), 0, None)
         if img.sum() <= 0:
@@ -130,9 +132,11 @@ def check_units(model: ShapeModel, observations) -> None:
                 raise ValueError(
                     f"SurfacePoints: the observed points span {obs_span:.4g} mm but the whole model spans "
                     f"{extent:.4g} mm; check the units (mm expected)")
-        if isinstance(o, Contour):
-            obs_span, mod_span = _span(o.points), _span(o.view.project(jnp.asarray(mean)))
+        if isinstance(o, (Contour, Silhouette)):
+            name = type(o).__name__
+            obs_span = _span(o.points if isinstance(o, Contour) else o.pixels)
+            mod_span = _span(o.view.project(jnp.asarray(mean)))
             _check_ratio(obs_span, mod_span, lambda r: (
-                f"Contour: the observed contour spans {obs_span:.1f} px but the model's mean shape projects to "
+                f"{name}: the observed contour spans {obs_span:.1f} px but the model's mean shape projects to "
                 f"{mod_span:.1f} px in that view (ratio {r:.3g}); check the units of the model (mm) and the "
                 "view's pixel spacing (mm per pixel)"))

@@ -2,7 +2,7 @@
 
 Every observation holds its data, its view (if any) and its noise model, and gives
 ``log_likelihood(vertices)`` for a vertex array ``(n_vert, 3)`` in mm (jit- and
-grad-safe). Mesh-based ones (``Contour``, ``DRR``, ``SurfacePoints``) are first
+grad-safe). Mesh-based ones (``Contour``, ``Silhouette``, ``DRR``, ``SurfacePoints``) are first
 bound to a model's mesh with ``obs.bind(model.faces, reference_vertices)``.
 
 =================  ==========================================  ==================
@@ -12,6 +12,7 @@ type               data                                        noise sd (units)
 ``Landmarks2D``    vertex ids and pixels in one view           ``sigma`` pixels
 ``SurfacePoints``  3D points on the surface, no correspondence ``sigma`` mm
 ``Contour``        silhouette mask or contour points           ``sigma`` pixels
+``Silhouette``     segmentation mask, pixel by pixel (probit)  ``sigma`` pixels
 ``DRR``            radiograph in line-integral units           ``sigma`` (image)
 =================  ==========================================  ==================
 """
@@ -20,6 +21,7 @@ from .base import Observation
 from .contour import Contour, composite_weights, mask_contour_points
 from .drr import DRR
 from .landmarks import Landmarks2D, Landmarks3D, SurfacePoints
+from .silhouette import Silhouette, boundary_band
 
-__all__ = ["Observation", "Landmarks3D", "Landmarks2D", "SurfacePoints", "Contour", "DRR", "mask_contour_points",
-           "composite_weights"]
+__all__ = ["Observation", "Landmarks3D", "Landmarks2D", "SurfacePoints", "Contour", "Silhouette", "DRR",
+           "mask_contour_points", "composite_weights", "boundary_band"]

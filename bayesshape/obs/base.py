@@ -45,7 +45,9 @@ class Observation(eqx.Module):
       ``J^T J`` of the data about the shape; for Gaussian noise
       ``log_likelihood = -|r|^2 / 2 + (terms free of the vertices)``;
     * ``log_sigma_information() -> float``: the Fisher information about ``log(sigma)``
-      (for inferred noise scales); ``2 n_data`` for Gaussian noise.
+      (for inferred noise scales); ``2 n_data`` for Gaussian noise;
+    * ``warm_start() -> Observation | None``: a stand-in with a wider capture range for the
+      first MAP fit (default None).
 
     ``renders_mesh`` is True for observations computed from a rendering of the whole
     surface (contours, DRRs): :func:`bayesshape.infer` may give them a coarse copy of the
@@ -71,6 +73,15 @@ class Observation(eqx.Module):
 
     def bind(self, faces, reference_vertices) -> Observation:
         return self
+
+    def warm_start(self) -> Observation | None:
+        """An observation of the same data with a wider capture range, or None (the default).
+
+        :func:`bayesshape.infer` first fits the MAP with these stand-ins, then with the
+        observations themselves from there: a likelihood that only sees near its data
+        (:class:`~bayesshape.obs.Silhouette`'s band of pixels) starts in the right basin.
+        """
+        return None
 
     @property
     def n_data(self) -> int:

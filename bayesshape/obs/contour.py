@@ -79,6 +79,59 @@ def _point_segment_distance(q, a, b):
     return jnp.sqrt(jnp.sum(r * r, axis=-1) + 1e-12)
 
 
+def candidate_edges(vertices, topology: Topology, view: XRayView, capacity: int):
+    """The projected mesh edges that may be on the occluding contour, padded to a static ``capacity``.
+
+    Returns ``(a, b, wgt, ramp, valid, count)``: end points ``(capacity, 2)`` ``(row, col)`` px, contour
+    weights (:func:`~bayesshape.projection.contour_weights`, 0 for padding), the entry ramp from 0 at
+    the cut-off ``_MIN_WEIGHT`` to 1 at twice it, the padding mask and the number of candidates.
+    An edge enters the candidate set with nothing: its share of the contour ramps up from 0 and its
+    distance to an image point comes down from beyond any distance on the detector, so that neither
+    jumps when the set of candidate edges changes.
+    """
+    w_all, seg = contour_weights(vertices, topology, view)
+    cand = w_all > _MIN_WEIGHT
+    count = jnp.sum(cand)
+    idx = jnp.nonzero(cand, size=capacity, fill_value=0)[0]
+    valid = jnp.arange(capacity) < count
+    s = seg[idx]
+    wgt = jnp.where(valid, w_all[idx], 0.0)
+    ramp = jnp.clip((wgt - _MIN_WEIGHT) / _MIN_WEIGHT, 0.0, 1.0)
+    return s[:, 0], s[:, 1], wgt, ramp, valid, count
+
+
+def nearest_edge_distance(points, edges, detector_shape) -> Float[Array, " n_pt"]:
+    """Distance (px) from each point ``(M, 2)`` to the nearest candidate edge of :func:`candidate_edges`,
+    plus ``_PENALTY * max(0, 1 - 2 w)`` for an edge of contour weight ``w`` (nothing for true contour
+    edges, whose two faces turn opposite ways) and the entry distance of a just-entered edge; 0 when
+    there is no candidate."""
+    a, b, wgt, ramp, valid = edges
+    extra = _PENALTY * jnp.maximum(1.0 - 2.0 * wgt, 0.0) + _ENTRY * sum(detector_shape) * (1.0 - ramp)
+    # the nearest edge is found without derivatives (the (M, capacity) distances are the cost), then the
+    # distance to it alone is differentiated: the same value and gradient as the minimum's, a.e.
+    sg = jax.lax.stop_gradient
+    dist = _point_segment_distance(points, sg(a), sg(b)) + sg(extra)[None, :]
+    k = jnp.argmin(jnp.where(valid[None, :], dist, jnp.inf), axis=1)
+    ak, bk = a[k], b[k]
+    e = bk - ak
+    ee = jnp.sum(e * e, axis=-1)
+    t = jnp.clip(jnp.sum((points - ak) * e, axis=-1) / jnp.where(ee > 0, ee, 1.0), 0.0, 1.0)
+    r = points - (ak + t[:, None] * e)
+    d = jnp.sqrt(jnp.sum(r * r, axis=-1) + 1e-12)
+    return jnp.where(jnp.any(valid), d + extra[k], 0.0)
+
+
+def edge_capacity(topology: Topology, view: XRayView, reference_vertices) -> int:
+    """Static capacity for candidate contour edges: 1.5x the most seen on the reference shapes
+    ``(n_vert, 3)`` or ``(n_ref, n_vert, 3)`` mm, plus 64, at most the number of edges."""
+    refs = np.asarray(reference_vertices, dtype=np.float64).reshape(-1, *np.shape(reference_vertices)[-2:])
+    most = 0
+    for v in refs:
+        w, _ = contour_weights(jnp.asarray(v), topology, view)
+        most = max(most, int(np.asarray(w > _MIN_WEIGHT).sum()))
+    return int(min(topology.n_edges, int(1.5 * most) + 64))
+
+
 class Contour(Observation):
     """A silhouette outline in one view, from a segmentation mask or contour points.
 
@@ -194,12 +247,7 @@ class Contour(Observation):
             raise ValueError("Contour needs a mesh model (faces); this model is a point set")
         check_visible(self.view, reference_vertices, "Contour")
         topo = Topology.from_faces(faces, np.shape(reference_vertices)[-2])
-        refs = np.asarray(reference_vertices, dtype=np.float64).reshape(-1, *np.shape(reference_vertices)[-2:])
-        most = 0
-        for v in refs:
-            w, _ = contour_weights(jnp.asarray(v), topo, self.view)
-            most = max(most, int(np.asarray(w > _MIN_WEIGHT).sum()))
-        cap = int(min(topo.n_edges, int(1.5 * most) + 64))
+        cap = edge_capacity(topo, self.view, reference_vertices)
         return Contour(self.view, None, float(self.sigma), weight=float(self.weight), topology=topo, capacity=cap,
                        _arrays=(self.points, self.distance))
 
@@ -214,31 +262,12 @@ class Contour(Observation):
         share of the weighted contour length (``sum frac = 1``; 0 for padding)."""
         if self.topology is None:
             raise ValueError("Contour: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
-        w_all, seg = contour_weights(vertices, self.topology, self.view)
-        cand = w_all > _MIN_WEIGHT
-        count = jnp.sum(cand)
-        idx = jnp.nonzero(cand, size=self.capacity, fill_value=0)[0]
-        valid = jnp.arange(self.capacity) < count
-        s = seg[idx]
-        wgt = jnp.where(valid, w_all[idx], 0.0)
-        # an edge enters the candidate set at weight _MIN_WEIGHT with nothing: its share of the
-        # contour length ramps up from 0 (at _MIN_WEIGHT) to its full weight (at 2 _MIN_WEIGHT), and
-        # its image -> model distance comes down from beyond any distance on the detector, so that
-        # neither term jumps when the set of candidate edges changes
-        ramp = jnp.clip((wgt - _MIN_WEIGHT) / _MIN_WEIGHT, 0.0, 1.0)
-        a, b = s[:, 0], s[:, 1]
+        a, b, wgt, ramp, valid, count = candidate_edges(vertices, self.topology, self.view, self.capacity)
         length = jnp.sqrt(jnp.sum((b - a) ** 2, axis=-1) + 1e-12) * wgt * ramp
         d_model = _sample(self.distance, 0.5 * (a + b))
         wsum = jnp.sum(length)
         frac = length / jnp.where(wsum > 0, wsum, 1.0)
-        # no penalty for true contour edges (weight >= 1/2: the two faces' cosines differ in sign),
-        # growing continuously to _PENALTY as both faces turn the same way
-        entry = _ENTRY * sum(self.view.detector_shape) * (1.0 - ramp)
-        dist = (_point_segment_distance(self.points, a, b)
-                + (_PENALTY * jnp.maximum(1.0 - 2.0 * wgt, 0.0) + entry)[None, :])
-        dist = jnp.where(valid[None, :], dist, jnp.inf)
-        d_img = jnp.min(dist, axis=1)
-        d_img = jnp.where(jnp.isfinite(d_img), d_img, 0.0)
+        d_img = nearest_edge_distance(self.points, (a, b, wgt, ramp, valid), self.view.detector_shape)
         return d_img, d_model, frac, count
 
     def residual_vectors(self, vertices) -> Float[Array, "n_pt 2"]:
