@@ -50,8 +50,17 @@ def test_simulate_infer_export_report(tmp_path):
                  "--method", "laplace", "--samples", "100", "--report", "--quiet", "--out", str(case)]) == 0
     summary = json.loads((case / "summary.json").read_text())
     assert summary["inputs"]["kind"] == "mask" and summary["posterior"]["method"] == "laplace"
+    assert summary["inputs"]["likelihood"] == "Contour"
     # 64 px over 480 mm: 7.5 mm pixels; the mean still lands within a pixel of the truth
     assert summary["error_mm"]["vertex_mean"] < 7.5
+    # the same masks pixel by pixel
+    assert _run(["infer", "--model", str(model), "--views", str(xray / "views.json"), "--mask-likelihood",
+                 "silhouette", "--masks", str(xray / "AP_mask.png"), str(xray / "LAT_mask.png"), "--truth",
+                 str(xray / "truth.ply"), "--method", "laplace", "--samples", "100", "--quiet", "--out",
+                 str(tmp_path / "case_s")]) == 0
+    summary_s = json.loads((tmp_path / "case_s" / "summary.json").read_text())
+    assert summary_s["inputs"]["likelihood"] == "Silhouette" and summary_s["settings"]["sigma"] == [0.5, 0.5]
+    assert summary_s["error_mm"]["vertex_mean"] < 7.5
     assert "<canvas" in (case / "report.html").read_text()
     assert _run(["export", "--posterior", str(case / "posterior.npz"), "--samples", "2", "--out",
                  str(tmp_path / "exp")]) == 0

@@ -78,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--masks", nargs="+", help="segmentation masks, one per view (.png or .npy)")
     i.add_argument("--images", nargs="+", help="DRR line-integral images, one per view (.npy or .png)")
     i.add_argument("--contours", nargs="+", help="contour points, one CSV (row,col) per view")
-    i.add_argument("--sigma", type=float, help="noise sd: contours in pixels (default 1), images in image units "
+    i.add_argument("--mask-likelihood", choices=["contour", "silhouette"], default="contour",
+                   help="masks: the chamfer of their outline points (Contour, default) or every pixel near the "
+                        "boundary (Silhouette, a probit of its signed distance to the outline; docs/likelihoods.md)")
+    i.add_argument("--sigma", type=float, help="noise sd: contours and masks in pixels (default 1; 0.5 with "
+                                              "--mask-likelihood silhouette), images in image units "
                                               "(default: estimated from the image)")
     i.add_argument("--mu", type=float, default=0.05, help="attenuation coefficient of the images, 1/mm")
     i.add_argument("--fit-scale-offset", action="store_true", help="DRR: fit an unknown intensity scale and offset")

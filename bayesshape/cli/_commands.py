@@ -38,6 +38,8 @@ in the order of the view geometry file.
 example:
   bayesshape infer --model example.npz --views xray/views.json \\
       --masks xray/AP_mask.png xray/LAT_mask.png --method laplace --pose rigid --out case1
+  bayesshape infer --model example.npz --views xray/views.json \
+      --masks xray/AP_mask.png xray/LAT_mask.png --mask-likelihood silhouette --out case1s
   bayesshape infer --model example.npz --views xray/views.json \\
       --images xray/AP_drr.npy xray/LAT_drr.npy --mu 0.05 --out case2 --report
 """
@@ -163,7 +165,11 @@ def _observations(args, views):
             if arr.shape != (h, w):
                 raise ValueError(f"{p}: image of {arr.shape[0]} x {arr.shape[1]} pixels does not match view {i}'s "
                                  f"detector of {h} x {w} pixels")
-            if kind == "masks":
+            if kind == "masks" and args.mask_likelihood == "silhouette":
+                obs.append(bs.obs.Silhouette(view, arr, args.sigma or 0.5))
+                points.append(bs.obs.mask_contour_points(arr))
+                kinds.append("mask")
+            elif kind == "masks":
                 obs.append(bs.obs.Contour(view, arr, args.sigma or 1.0))
                 points.append(bs.obs.mask_contour_points(arr))
                 kinds.append("mask")
@@ -195,6 +201,7 @@ def infer(args) -> int:
                     seed=args.seed, num_samples=args.samples, num_warmup=args.samples, num_chains=args.chains,
                     progress=not args.quiet)
     inputs = {"model": str(args.model), "views": str(args.views), "kind": kinds[0],
+              "likelihood": type(obs[0]).__name__,
               "files": [str(p) for p in (args.masks or args.images or args.contours)]}
     settings = {"method": args.method, "pose": args.pose, "seed": args.seed, "samples": args.samples,
                 "chains": args.chains, "sigma": [float(o.sigma) for o in obs]}
