@@ -278,7 +278,10 @@ def infer(
 
     Args:
         model: the prior, a :class:`ShapeModel` (PCA, GP or augmented).
-        observations: one observation or a list (``bayesshape.obs``), any mix.
+        observations: one observation or a list (``bayesshape.obs``), any mix. The MAP of
+            observations with a wider-reaching stand-in (:meth:`Observation.warm_start`, e.g. a
+            :class:`~bayesshape.obs.Silhouette`'s chamfer contour) is fitted through the stand-ins
+            first (``diagnostics["map_warm_start"]``).
         method: ``"nuts"`` (NumPyro NUTS, several chains), ``"svi"`` (variational,
             full-rank normal guide for up to 60 parameters, low-rank beyond; optax Adam)
             ``"laplace"`` (MAP by L-BFGS plus a Gaussian with the inverse

@@ -79,6 +79,17 @@ def _point_segment_distance(q, a, b):
     return jnp.sqrt(jnp.sum(r * r, axis=-1) + 1e-12)
 
 
+def checked_view_sigma_weight(view, sigma, weight):
+    """``(view, sigma, weight)`` of an image observation, checked: an :class:`XRayView`, a positive
+    ``sigma`` (pixels) and a likelihood weight in (0, 1] (the last two as scalar arrays)."""
+    if not isinstance(view, XRayView):
+        raise ValueError(f"view: expected an XRayView, got {type(view).__name__}")
+    weight = float(weight)
+    if not (0.0 < weight <= 1.0):
+        raise ValueError(f"weight: expected a likelihood weight in (0, 1], got {weight}")
+    return view, jnp.asarray(as_positive(sigma, "sigma (pixels)")), jnp.asarray(weight)
+
+
 def candidate_edges(vertices, topology: Topology, view: XRayView, capacity: int):
     """The projected mesh edges that may be on the occluding contour, padded to a static ``capacity``.
 
@@ -188,14 +199,7 @@ class Contour(Observation):
     def __init__(self, view: XRayView, mask_or_points, sigma: float = 1.0, *, n_points: int = 256,
                  fold_tolerant: bool = True, weight: float = 1.0, topology: Topology | None = None,
                  capacity: int = 0, _arrays=None):
-        if not isinstance(view, XRayView):
-            raise ValueError(f"view: expected an XRayView, got {type(view).__name__}")
-        self.view = view
-        self.sigma = jnp.asarray(as_positive(sigma, "sigma (pixels)"))
-        weight = float(weight)
-        if not (0.0 < weight <= 1.0):
-            raise ValueError(f"weight: expected a composite-likelihood weight in (0, 1], got {weight}")
-        self.weight = jnp.asarray(weight)
+        self.view, self.sigma, self.weight = checked_view_sigma_weight(view, sigma, weight)
         self.topology = topology
         self.capacity = int(capacity)
         if _arrays is not None:  # internal copy (bind)

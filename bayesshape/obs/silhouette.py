@@ -11,12 +11,12 @@ import numpy as np
 from jax.scipy.special import log_ndtr, ndtr
 from jaxtyping import Array, Bool, Float
 
-from .._checks import as_positive
 from ..projection.render import render_drr_flagged
 from ..projection.topology import Topology
 from ..projection.views import XRayView
 from .base import Observation, check_visible
-from .contour import Contour, candidate_edges, edge_capacity, mask_contour_points, nearest_edge_distance
+from .contour import (Contour, candidate_edges, checked_view_sigma_weight, edge_capacity, mask_contour_points,
+                      nearest_edge_distance)
 
 __all__ = ["Silhouette", "boundary_band"]
 
@@ -106,14 +106,7 @@ class Silhouette(Observation):
 
     def __init__(self, view: XRayView, mask, sigma: float = 0.5, *, band: float = 2.0, weight: float = 1.0,
                  topology: Topology | None = None, capacity: int = 0, footprint: int = 0, _arrays=None):
-        if not isinstance(view, XRayView):
-            raise ValueError(f"view: expected an XRayView, got {type(view).__name__}")
-        self.view = view
-        self.sigma = jnp.asarray(as_positive(sigma, "sigma (pixels)"))
-        weight = float(weight)
-        if not (0.0 < weight <= 1.0):
-            raise ValueError(f"weight: expected a likelihood weight in (0, 1], got {weight}")
-        self.weight = jnp.asarray(weight)
+        self.view, self.sigma, self.weight = checked_view_sigma_weight(view, sigma, weight)
         self.topology = topology
         self.capacity = int(capacity)
         self.footprint = int(footprint)
