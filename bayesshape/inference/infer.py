@@ -373,7 +373,8 @@ def infer(
         on_coarse = tuple(bool(o.renders_mesh) for o in observations)
 
         def bind(obs):
-            return [o.bind(coarse_faces, refs[:, index]) if c else o.bind(faces, refs) for o, c in zip(obs, on_coarse)]
+            return [o.bind(coarse_faces, refs[:, index]) if c else o.bind(faces, refs)
+                    for o, c in zip(obs, on_coarse)]
 
         index = jnp.asarray(index)
     else:
