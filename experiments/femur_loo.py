@@ -3,8 +3,8 @@
 For each femur: a PCA model from the other nine (rigid Procrustes), a simulated biplanar
 (AP + lateral, cone beam, SID 1000 mm, SDD 1300 mm) X-ray of the left-out femur, observed
 as contours (or the masks pixel by pixel, ``--obs silhouette``) and, separately, as DRRs; the
-rigid pose is inferred (its initial guess found automatically). Reported per case: mean and 95th-percentile surface distance of the
-posterior mean to the truth, the generalization floor (best fit of the same model to the
+rigid pose is inferred (its initial guess found automatically). Reported per case: mean and
+95th-percentile surface distance of the posterior mean to the truth, the generalization floor (best fit of the same model to the
 full 3D truth, rigid pose and shape), their ratio, the coverage of the credible balls
 (without and with the leave-one-out model error of the nine-femur model), and the wall
 time.
@@ -51,7 +51,7 @@ def main(argv=None):
                     help="contour: the masks' outline points (Contour); silhouette: the masks pixel by pixel "
                          "(Silhouette, sigma 0.5 px); drr: the images")
     ap.add_argument("--cases", nargs="+", type=int, help="left-out femur indices (default all)")
-    ap.add_argument("--size", type=int, default=256, help="detector pixels (contours)")
+    ap.add_argument("--size", type=int, default=256, help="detector pixels (contours and silhouettes)")
     ap.add_argument("--drr-size", type=int, default=128, help="detector pixels (DRRs)")
     ap.add_argument("--likelihood-faces", type=int, default=4000, help="coarse mesh for the contour likelihood "
                     "(0: the full mesh)")

@@ -125,3 +125,34 @@ def test_exact_contours_lie_on_the_truths_occluding_contour():
                 assert d.max() < 1e-5
             else:  # the distance to the outline is about |N(0, jitter^2)| (less where edges are close)
                 assert 0.25 < np.sqrt(np.mean(d**2)) < 0.55
+
+
+def test_noisy_masks_follow_the_probit_model():
+    """The in-model masks of ``--mask-noise``: without noise they are the rasterised masks (the fine mask's
+    distance transform puts every pixel centre on the right side); with noise sd 0.5 px, the pixels
+    labelled differently lie close to the outline, and their number matches the probit model's
+    expectation ``sum_p Phi(-|s_p| / 0.5)`` over the library's own signed distances (a check of the two
+    independent computations against each other; Poisson error of the count about 4%)."""
+    import jax.numpy as jnp
+    import numpy as np
+    from scipy.stats import norm
+
+    sys.path.insert(0, str(EXP))
+    import bayesshape as bs
+    from _cases import Case, make_views, noisy_masks
+
+    truth = bs.datasets.example_shapes(1, seed=3)[0]
+    views = make_views(2, 128)
+    case = Case("x", "in_model", truth, views, views)
+    native = bs.simulate_xray(truth, views, seed=0).masks
+    for m0, m in zip(noisy_masks(case, seed=1, sigma=0.0), native):
+        np.testing.assert_array_equal(m0, m)
+    flipped, expected = 0, 0.0
+    for view, m, mn in zip(views, native, noisy_masks(case, seed=1, sigma=0.5)):
+        o = bs.obs.Silhouette(view, m, 0.5, band=4.0).bind(np.asarray(truth.faces), truth.vertices)
+        s = np.asarray(o.signed_distance(jnp.asarray(truth.vertices))[0])
+        pix = np.asarray(o.pixels).astype(int)
+        assert np.sum(mn != m) == np.sum(mn[pix[:, 0], pix[:, 1]] != m[pix[:, 0], pix[:, 1]])  # all in the band
+        flipped += int(np.sum(mn[pix[:, 0], pix[:, 1]] != m[pix[:, 0], pix[:, 1]]))
+        expected += float(np.sum(norm.cdf(-np.abs(s) / 0.5)))
+    assert abs(flipped - expected) < 4 * np.sqrt(expected)
