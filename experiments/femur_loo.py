@@ -4,10 +4,10 @@ For each femur: a PCA model from the other nine (rigid Procrustes), a simulated 
 (AP + lateral, cone beam, SID 1000 mm, SDD 1300 mm) X-ray of the left-out femur, observed
 as contours (or the masks pixel by pixel, ``--obs silhouette``) and, separately, as DRRs; the
 rigid pose is inferred (its initial guess found automatically). Reported per case: mean and
-95th-percentile surface distance of the posterior mean to the truth, the generalization floor (best fit of the same model to the
-full 3D truth, rigid pose and shape), their ratio, the coverage of the credible balls
-(without and with the leave-one-out model error of the nine-femur model), and the wall
-time.
+95th-percentile surface distance of the posterior mean to the truth, the generalization floor
+(best fit of the same model to the full 3D truth, rigid pose and shape), their ratio, the
+coverage of the credible balls (without and with the leave-one-out model error of the
+nine-femur model), and the wall time.
 
     python experiments/femur_loo.py --methods laplace svi nuts --out out/femur_loo
     python experiments/femur_loo.py --methods nuts --obs contour --warmup 100 --samples 250 --out out/femur_loo
