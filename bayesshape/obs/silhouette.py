@@ -162,8 +162,7 @@ class Silhouette(Observation):
     def warm_start(self) -> Contour:
         """The chamfer :class:`Contour` of the same mask (sigma at least 0.5 px), whose model-to-image
         term reaches any distance: :func:`bayesshape.infer` fits the MAP with it first. The band
-        alone has local optima when the first guess's outline lies beyond it (a rotation of 0.1 rad
-        moves the ends of a 420 mm bone 5 px at 3.75 mm per pixel)."""
+        alone can trap the fit in a local optimum (docs/likelihoods.md, *Capture range*)."""
         return Contour(self.view, np.asarray(self.mask), max(float(self.sigma), 0.5))
 
     def signed_distance(self, vertices: Float[Array, "n_vert 3"]) -> tuple[Float[Array, " n_px"], Array]:
