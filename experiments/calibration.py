@@ -127,7 +127,7 @@ def run(args) -> dict:
                 record(held_out(k, 2, size, 0.5, rng, rs), f"2 views, {m}", method=m)
     # 2. failure cases
     for i in range(cfg["n_fail"] if "failure" in groups else 0):
-        for kind in cfg.get("failures", FAILURES):
+        for kind in args.failures or cfg.get("failures", FAILURES):
             record(failure(kind, i, size, rng, rs), f"failure: {kind}", method=fail_method)
     summary = summarise(rows, (head_method, fail_method), args, cfg, time.perf_counter() - t_start)
     write_outputs(out, rows, summary)
@@ -244,6 +244,8 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", choices=["laplace", "importance", "svi", "nuts"],
                     help="the methods compared in the 'other' group (default: the setting's; the full setting's "
                     "are laplace svi nuts), e.g. `--groups other --methods laplace svi` leaves NUTS out")
+    ap.add_argument("--failures", nargs="+", choices=FAILURES,
+                    help="run only these failure kinds (default all), e.g. `--groups failure --failures occluded`")
     ap.add_argument("--headline-obs", choices=["contour", "silhouette"], default="contour",
                     help="the headline cases' observations: the masks' contour points, jittered 0.5 px (Contour, "
                          "default), or the noise-free masks pixel by pixel (Silhouette, sigma 0.5 px)")
