@@ -408,7 +408,8 @@ def infer(
             "add observations or views, or fix the pose", UserWarning, stacklevel=2)
 
     warm = [o.warm_start() for o in observations]
-    if any(w is not None for w in warm):
+    warm_started = any(w is not None for w in warm)
+    if warm_started:
         # fit the basin with the wider-reaching stand-ins first (e.g. a Silhouette's chamfer Contour)
         stand_in = eqx.tree_at(lambda p: p.observations, problem,
                                tuple(bind([o if w is None else w for o, w in zip(observations, warm)])))
@@ -432,7 +433,7 @@ def infer(
     theta_map, gn_cov, newton = refine_map(problem, theta_map)
     diag = {"map_log_density": -float(_vg_full(theta_map, problem)[0]), "n_data": int(n_data),
             "n_params": problem.dim, "map_iterations": len(map_history), **newton}
-    if any(w is not None for w in warm):
+    if warm_started:
         diag["map_warm_start"] = [None if w is None else type(w).__name__ for w in warm]
     if newton["map_newton_decrement"] > 5.0:
         warnings.warn(

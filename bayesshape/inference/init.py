@@ -36,7 +36,7 @@ def _observed_2d(o) -> np.ndarray | None:
             return np.array([r.mean(), c.mean()])
         return np.asarray(o.points).mean(0)
     if isinstance(o, Silhouette):
-        return np.asarray(o.centroid)
+        return np.argwhere(np.asarray(o.mask)).mean(0)
     if isinstance(o, DRR):
         img = np.clip(np.asarray(o.image), 0, None)
         if img.sum() <= 0:

@@ -11,7 +11,7 @@ import numpy as np
 from jax.scipy.special import log_ndtr
 from jaxtyping import Array, Bool, Float
 
-from ..projection.render import render_drr_flagged
+from ..projection.render import drr_footprint, render_drr_flagged
 from ..projection.topology import Topology
 from ..projection.views import XRayView
 from .base import Observation, check_visible
@@ -97,7 +97,6 @@ class Silhouette(Observation):
     outline: Float[Array, "n_out 2"]
     pixels: Float[Array, "n_px 2"]
     labels: Float[Array, " n_px"]
-    centroid: Float[Array, "2"]
     sigma: Float[Array, ""]
     weight: Float[Array, ""]
     topology: Topology | None
@@ -117,7 +116,7 @@ class Silhouette(Observation):
                              f"got {band}")
         self.band = band
         if _arrays is not None:  # internal copy (bind, with_weight)
-            self.mask, self.outline, self.pixels, self.labels, self.centroid = _arrays
+            self.mask, self.outline, self.pixels, self.labels = _arrays
             return
         view.check()
         h, w = view.detector_shape
@@ -135,14 +134,11 @@ class Silhouette(Observation):
         pix, inside = boundary_band(m, band)
         self.pixels = jnp.asarray(pix)
         self.labels = jnp.asarray(np.where(inside, 1.0, -1.0))
-        self.centroid = jnp.asarray(np.argwhere(m).mean(0))
 
     def bind(self, faces, reference_vertices) -> Silhouette:
         """Attach the mesh topology, a static capacity for contour edges (as :meth:`Contour.bind`)
         and a static render window (:func:`~bayesshape.projection.drr_footprint` over any pose of
         the reference shapes, with 50% head room)."""
-        from ..projection.render import drr_footprint
-
         if faces is None:
             raise ValueError("Silhouette needs a mesh model (faces); this model is a point set")
         check_visible(self.view, reference_vertices, "Silhouette")
@@ -151,13 +147,13 @@ class Silhouette(Observation):
         fp = max(drr_footprint(v, np.asarray(faces), self.view, margin=0.5, any_pose=True) for v in refs)
         return Silhouette(self.view, None, float(self.sigma), band=self.band, weight=float(self.weight), topology=topo,
                           capacity=edge_capacity(topo, self.view, refs), footprint=fp,
-                          _arrays=(self.mask, self.outline, self.pixels, self.labels, self.centroid))
+                          _arrays=(self.mask, self.outline, self.pixels, self.labels))
 
     def with_weight(self, weight: float) -> Silhouette:
         """A copy whose log-likelihood is multiplied by ``weight``."""
         return Silhouette(self.view, None, float(self.sigma), band=self.band, weight=weight, topology=self.topology,
                           capacity=self.capacity, footprint=self.footprint,
-                          _arrays=(self.mask, self.outline, self.pixels, self.labels, self.centroid))
+                          _arrays=(self.mask, self.outline, self.pixels, self.labels))
 
     def warm_start(self) -> Contour:
         """The chamfer :class:`Contour` of the same mask (sigma at least 0.5 px), whose model-to-image
