@@ -28,7 +28,12 @@ wider than the rotations drawn.
     python experiments/in_model.py --obs silhouette --mask-noise 0.5 --n 20 --out out/in_model_sil   # masks, probit
 
 Writes ``cases.json`` and ``summary.json`` (coverage at 50/80/90/95%, per case and mean,
-with a binomial-over-cases standard error) to ``--out``.
+with the standard error over draws) to ``--out``. A draw's vertices move together (the
+pose and a few shape directions dominate their errors), so the draws are the independent
+trials and 20 of them leave the 50% level uncertain by 5 to 8 points; ``--pool`` combines
+runs with different seeds:
+
+    python experiments/in_model.py --pool out/in_model_sil out/in_model_sil_seed1 --out out/in_model_sil_pooled
 """
 
 from __future__ import annotations
@@ -80,7 +85,16 @@ def main(argv=None):
                     help="mask: the jittered contour of the simulated mask (pixel quantisation); exact: points "
                          "along the truth's projected occluding contour, jittered (the likelihood's own noise model)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pool", type=Path, nargs="+", metavar="DIR",
+                    help="run nothing: pool the finished runs in these --out folders (same settings, different "
+                         "seeds) into --out/summary.json")
     args = ap.parse_args(argv)
+    if args.pool:
+        try:
+            print_summary(pool(args.pool, args.out))
+        except ValueError as e:
+            ap.error(str(e))
+        return 0
     if args.supersample < 1:
         ap.error(f"--supersample: expected an integer >= 1, got {args.supersample}")
     if args.mask_noise < 0 or (args.mask_noise > 0 and args.obs != "silhouette"):
@@ -128,35 +142,88 @@ def main(argv=None):
               f"coverage " + "/".join(f"{r['coverage'][str(lv)]:.2f}" for lv in LEVELS)
               + f", misfit {r['misfit']:.2f}, weights {r['diagnostics'].get('contour_weights')}, "
               f"{r['wall_s']:.0f} s", flush=True)
+    settings = {"method": args.method, "contour_weights": not args.no_contour_weights, "obs": args.obs,
+                "pose_prior": args.pose_prior, "supersample": args.supersample,
+                "contour_source": args.contour_source, "mask_noise": args.mask_noise, "sigma": args.sigma,
+                **({"rotation_sd": args.rotation_sd, "translation_sd": args.translation_sd}
+                   if args.pose_prior == "matched" else {}),
+                "size": args.size, "jitter": args.jitter}
+    summary = {**summarize(rows, settings), "seed": args.seed, "wall_time_s": time.perf_counter() - t0}
+    bs.export.write_json(args.out / "cases.json", rows)
+    bs.export.write_json(args.out / "summary.json", summary)
+    print_summary(summary)
+    return 0
+
+
+# the settings two runs must share to be pooled (everything but the seed, the number of draws and the times)
+SETTINGS = ("method", "contour_weights", "obs", "pose_prior", "supersample", "contour_source", "mask_noise",
+            "sigma", "rotation_sd", "translation_sd", "size", "jitter")
+
+
+def summarize(rows, settings: dict) -> dict:
+    """Coverage of the vertex balls at every level (mean over draws, with the standard error over draws:
+    a draw's vertices are strongly correlated, so the draws, not the vertices, are the independent trials),
+    along the normal, errors, and the parameter-space calibration when the rows carry the truth's
+    whitened parameters."""
     cov = {str(lv): float(np.mean([r["coverage"][str(lv)] for r in rows])) for lv in LEVELS}
     se = {str(lv): float(np.std([r["coverage"][str(lv)] for r in rows], ddof=1) / np.sqrt(len(rows)))
           for lv in LEVELS} if len(rows) > 1 else {}
     cov_n = {str(lv): float(np.mean([r["coverage_normal"][str(lv)] for r in rows])) for lv in LEVELS}
-    joint = joint_calibration(rows) if args.pose_prior == "matched" else {}
-    summary = {"method": args.method, "contour_weights": not args.no_contour_weights, "obs": args.obs,
-               "pose_prior": args.pose_prior, "supersample": args.supersample,
-               "contour_source": args.contour_source, "mask_noise": args.mask_noise, "sigma": args.sigma,
-               **({"rotation_sd": args.rotation_sd, "translation_sd": args.translation_sd}
-                  if args.pose_prior == "matched" else {}),
-               "n": len(rows), "size": args.size, "jitter": args.jitter,
-               "coverage": cov, "coverage_se": se, "ece": ece(cov), "coverage_normal": cov_n,
-               "vertex_error_mean": float(np.mean([r["vertex_error_mean"] for r in rows])),
-               "surface_mean": float(np.mean([r["surface_mean"] for r in rows])),
-               "misfit_mean": float(np.mean([r["misfit"] for r in rows])),
-               "wall_s_mean": float(np.mean([r["wall_s"] for r in rows])),
-               "wall_time_s": time.perf_counter() - t0, **joint}
-    bs.export.write_json(args.out / "cases.json", rows)
-    bs.export.write_json(args.out / "summary.json", summary)
-    print("coverage " + " / ".join(f"{cov[str(lv)]:.3f} +- {se.get(str(lv), float('nan')):.3f}" for lv in LEVELS)
+    joint = joint_calibration(rows) if all(r.get("theta") for r in rows) else {}
+    return {**settings, "n": len(rows),
+            "coverage": cov, "coverage_se": se, "ece": ece(cov), "coverage_normal": cov_n,
+            "vertex_error_mean": float(np.mean([r["vertex_error_mean"] for r in rows])),
+            "surface_mean": float(np.mean([r["surface_mean"] for r in rows])),
+            "misfit_mean": float(np.mean([r["misfit"] for r in rows])),
+            "wall_s_mean": float(np.mean([r["wall_s"] for r in rows])), **joint}
+
+
+def print_summary(summary: dict) -> None:
+    cov, se, cov_n = summary["coverage"], summary["coverage_se"], summary["coverage_normal"]
+    print(f"{summary['n']} draws: coverage " + " / ".join(
+          f"{cov[str(lv)]:.3f} +- {se.get(str(lv), float('nan')):.3f}" for lv in LEVELS)
           + f" at {'/'.join(str(lv) for lv in LEVELS)}; along the normal "
           + " / ".join(f"{cov_n[str(lv)]:.2f}" for lv in LEVELS))
-    if joint:
+    if "joint_coverage" in summary:
         print("parameters: truth inside the joint credible ellipsoid " + " / ".join(
-              f"{joint['joint_coverage'][str(lv)]:.2f}" for lv in LEVELS) + "; central intervals, shape "
-              + " / ".join(f"{joint['interval_coverage_shape'][str(lv)]:.2f}" for lv in LEVELS) + ", pose "
-              + " / ".join(f"{joint['interval_coverage_pose'][str(lv)]:.2f}" for lv in LEVELS)
-              + f"; mean Mahalanobis^2 {joint['mahalanobis2_mean']:.1f} for {joint['n_params']} parameters")
-    return 0
+              f"{summary['joint_coverage'][str(lv)]:.2f}" for lv in LEVELS) + "; central intervals, shape "
+              + " / ".join(f"{summary['interval_coverage_shape'][str(lv)]:.2f}" for lv in LEVELS) + ", pose "
+              + " / ".join(f"{summary['interval_coverage_pose'][str(lv)]:.2f}" for lv in LEVELS)
+              + f"; mean Mahalanobis^2 {summary['mahalanobis2_mean']:.1f} for {summary['n_params']} parameters")
+
+
+def pool(dirs, out: Path) -> dict:
+    """Pool finished runs (each a ``--out`` folder with ``summary.json`` and ``cases.json``) that differ
+    only in their seed: one summary over all their draws, written to ``out/summary.json`` with the runs
+    it came from. Runs with different settings, or the same seed twice, are refused."""
+    import json
+
+    runs = []
+    for d in map(Path, dirs):
+        files = [d / "summary.json", d / "cases.json"]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise ValueError(f"--pool: {', '.join(missing)} not found; expected the --out folder of a finished run")
+        runs.append((d, json.loads(files[0].read_text()), json.loads(files[1].read_text())))
+    ref_dir, ref, _ = runs[0]
+    for d, s, _ in runs[1:]:
+        diff = [k for k in SETTINGS if s.get(k) != ref.get(k)]
+        if diff:
+            raise ValueError(f"--pool: {d} and {ref_dir} differ in " + ", ".join(
+                f"{k} ({s.get(k)!r} against {ref.get(k)!r})" for k in diff) + "; only runs that differ in "
+                "their seed can be pooled")
+    seeds = [s.get("seed") for _, s, _ in runs]
+    known = [x for x in seeds if x is not None]
+    if len(set(known)) < len(known) or len({str(d.resolve()) for d, _, _ in runs}) < len(runs):
+        raise ValueError(f"--pool: the same run or seed twice (seeds {seeds}); each draw must count once")
+    rows = [r for _, _, rs in runs for r in rs]
+    summary = {**summarize(rows, {k: ref.get(k) for k in SETTINGS if k in ref}),
+               "pooled_from": [{"out": str(d), "seed": s.get("seed"), "n": s["n"], "coverage": s["coverage"]}
+                               for d, s, _ in runs],
+               "wall_time_s": float(sum(s.get("wall_time_s", 0.0) for _, s, _ in runs))}
+    out.mkdir(parents=True, exist_ok=True)
+    bs.export.write_json(out / "summary.json", summary)
+    return summary
 
 
 def joint_calibration(rows) -> dict:

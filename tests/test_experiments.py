@@ -96,6 +96,46 @@ def test_in_model_parameter_calibration_on_exact_posteriors():
         assert abs(out["mahalanobis2_mean"] - scale**2 * len(names)) < 0.1 * scale**2 * len(names)
 
 
+
+def test_in_model_pool_combines_runs_that_differ_only_in_seed(tmp_path):
+    """in_model.py --pool: the pooled coverage is the mean over all draws of the runs (not the mean of the
+    runs' means), the standard error shrinks with the draws; runs with other settings or the same seed are
+    refused by name."""
+    import json
+
+    import numpy as np
+
+    sys.path.insert(0, str(EXP))
+    from in_model import main, summarize
+
+    settings = {"method": "laplace", "obs": "silhouette", "mask_noise": 0.5, "size": 128, "jitter": 0.5}
+    rng = np.random.default_rng(0)
+
+    def run(name, seed, n, **override):
+        rows = [{"coverage": {lv: float(c) for lv, c in zip(("0.5", "0.8", "0.9", "0.95"), np.sort(rng.uniform(size=4)))},
+                 "coverage_normal": {lv: 0.5 for lv in ("0.5", "0.8", "0.9", "0.95")}, "vertex_error_mean": 1.0,
+                 "surface_mean": 0.3, "misfit": 1.0, "wall_s": 1.0} for _ in range(n)]
+        d = tmp_path / name
+        d.mkdir()
+        (d / "cases.json").write_text(json.dumps(rows))
+        (d / "summary.json").write_text(json.dumps({**summarize(rows, {**settings, **override}), "seed": seed}))
+        return d, rows
+
+    a, rows_a = run("a", 0, 3)
+    b, rows_b = run("b", 1, 7)
+    assert main(["--pool", str(a), str(b), "--out", str(tmp_path / "pooled")]) == 0
+    pooled = json.loads((tmp_path / "pooled" / "summary.json").read_text())
+    want = np.mean([r["coverage"]["0.5"] for r in rows_a + rows_b])
+    assert pooled["n"] == 10 and abs(pooled["coverage"]["0.5"] - want) < 1e-12
+    assert [p["seed"] for p in pooled["pooled_from"]] == [0, 1]
+    c, _ = run("c", 2, 4, mask_noise=0.3)
+    with pytest.raises(SystemExit):
+        main(["--pool", str(a), str(c), "--out", str(tmp_path / "bad")])
+    d, _ = run("d", 0, 4)
+    with pytest.raises(SystemExit):
+        main(["--pool", str(a), str(d), "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
+
 def test_exact_contours_lie_on_the_truths_occluding_contour():
     """The in-model control's contour points: without jitter they lie on the truth's projected
     contour-generator edges, about one per pixel of its length; with jitter they scatter by its sd."""
