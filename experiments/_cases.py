@@ -235,7 +235,7 @@ def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "conto
         d = np.asarray(truth_theta, dtype=np.float64) - th.mean(0)
         cov = np.cov(th.T)
         out["theta"] = {"names": post.problem.names(), "z": (d / np.sqrt(np.diag(cov))).tolist(),
-                        "mahalanobis2": float(d @ np.linalg.solve(cov, d))}
+                        "mahalanobis2": float(d @ np.linalg.solve(cov, d)), "n_samples": int(th.shape[0])}
     return out
 
 

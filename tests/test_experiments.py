@@ -97,6 +97,38 @@ def test_in_model_parameter_calibration_on_exact_posteriors():
 
 
 
+
+def test_in_model_joint_calibration_accounts_for_the_estimated_covariance():
+    """The truth's Mahalanobis^2 under a covariance estimated from n posterior draws follows Hotelling's
+    T^2, not chi-square: with 16 parameters and 40 draws its mean is 29.1, not 16. Calibrated rows (truth
+    and draws from the same Gaussian, 400 replicates: binomial sd at most 2.5 points, tolerance 8) are
+    within tolerance with the sample count, and the chi-square reading without it calls them badly short."""
+    import numpy as np
+
+    sys.path.insert(0, str(EXP))
+    from in_model import joint_calibration
+
+    rng = np.random.default_rng(1)
+    p, n = 16, 40
+    names = [f"alpha[{i}]" for i in range(p - 6)] + ["rot_x", "rot_y", "rot_z", "trans_x", "trans_y", "trans_z"]
+    rows = []
+    for _ in range(400):
+        x = rng.normal(size=(n, p))
+        d = rng.normal(size=p) - x.mean(0)
+        cov = np.cov(x.T)
+        rows.append({"theta": {"names": names, "z": list(d / np.sqrt(np.diag(cov))),
+                               "mahalanobis2": float(d @ np.linalg.solve(cov, d)), "n_samples": n}})
+    out = joint_calibration(rows)
+    assert out["mahalanobis2_reference"] == "hotelling"
+    assert abs(out["mahalanobis2_expected"] - p * (n + 1) * (n - 1) / (n * (n - p - 2))) < 1e-9
+    assert abs(out["mahalanobis2_mean"] / out["mahalanobis2_expected"] - 1) < 0.1
+    assert max(abs(c - float(lv)) for lv, c in out["joint_coverage"].items()) < 0.08, out["joint_coverage"]
+    for r in rows:
+        del r["theta"]["n_samples"]
+    naive = joint_calibration(rows)
+    assert naive["mahalanobis2_expected"] == p and naive["joint_coverage"]["0.5"] < 0.3
+    assert joint_calibration(rows, default_samples=n)["joint_coverage"] == out["joint_coverage"]
+
 def test_in_model_pool_combines_runs_that_differ_only_in_seed(tmp_path):
     """in_model.py --pool: the pooled coverage is the mean over all draws of the runs (not the mean of the
     runs' means), the standard error shrinks with the draws; runs with other settings or the same seed are
