@@ -295,6 +295,17 @@ def auroc(score, label) -> float | None:
     return float((ranks[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+def mean_coverage(rows, key: str = "coverage") -> tuple[dict, dict]:
+    """The mean over cases of ``row[key]`` at every level, and its standard error over cases (``{}`` for
+    fewer than two). A case's vertices are covered or missed largely together (the pose and a few shape
+    directions move them all), so the cases, not the vertices, are the independent trials."""
+    vals = np.array([[r[key][str(lv)] for lv in LEVELS] for r in rows], dtype=np.float64)
+    mean = {str(lv): float(m) for lv, m in zip(LEVELS, vals.mean(0))}
+    se = ({str(lv): float(e) for lv, e in zip(LEVELS, vals.std(0, ddof=1) / np.sqrt(len(rows)))}
+          if len(rows) > 1 else {})
+    return mean, se
+
+
 def ece(cov: dict) -> float:
     """Expected calibration error over the levels: mean |coverage - level|."""
     return float(np.mean([abs(cov[str(lv)] - lv) for lv in LEVELS]))

@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bayesshape as bs  # noqa: E402
 from bayesshape.export import write_json  # noqa: E402
-from _cases import LEVELS, Case, auroc, deform, ece, floor, make_views, miscalibrate, move, reconstruct  # noqa: E402
+from _cases import (LEVELS, Case, auroc, deform, ece, floor, make_views, mean_coverage, miscalibrate,  # noqa: E402
+                    move, reconstruct)
 from scipy.stats import spearmanr  # noqa: E402
 
 FAILURES = ("scaled", "mirrored", "fracture", "deformity", "miscalibrated", "heavy_noise", "occluded")
@@ -144,12 +145,12 @@ def summarise(rows, flag_methods, args, cfg, wall) -> dict:
         groups.setdefault(r["group"], []).append(r)
     table = {}
     for g, rs in groups.items():
-        cov = {str(lv): float(np.mean([r["coverage"][str(lv)] for r in rs])) for lv in LEVELS}
-        cov_me = {str(lv): float(np.mean([r["with_model_error"][str(lv)] for r in rs])) for lv in LEVELS}
-        cov_n = {str(lv): float(np.mean([r["coverage_normal"][str(lv)] for r in rs])) for lv in LEVELS}
+        cov, cov_se = mean_coverage(rs)
+        cov_me, _ = mean_coverage(rs, "with_model_error")
+        cov_n, _ = mean_coverage(rs, "coverage_normal")
         floors = [r["floor"] for r in rs if r["floor"] is not None]
         table[g] = {
-            "n": len(rs), "coverage": cov, "ece": ece(cov), "coverage_with_model_error": cov_me,
+            "n": len(rs), "coverage": cov, "coverage_se": cov_se, "ece": ece(cov), "coverage_with_model_error": cov_me,
             "coverage_normal": cov_n, "ece_normal": ece(cov_n),
             "coverage_per_case_95": [r["coverage"]["0.95"] for r in rs],
             "surface_mean": float(np.mean([r["surface_mean"] for r in rs])),
@@ -174,6 +175,7 @@ def summarise(rows, flag_methods, args, cfg, wall) -> dict:
         "headline": f"biplanar {'contours' if args.headline_obs == 'contour' else 'silhouettes (masks, probit)'}, "
                     f"{head_method}, {cfg['size']} px detector, held-out example shapes",
         "coverage": head_cov,
+        "coverage_se": table["headline"]["coverage_se"] if head else {},
         "ece": ece(head_cov) if head else None,
         "auroc": case_auroc,
         "spearman": float(sp_case),
@@ -260,7 +262,8 @@ def main(argv=None):
     if not args.case_rotation_sd > 0:
         ap.error(f"--case-rotation-sd: expected a positive sd in rad, got {args.case_rotation_sd}")
     s = run(args)
-    print(json.dumps({k: s[k] for k in ("headline", "coverage", "auroc", "spearman", "wall_time_s")}, indent=1))
+    print(json.dumps({k: s[k] for k in ("headline", "coverage", "coverage_se", "auroc", "spearman", "wall_time_s")},
+                     indent=1))
     return 0
 
 

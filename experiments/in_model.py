@@ -51,7 +51,7 @@ jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bayesshape as bs  # noqa: E402
-from _cases import LEVELS, Case, ece, make_views, move, reconstruct  # noqa: E402
+from _cases import LEVELS, Case, ece, make_views, mean_coverage, move, reconstruct  # noqa: E402
 
 
 def main(argv=None):
@@ -166,10 +166,8 @@ def summarize(rows, settings: dict, default_samples: int | None = None) -> dict:
     a draw's vertices are strongly correlated, so the draws, not the vertices, are the independent trials),
     along the normal, errors, and the parameter-space calibration when the rows carry the truth's
     whitened parameters."""
-    cov = {str(lv): float(np.mean([r["coverage"][str(lv)] for r in rows])) for lv in LEVELS}
-    se = {str(lv): float(np.std([r["coverage"][str(lv)] for r in rows], ddof=1) / np.sqrt(len(rows)))
-          for lv in LEVELS} if len(rows) > 1 else {}
-    cov_n = {str(lv): float(np.mean([r["coverage_normal"][str(lv)] for r in rows])) for lv in LEVELS}
+    cov, se = mean_coverage(rows)
+    cov_n, _ = mean_coverage(rows, "coverage_normal")
     joint = joint_calibration(rows, default_samples) if all(r.get("theta") for r in rows) else {}
     return {**settings, "n": len(rows),
             "coverage": cov, "coverage_se": se, "ece": ece(cov), "coverage_normal": cov_n,

@@ -159,6 +159,8 @@ def test_in_model_pool_combines_runs_that_differ_only_in_seed(tmp_path):
     pooled = json.loads((tmp_path / "pooled" / "summary.json").read_text())
     want = np.mean([r["coverage"]["0.5"] for r in rows_a + rows_b])
     assert pooled["n"] == 10 and abs(pooled["coverage"]["0.5"] - want) < 1e-12
+    se = np.std([r["coverage"]["0.8"] for r in rows_a + rows_b], ddof=1) / np.sqrt(10)
+    assert abs(pooled["coverage_se"]["0.8"] - se) < 1e-12
     assert [p["seed"] for p in pooled["pooled_from"]] == [0, 1]
     c, _ = run("c", 2, 4, mask_noise=0.3)
     with pytest.raises(SystemExit):
