@@ -15,8 +15,8 @@ from ..projection.render import drr_footprint, render_drr_flagged
 from ..projection.topology import Topology
 from ..projection.views import XRayView
 from .base import Observation, check_visible
-from .contour import (Contour, candidate_edges, checked_view_sigma_weight, edge_capacity, mask_contour_points,
-                      nearest_edge_distance)
+from .contour import (Contour, EdgeTiles, candidate_edges, checked_view_sigma_weight, edge_capacity, edge_tiles,
+                      mask_contour_points, nearest_edge_distance)
 
 __all__ = ["Silhouette", "boundary_band"]
 
@@ -97,6 +97,7 @@ class Silhouette(Observation):
     outline: Float[Array, "n_out 2"]
     pixels: Float[Array, "n_px 2"]
     labels: Float[Array, " n_px"]
+    tiles: EdgeTiles
     sigma: Float[Array, ""]
     weight: Float[Array, ""]
     topology: Topology | None
@@ -116,7 +117,7 @@ class Silhouette(Observation):
                              f"got {band}")
         self.band = band
         if _arrays is not None:  # internal copy (bind, with_weight)
-            self.mask, self.outline, self.pixels, self.labels = _arrays
+            self.mask, self.outline, self.pixels, self.labels, self.tiles = _arrays
             return
         view.check()
         h, w = view.detector_shape
@@ -134,6 +135,7 @@ class Silhouette(Observation):
         pix, inside = boundary_band(m, band)
         self.pixels = jnp.asarray(pix)
         self.labels = jnp.asarray(np.where(inside, 1.0, -1.0))
+        self.tiles = edge_tiles(pix)
 
     def bind(self, faces, reference_vertices) -> Silhouette:
         """Attach the mesh topology, a static capacity for contour edges (as :meth:`Contour.bind`)
@@ -147,13 +149,13 @@ class Silhouette(Observation):
         fp = max(drr_footprint(v, np.asarray(faces), self.view, margin=0.5, any_pose=True) for v in refs)
         return Silhouette(self.view, None, float(self.sigma), band=self.band, weight=float(self.weight), topology=topo,
                           capacity=edge_capacity(topo, self.view, refs), footprint=fp,
-                          _arrays=(self.mask, self.outline, self.pixels, self.labels))
+                          _arrays=(self.mask, self.outline, self.pixels, self.labels, self.tiles))
 
     def with_weight(self, weight: float) -> Silhouette:
         """A copy whose log-likelihood is multiplied by ``weight``."""
         return Silhouette(self.view, None, float(self.sigma), band=self.band, weight=weight, topology=self.topology,
                           capacity=self.capacity, footprint=self.footprint,
-                          _arrays=(self.mask, self.outline, self.pixels, self.labels))
+                          _arrays=(self.mask, self.outline, self.pixels, self.labels, self.tiles))
 
     def warm_start(self) -> Contour:
         """The chamfer :class:`Contour` of the same mask (sigma at least 0.5 px), whose model-to-image
@@ -168,7 +170,7 @@ class Silhouette(Observation):
         if self.topology is None:
             raise ValueError("Silhouette: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
         a, b, wgt, ramp, valid, count = candidate_edges(vertices, self.topology, self.view, self.capacity)
-        d = nearest_edge_distance(self.pixels, (a, b, wgt, ramp, valid), self.view.detector_shape)
+        d = nearest_edge_distance(self.pixels, (a, b, wgt, ramp, valid), self.view.detector_shape, self.tiles)
         # which side: the coverage of the pixel centre, a step of the shape (no gradient; s is
         # continuous across it because the outline passes through the centre there, d = 0)
         img, too_big, behind = render_drr_flagged(jax.lax.stop_gradient(vertices), self.topology.faces, self.view,
