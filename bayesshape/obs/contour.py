@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.ndimage import map_coordinates
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from .._checks import as_points, as_positive
 from ..projection.render import contour_weights
@@ -121,7 +121,7 @@ class EdgeTiles(eqx.Module):
     Each tile keeps the bounding box of its points; the ``k`` edges whose bounding boxes come nearest
     to a tile's box are that tile's candidates (:func:`edge_tiles` builds it)."""
 
-    tile_of: Array
+    tile_of: Int[Array, " n_pt"]
     lo: Float[Array, "n_tile 2"]
     hi: Float[Array, "n_tile 2"]
     k: int = eqx.field(static=True)
