@@ -149,7 +149,8 @@ def main(argv=None):
                 **({"rotation_sd": args.rotation_sd, "translation_sd": args.translation_sd}
                    if args.pose_prior == "matched" else {}),
                 "size": args.size, "jitter": args.jitter}
-    summary = {**summarize(rows, settings), "seed": args.seed, "samples": args.samples, "wall_time_s": time.perf_counter() - t0}
+    summary = {**summarize(rows, settings), "seed": args.seed, "samples": args.samples,
+               "wall_time_s": time.perf_counter() - t0}
     bs.export.write_json(args.out / "cases.json", rows)
     bs.export.write_json(args.out / "summary.json", summary)
     print_summary(summary)

@@ -144,8 +144,9 @@ def test_in_model_pool_combines_runs_that_differ_only_in_seed(tmp_path):
     rng = np.random.default_rng(0)
 
     def run(name, seed, n, **override):
-        rows = [{"coverage": {lv: float(c) for lv, c in zip(("0.5", "0.8", "0.9", "0.95"), np.sort(rng.uniform(size=4)))},
-                 "coverage_normal": {lv: 0.5 for lv in ("0.5", "0.8", "0.9", "0.95")}, "vertex_error_mean": 1.0,
+        levels = ("0.5", "0.8", "0.9", "0.95")
+        rows = [{"coverage": {lv: float(c) for lv, c in zip(levels, np.sort(rng.uniform(size=4)))},
+                 "coverage_normal": {lv: 0.5 for lv in levels}, "vertex_error_mean": 1.0,
                  "surface_mean": 0.3, "misfit": 1.0, "wall_s": 1.0} for _ in range(n)]
         d = tmp_path / name
         d.mkdir()
