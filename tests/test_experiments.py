@@ -138,13 +138,14 @@ def test_in_model_pool_combines_runs_that_differ_only_in_seed(tmp_path):
     import numpy as np
 
     sys.path.insert(0, str(EXP))
+    from _cases import LEVELS
     from in_model import main, summarize
 
     settings = {"method": "laplace", "obs": "silhouette", "mask_noise": 0.5, "size": 128, "jitter": 0.5}
     rng = np.random.default_rng(0)
 
     def run(name, seed, n, **override):
-        levels = ("0.5", "0.8", "0.9", "0.95")
+        levels = [str(lv) for lv in LEVELS]
         rows = [{"coverage": {lv: float(c) for lv, c in zip(levels, np.sort(rng.uniform(size=4)))},
                  "coverage_normal": {lv: 0.5 for lv in levels}, "vertex_error_mean": 1.0,
                  "surface_mean": 0.3, "misfit": 1.0, "wall_s": 1.0} for _ in range(n)]
