@@ -58,6 +58,7 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=300, help="NUTS draws per chain; SVI/Laplace draws")
     ap.add_argument("--warmup", type=int, default=150, help="NUTS warm-up steps per chain (the mass matrix is the "
                     "Laplace covariance; the warm-up tunes the step size)")
+    ap.add_argument("--chains", type=int, default=2, help="NUTS chains (run one after the other on a CPU)")
     ap.add_argument("--svi-steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prior-variance", choices=["sample", "loo"], default="sample",
@@ -96,7 +97,7 @@ def main(argv=None):
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", UserWarning)
                     post = bs.infer(model, obs, method=method, pose="rigid", seed=args.seed, num_samples=args.samples,
-                                    num_warmup=args.warmup, num_chains=2, svi_steps=args.svi_steps, progress=False,
+                                    num_warmup=args.warmup, num_chains=args.chains, svi_steps=args.svi_steps, progress=False,
                                     likelihood_faces=lf)
                 wall = time.perf_counter() - t0
                 m = metrics(post, truth)
@@ -105,7 +106,7 @@ def main(argv=None):
                      "ratio": m["surface_mean"] / fl, "wall_s": wall,
                      "coverage_with_model_error": coverage(post.with_model_error(resid, seed=i), truth),
                      "diagnostics": {k: v for k, v in post.diagnostics.items()
-                                     if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
+                                     if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "num_chains",
                                               "converged", "laplace_hessian", "mean_num_steps", "num_samples",
                                               "num_warmup", "map_newton_steps", "map_newton_decrement",
                                               "is_ess", "is_khat")},

@@ -96,6 +96,25 @@ def test_in_model_parameter_calibration_on_exact_posteriors():
         assert abs(out["mahalanobis2_mean"] - scale**2 * len(names)) < 0.1 * scale**2 * len(names)
 
 
+def test_in_model_worst_parameter_is_read_family_wise():
+    """The furthest-from-calibration parameter: on z-scores of a calibrated posterior from 300 draws each
+    (Student's t, 100 cases, 25 parameters) the family-wise p-value is not small, while one parameter
+    whose intervals are 30% too narrow is named, with a family-wise p below 0.01 (its sum of squares
+    sits about 6 chi-square standard deviations out)."""
+    import numpy as np
+
+    sys.path.insert(0, str(EXP))
+    from in_model import worst_parameter
+
+    rng = np.random.default_rng(3)
+    n, draws, dim = 300, 100, 25
+    names = [f"alpha[{i}]" for i in range(dim - 6)] + ["rot_x", "rot_y", "rot_z", "trans_x", "trans_y", "trans_z"]
+    z = np.sqrt(1 + 1 / n) * rng.standard_t(n - 1, size=(draws, dim))
+    calm = worst_parameter(z, names, np.full(draws, n))
+    assert calm["p_family"] > 0.05 and calm["draws"] == draws, calm
+    z[:, 19] *= 1.3
+    out = worst_parameter(z, names, np.full(draws, n))
+    assert out["name"] == "rot_x" and out["p_family"] < 0.01 and abs(out["rms"] - 1.3) < 0.2, out
 
 
 def test_in_model_joint_calibration_accounts_for_the_estimated_covariance():
@@ -128,6 +147,7 @@ def test_in_model_joint_calibration_accounts_for_the_estimated_covariance():
     naive = joint_calibration(rows)
     assert naive["mahalanobis2_expected"] == p and naive["joint_coverage"]["0.5"] < 0.3
     assert joint_calibration(rows, default_samples=n)["joint_coverage"] == out["joint_coverage"]
+
 
 def test_in_model_pool_combines_runs_that_differ_only_in_seed(tmp_path):
     """in_model.py --pool: the pooled coverage is the mean over all draws of the runs (not the mean of the
