@@ -28,7 +28,8 @@ wider than the rotations drawn.
     python experiments/in_model.py --obs silhouette --mask-noise 0.5 --n 20 --out out/in_model_sil   # masks, probit
 
 Writes ``cases.json`` and ``summary.json`` (coverage at 50/80/90/95%, per case and mean,
-with the standard error over draws) to ``--out``. A draw's vertices move together (the
+with the standard error over draws; the truth's parameter-space calibration, with the parameter
+furthest from calibration and its family-wise p-value, ``z_worst``) to ``--out``. A draw's vertices move together (the
 pose and a few shape directions dominate their errors), so the draws are the independent
 trials and 20 of them leave the 50% level uncertain by 5 to 8 points; ``--pool`` combines
 runs with different seeds:
