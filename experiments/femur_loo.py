@@ -97,8 +97,8 @@ def main(argv=None):
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", UserWarning)
                     post = bs.infer(model, obs, method=method, pose="rigid", seed=args.seed, num_samples=args.samples,
-                                    num_warmup=args.warmup, num_chains=args.chains, svi_steps=args.svi_steps, progress=False,
-                                    likelihood_faces=lf)
+                                    num_warmup=args.warmup, num_chains=args.chains, svi_steps=args.svi_steps,
+                                    progress=False, likelihood_faces=lf)
                 wall = time.perf_counter() - t0
                 m = metrics(post, truth)
                 r = {"case": files[i].stem, "obs": kind, "method": method, "floor": fl, "size": size,
@@ -106,9 +106,9 @@ def main(argv=None):
                      "ratio": m["surface_mean"] / fl, "wall_s": wall,
                      "coverage_with_model_error": coverage(post.with_model_error(resid, seed=i), truth),
                      "diagnostics": {k: v for k, v in post.diagnostics.items()
-                                     if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "num_chains",
-                                              "converged", "laplace_hessian", "mean_num_steps", "num_samples",
-                                              "num_warmup", "map_newton_steps", "map_newton_decrement",
+                                     if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
+                                              "num_chains", "converged", "laplace_hessian", "mean_num_steps",
+                                              "num_samples", "num_warmup", "map_newton_steps", "map_newton_decrement",
                                               "is_ess", "is_khat")},
                      "warnings": [str(w.message)[:120] for w in caught], **m}
                 rows.append(r)

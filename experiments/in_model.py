@@ -291,7 +291,9 @@ def worst_parameter(z, names, n_samples=None) -> dict:
     one to read: a single parameter at p = 0.01 among 25 is what calibration gives one time in four.
     A z-score from ``n`` posterior draws (mean and sd estimated) is ``sqrt(1 + 1/n)`` times Student's t with
     ``n - 1`` degrees of freedom, not normal; where ``n_samples`` is known each is mapped through that
-    distribution to a standard normal first, so the test is exact for a calibrated posterior."""
+    distribution to a standard normal first, so the test is exact for a calibrated Gaussian posterior sampled
+    independently (Laplace); NUTS draws are autocorrelated and make it approximate. Sidak's correction treats the
+    parameters' tests as independent; the posterior correlates them, so the family-wise p is approximate too."""
     from scipy.stats import chi2, norm, t as t_dist
 
     z = np.asarray(z, dtype=float)

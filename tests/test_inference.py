@@ -216,6 +216,9 @@ def test_bad_input_gets_clear_messages(example_model):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), pose="affine")
     with pytest.raises(ValueError, match="nuts_mass"):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), nuts_mass="diagonal")
+    for bad in ({"num_chains": 0}, {"num_warmup": -1}, {"svi_steps": 0}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))}: expected an integer"):
+            bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), method="nuts", **bad)
     with pytest.raises(ValueError, match="laplace_hessian"):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), method="laplace", laplace_hessian="exact")
     with pytest.raises(ValueError, match="initial_pose"):

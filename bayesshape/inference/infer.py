@@ -348,8 +348,8 @@ def infer(
         raise ValueError(f"nuts_mass: expected 'laplace' or 'adapt', got {nuts_mass!r}")
     if laplace_hessian not in ("gauss-newton", "finite-difference"):
         raise ValueError(f"laplace_hessian: expected 'gauss-newton' or 'finite-difference', got {laplace_hessian!r}")
-    for name, val, lo in (("num_samples", num_samples, 1), ("is_rounds", is_rounds, 1),
-                          ("is_samples", is_samples, 50)):
+    for name, val, lo in (("num_samples", num_samples, 1), ("num_warmup", num_warmup, 0), ("num_chains", num_chains, 1),
+                          ("svi_steps", svi_steps, 1), ("is_rounds", is_rounds, 1), ("is_samples", is_samples, 50)):
         as_count(val, name, lo)
     if pose not in (None, "rigid", "similarity"):
         raise ValueError(f"pose: expected None, 'rigid' or 'similarity', got {pose!r}")
