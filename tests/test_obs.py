@@ -317,6 +317,8 @@ def test_tiled_nearest_edge_search_is_exact():
             assert bool(jnp.all(sentinel == -1))
     with pytest.raises(ValueError, match="k >= 1"):
         C.edge_tiles(pts, k=0)
+    with pytest.raises(ValueError, match=r"\(M, 2\)"):
+        C.edge_tiles(np.zeros((10, 3)))
 
 
 def _disc_mask(view, center_px, radius_px):

@@ -77,10 +77,15 @@ def _point_segment_vectors(q, a, b):
     return _segment_vectors(q[:, None, :], a[None], b[None])
 
 
+def _segment_distance(q, a, b):
+    """Distances from points ``q`` to segments ``a -> b``, all ``(..., 2)`` (broadcast), smoothed at 0."""
+    r = _segment_vectors(q, a, b)
+    return jnp.sqrt(jnp.sum(r * r, axis=-1) + 1e-12)
+
+
 def _point_segment_distance(q, a, b):
     """Distances ``(M, E)`` from points ``q (M, 2)`` to segments ``a -> b (E, 2)``."""
-    r = _point_segment_vectors(q, a, b)
-    return jnp.sqrt(jnp.sum(r * r, axis=-1) + 1e-12)
+    return _segment_distance(q[:, None, :], a[None], b[None])
 
 
 def checked_view_sigma_weight(view, sigma, weight):
@@ -128,8 +133,16 @@ class EdgeTiles(eqx.Module):
 
 
 def edge_tiles(points, size: float = 6.0, k: int = 160) -> EdgeTiles:
-    """Tiles of ``size`` px over fixed points ``(M, 2)`` (row, col), ``k`` candidate edges per tile."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    """Tiles of ``size`` px over fixed points ``(M, 2)`` (row, col; px), ``k`` candidate edges per tile.
+
+    Example:
+        >>> tiles = edge_tiles(silhouette.pixels)                                   # doctest: +SKIP
+        >>> d = nearest_edge_distance(silhouette.pixels, edges, (256, 256), tiles)  # doctest: +SKIP
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2 or not np.all(np.isfinite(pts)):
+        raise ValueError(f"edge_tiles: points: expected finite (M, 2) pixel coordinates (row, col), "
+                         f"got shape {pts.shape}" + ("" if np.all(np.isfinite(pts)) else " with NaN or inf"))
     if not (size > 0 and k >= 1):
         raise ValueError(f"edge_tiles: expected size > 0 px and k >= 1, got size {size}, k {k}")
     _, tile_of = np.unique(np.floor(pts / size).astype(np.int64), axis=0, return_inverse=True)
@@ -154,8 +167,7 @@ def _nearest_edge_tiled(points, tiles: EdgeTiles, a, b, score, brute):
     neg, idx = jax.lax.top_k(-bound, tiles.k + 1)
     # in edge order, so that ties go to the lowest index, as in the brute force's argmin
     cand = jnp.sort(idx[:, :tiles.k], axis=1)[tiles.tile_of]                # (M, k)
-    r = _segment_vectors(points[:, None, :], a[cand], b[cand])
-    d = jnp.sqrt(jnp.sum(r * r, axis=-1) + 1e-12) + score[cand]          # as _point_segment_distance
+    d = _segment_distance(points[:, None, :], a[cand], b[cand]) + score[cand]
     j = jnp.argmin(d, axis=1)
     rows = jnp.arange(points.shape[0])
     ok = jnp.all(d[rows, j] <= -neg[tiles.tile_of, tiles.k])
@@ -183,8 +195,7 @@ def nearest_edge_distance(points, edges, detector_shape, tiles: EdgeTiles | None
         k = _nearest_edge_tiled(points, tiles, sg(a), sg(b), score, brute)
     else:
         k = brute()
-    r = _segment_vectors(points, a[k], b[k])
-    d = jnp.sqrt(jnp.sum(r * r, axis=-1) + 1e-12)
+    d = _segment_distance(points, a[k], b[k])
     return jnp.where(jnp.any(valid), d + extra[k], 0.0)
 
 
