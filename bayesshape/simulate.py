@@ -9,7 +9,7 @@ import numpy as np
 
 from ._checks import as_faces, as_points
 from .obs import DRR, Contour, Landmarks2D, Silhouette, mask_contour_points
-from .projection.render import drr_footprint, render_drr_jit
+from .projection.render import PIXEL_MODES, drr_footprint, render_drr_jit
 from .projection.views import XRayView
 
 __all__ = ["simulate_xray", "SimulatedXRay"]
@@ -41,6 +41,7 @@ class SimulatedXRay:
     contour_jitter: float
     landmark_sigma: float
     mu: float
+    pixel: str = "centre"
 
     def observations(self, kind: str, sigma: float | None = None, **kwargs) -> list:
         """Ready-made observation objects, one per view.
@@ -50,7 +51,8 @@ class SimulatedXRay:
                 ``"drr"`` (the noisy images) or ``"landmarks"`` (projected landmarks).
             sigma: noise sd; defaults: contour ``max(1, contour_jitter)`` px, silhouette 0.5 px,
                 DRR the simulated noise sd (at least 1e-3), landmarks ``max(0.5, landmark_sigma)`` px.
-            **kwargs: passed to the observation class (e.g. ``fit_scale_offset=True``).
+            **kwargs: passed to the observation class (e.g. ``fit_scale_offset=True``). DRR
+                observations sample pixels as the images were simulated (``pixel``) unless told.
         """
         if kind == "contour":
             s = max(1.0, self.contour_jitter) if sigma is None else sigma
@@ -61,6 +63,7 @@ class SimulatedXRay:
             return [Silhouette(v, m, 0.5 if sigma is None else sigma, **kwargs) for v, m in zip(self.views, self.masks)]
         if kind == "drr":
             s = max(self.noise_sd, 1e-3) if sigma is None else sigma
+            kwargs.setdefault("pixel", self.pixel)
             return [DRR(v, img, s, mu=self.mu, **kwargs) for v, img in zip(self.views, self.drr)]
         if kind == "landmarks":
             if self.landmarks is None:
@@ -85,6 +88,7 @@ def simulate_xray(
     landmark_ids=None,
     landmark_sigma: float = 0.0,
     mu: float = 0.05,
+    pixel: str = "centre",
 ) -> SimulatedXRay:
     """Simulate X-ray images of a mesh.
 
@@ -97,6 +101,9 @@ def simulate_xray(
         landmark_ids: vertex ids to project as landmarks (optional).
         landmark_sigma: sd (pixels) of the landmark noise.
         mu: attenuation coefficient, 1/mm (images are ``mu * path length``).
+        pixel: ``"centre"`` (path length through each pixel centre) or ``"area"`` (averaged
+            over each pixel's square, as a detector element integrates); see :func:`render_drr`.
+            Masks and contours always come from the pixel centres.
 
     Example:
         >>> ap, lat = bs.biplanar(field_of_view=480)
@@ -121,6 +128,8 @@ def simulate_xray(
     for name, val in (("noise", noise), ("contour_jitter", contour_jitter), ("landmark_sigma", landmark_sigma)):
         if not np.isfinite(val) or val < 0:
             raise ValueError(f"{name}: expected a value >= 0, got {val}")
+    if pixel not in PIXEL_MODES:
+        raise ValueError(f"pixel: expected one of {PIXEL_MODES}, got {pixel!r}")
     rng = np.random.default_rng(seed)
     vj, fj = jnp.asarray(verts), jnp.asarray(faces)
     clean, noisy, masks, contours, lms = [], [], [], [], []
@@ -130,7 +139,8 @@ def simulate_xray(
         length = np.asarray(render_drr_jit(vj, fj, view, footprint=k))
         if not (length > 0).any():
             raise ValueError("simulate_xray: the mesh is not visible in one of the views (empty DRR)")
-        img = mu * length
+        img = mu * (length if pixel == "centre" else np.asarray(render_drr_jit(vj, fj, view, footprint=k,
+                                                                                pixel="area")))
         clean.append(img)
         noisy.append(img + noise * img.max() * rng.standard_normal(img.shape))
         mask = length > 0
@@ -155,4 +165,5 @@ def simulate_xray(
         contour_jitter=float(contour_jitter),
         landmark_sigma=float(landmark_sigma),
         mu=float(mu),
+        pixel=pixel,
     )

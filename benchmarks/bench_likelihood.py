@@ -7,7 +7,8 @@ vertices, 23294 faces) and two 256 x 256 views (AP + lateral, cone beam):
 
 * time per value-and-gradient (shape coefficients + rigid pose) of the contour, the
   silhouette (the masks pixel by pixel, :class:`bayesshape.obs.Silhouette`) and the DRR
-  log-likelihood (JAX, jit), on the full mesh;
+  log-likelihood (JAX, jit; pixels sampled at their centres, and averaged over their area), on the
+  full mesh;
 * DRR renders per second (JAX);
 * the same contour log-likelihood in plain NumPy/SciPy: one value, and a gradient by
   forward finite differences (n_params + 1 values), since NumPy has no autodiff;
@@ -167,6 +168,7 @@ def main(argv=None):
     refs = np.asarray(model.mean)[None]
     contour = [o.bind(model.faces, refs) for o in sim.observations("contour")]
     drr = [o.bind(model.faces, refs) for o in sim.observations("drr")]
+    drr_area = [o.bind(model.faces, refs) for o in sim.observations("drr", pixel="area")]
     silhouette = [o.bind(model.faces, refs) for o in sim.observations("silhouette")]
     center = model.mean.mean(0)
 
@@ -179,7 +181,8 @@ def main(argv=None):
 
     x0 = jnp.concatenate([jnp.full(k, 0.2), jnp.array([0.01, -0.01, 0.005, 1.0, -1.0, 0.5])]).astype(model.mean.dtype)
     res = {}
-    for name, observations in (("contour", contour), ("silhouette", silhouette), ("drr", drr)):
+    for name, observations in (("contour", contour), ("silhouette", silhouette), ("drr", drr),
+                               ("drr_area", drr_area)):
         vg = jax.jit(jax.value_and_grad(make_ll(observations)))
         t0 = time.perf_counter()
         jax.block_until_ready(vg(x0))
@@ -265,6 +268,8 @@ def main(argv=None):
         ("silhouette log-lik value, 2 views", res["jax_silhouette_value_s"]),
         ("DRR log-lik value+grad, 2 views", res["jax_drr_value_and_grad_s"]),
         ("DRR log-lik value, 2 views", res["jax_drr_value_s"]),
+        ("DRR (pixel-area) log-lik value+grad, 2 views", res["jax_drr_area_value_and_grad_s"]),
+        ("DRR (pixel-area) log-lik value, 2 views", res["jax_drr_area_value_s"]),
         ("DRR render, 2 views", res["jax_render_2views_s"]),
         ("NumPy contour log-lik value, 2 views", res["numpy_contour_value_s"]),
         (f"NumPy contour gradient by finite differences ({len(x0) + 1} values)", res["numpy_contour_fd_gradient_s"]),

@@ -174,11 +174,13 @@ def exact_contours(case: Case, seed: int, spacing: float = 1.0) -> list:
 
 
 def observations(case: Case, seed: int, kind: str = "contour", sigma: float | None = None, supersample: int = 1,
-                 source: str = "mask", mask_noise: float = 0.0):
+                 source: str = "mask", mask_noise: float = 0.0, drr_pixel: str = "centre"):
     """The case's observations: ``kind`` ``"contour"`` (points of the mask's outline, or ``source="exact"``),
     ``"drr"``, or ``"silhouette"`` (the mask itself, with probit noise of sd ``mask_noise`` px; likelihood
-    sigma default ``mask_noise``, or 0.5 px for a noise-free mask)."""
-    sim = bs.simulate_xray(case.truth, case.views, seed=seed, noise=0.01, contour_jitter=max(case.jitter, 1e-6))
+    sigma default ``mask_noise``, or 0.5 px for a noise-free mask). DRRs are simulated and modelled with
+    pixels sampled as ``drr_pixel`` says (``"centre"`` or ``"area"``)."""
+    sim = bs.simulate_xray(case.truth, case.views, seed=seed, noise=0.01, contour_jitter=max(case.jitter, 1e-6),
+                           pixel=drr_pixel)
     if kind == "silhouette":
         masks = sim.masks if mask_noise == 0 else noisy_masks(case, seed, mask_noise)
         s = sigma if sigma is not None else (mask_noise if mask_noise > 0 else 0.5)
@@ -191,7 +193,7 @@ def observations(case: Case, seed: int, kind: str = "contour", sigma: float | No
     obs = []
     for i, view in enumerate(case.model_views):
         if kind == "drr":
-            obs.append(bs.obs.DRR(view, sim.drr[i], max(sim.noise_sd, 1e-3), mu=sim.mu))
+            obs.append(bs.obs.DRR(view, sim.drr[i], max(sim.noise_sd, 1e-3), mu=sim.mu, pixel=drr_pixel))
             continue
         pts = sim.contours[i]
         if case.occlude > 0:

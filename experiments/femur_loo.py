@@ -15,8 +15,10 @@ nine-femur model), and the wall time.
 Contour likelihoods are evaluated on a 4000-face decimation of the model's mesh
 (``infer(likelihood_faces=4000)``, 6.6x faster per gradient than the 23294-face mesh; the
 posterior and all errors stay on the full mesh); DRRs on the full mesh at ``--drr-size``
-pixels. Rows already in ``--out/femur_loo.json`` are kept and not recomputed, so a long run
-can be split and resumed.
+pixels (or a decimation, ``--drr-likelihood-faces``), sampled at pixel centres or, with
+``--drr-pixel area``, averaged over each pixel (what NUTS needs: docs/likelihoods.md).
+Rows already in ``--out/femur_loo.json`` are kept and not recomputed, so a long run can be
+split and resumed.
 
 Reads ``../shared/data/femur10``; exits with a message when it is absent.
 """
@@ -53,6 +55,11 @@ def main(argv=None):
     ap.add_argument("--cases", nargs="+", type=int, help="left-out femur indices (default all)")
     ap.add_argument("--size", type=int, default=256, help="detector pixels (contours and silhouettes)")
     ap.add_argument("--drr-size", type=int, default=128, help="detector pixels (DRRs)")
+    ap.add_argument("--drr-likelihood-faces", type=int, default=0,
+                    help="coarse mesh for the DRR likelihood (0: the full mesh)")
+    ap.add_argument("--drr-pixel", choices=["centre", "area"], default="centre",
+                    help="DRRs simulated and modelled at pixel centres, or averaged over each pixel's area (a "
+                         "likelihood smooth in the shape, which NUTS needs)")
     ap.add_argument("--likelihood-faces", type=int, default=4000, help="coarse mesh for the contour likelihood "
                     "(0: the full mesh)")
     ap.add_argument("--samples", type=int, default=300, help="NUTS draws per chain; SVI/Laplace draws")
@@ -90,8 +97,9 @@ def main(argv=None):
             size = args.drr_size if kind == "drr" else args.size
             views = list(bs.biplanar(iso, field_of_view=520, detector_shape=(size, size), projection="cone"))
             case = Case(files[i].stem, "held_out", truth, views, views, jitter=0.5)
-            obs, _ = observations(case, args.seed + i, kind)
-            lf = args.likelihood_faces if kind != "drr" and args.likelihood_faces > 0 else None
+            obs, _ = observations(case, args.seed + i, kind, drr_pixel=args.drr_pixel)
+            lf = args.drr_likelihood_faces if kind == "drr" else args.likelihood_faces
+            lf = lf if lf > 0 else None
             for method in todo:
                 t0 = time.perf_counter()
                 with warnings.catch_warnings(record=True) as caught:
@@ -102,6 +110,7 @@ def main(argv=None):
                 wall = time.perf_counter() - t0
                 m = metrics(post, truth)
                 r = {"case": files[i].stem, "obs": kind, "method": method, "floor": fl, "size": size,
+                     "drr_pixel": args.drr_pixel if kind == "drr" else None,
                      "likelihood_faces": lf,
                      "ratio": m["surface_mean"] / fl, "wall_s": wall,
                      "coverage_with_model_error": coverage(post.with_model_error(resid, seed=i), truth),

@@ -61,6 +61,19 @@ def test_simulate_infer_export_report(tmp_path):
     summary_s = json.loads((tmp_path / "case_s" / "summary.json").read_text())
     assert summary_s["inputs"]["likelihood"] == "Silhouette" and summary_s["settings"]["sigma"] == [0.5, 0.5]
     assert summary_s["error_mm"]["vertex_mean"] < 7.5
+    # pixel-area DRRs, simulated and modelled from the command line (the observations infer would use;
+    # a pixel-area inference itself is tested in test_obs and measured in docs/experiments.md)
+    from bayesshape.cli import _commands
+
+    assert _run(["simulate", "--model", str(model), "--sample-seed", "3", "--biplanar", "480", "--size", "48",
+                 "--drr-pixel", "area", "--out", str(tmp_path / "xray_a")]) == 0
+    assert json.loads((tmp_path / "xray_a" / "simulation.json").read_text())["drr_pixel"] == "area"
+    args = build_parser().parse_args(["infer", "--model", str(model), "--views", str(tmp_path / "xray_a" / "views.json"),
+                                      "--images", str(tmp_path / "xray_a" / "AP_drr.npy"),
+                                      str(tmp_path / "xray_a" / "LAT_drr.npy"), "--drr-pixel", "area", "--out",
+                                      str(tmp_path / "case_a")])
+    observations, _, kinds, _ = _commands._observations(args, bs.read_views(args.views)[0])
+    assert kinds == ["drr", "drr"] and [o.pixel for o in observations] == ["area", "area"]
     assert "<canvas" in (case / "report.html").read_text()
     assert _run(["export", "--posterior", str(case / "posterior.npz"), "--samples", "2", "--out",
                  str(tmp_path / "exp")]) == 0

@@ -226,6 +226,11 @@ def test_bad_input_gets_clear_messages(example_model):
     points_only = bs.ShapeModel(model.mean, model.basis, model.variance)
     with pytest.raises(ValueError, match="likelihood_faces"):
         bs.infer(points_only, obs.Landmarks3D(ids, pts_mm, 1.0), method="laplace", likelihood_faces=1000)
+    # NUTS on centre-sampled DRRs is pointed to pixel-area DRRs (checked before any work: the point-set
+    # model then fails to bind the DRR)
+    view = bs.biplanar(field_of_view=480, detector_shape=(64, 64))[0]
+    with pytest.warns(UserWarning, match=r"DRR\(\.\.\., pixel='area'\)"), pytest.raises(ValueError, match="mesh model"):
+        bs.infer(points_only, obs.DRR(view, np.zeros((64, 64)), 0.1), method="nuts")
     # contradicting observations: 3D landmarks on one place, 2D landmarks saying another
     view = bs.biplanar(field_of_view=480, detector_shape=(128, 128))[0]
     shifted = np.asarray(view.project(jnp.asarray(pts_mm + np.array([30.0, 0.0, 0.0])[None, :])))

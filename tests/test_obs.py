@@ -38,12 +38,13 @@ def _observations(model, truth, sim):
         "silhouette": [obs.Silhouette(v, m, 0.5) for v, m in zip(sim.views, sim.masks)],
         "drr": sim.observations("drr"),
         "drr_scaled": sim.observations("drr", fit_scale_offset=True),
+        "drr_area": sim.observations("drr", pixel="area")[:1],  # one view: the costlier renderer
     }
     return {k: [o.bind(model.faces, refs) for o in v] for k, v in out.items()}
 
 
 @pytest.mark.parametrize("kind", ["landmarks3d", "landmarks3d_t", "landmarks2d", "surface", "contour",
-                                  "contour_points", "silhouette", "drr", "drr_scaled"])
+                                  "contour_points", "silhouette", "drr", "drr_scaled", "drr_area"])
 def test_gradients_match_finite_differences(setup, kind):
     model, truth, sim = setup
     observations = _observations(model, truth, sim)[kind]
@@ -141,7 +142,7 @@ def test_drr_likelihood_is_minus_inf_beyond_the_renderer_support(setup):
     big = v * 4.0  # triangles four times larger than any the footprint was sized for
     assert np.isfinite(float(o.log_likelihood(v)))
     assert float(jax.jit(lambda o, v: o.log_likelihood(v))(o, big)) == -np.inf
-    img, too_big, behind = bs.projection.render_drr_flagged(v, o.faces, o.view, footprint=o.footprint, mu=o.mu)
+    img, too_big, behind = bs.projection.render_drr_flagged(v, o.face_groups, o.view, footprint=o.footprint, mu=o.mu)
     assert not bool(too_big) and not bool(behind)
     np.testing.assert_array_equal(np.asarray(img), np.asarray(o.render(v)))
     with pytest.raises(Exception, match="footprint"):
@@ -186,6 +187,10 @@ def test_bad_observations(setup):
         obs.DRR(view, np.zeros((64, 64)), 0.1)
     with pytest.raises(ValueError, match="NaN or inf"):
         obs.DRR(view, np.full(view.detector_shape, np.nan), 0.1)
+    with pytest.raises(ValueError, match=r"pixel: expected one of \('centre', 'area'\), got 'middle'"):
+        obs.DRR(view, sim.drr[0], 0.1, pixel="middle")
+    with pytest.raises(ValueError, match="pixel: expected one of"):
+        bs.simulate_xray(truth, view, pixel="corner")
     with pytest.raises(ValueError, match="sigma"):
         obs.Landmarks3D([0], [[0.0, 0.0, 0.0]], 0.0)
     with pytest.raises(ValueError, match="match one to one"):
@@ -212,6 +217,15 @@ def test_simulate_xray(setup):
     again = bs.simulate_xray(truth, sim.views, seed=1, landmark_ids=sim.landmark_ids, landmark_sigma=0.5)
     np.testing.assert_array_equal(again.drr[0], sim.drr[0])
     assert len(sim.observations("contour")) == 3
+    # pixel-area images: the same noise draw, the clean image averaged over each pixel, the same masks
+    area = bs.simulate_xray(truth, sim.views[:1], seed=1, pixel="area")
+    view = sim.views[0]
+    ref = bs.render_drr(jnp.asarray(truth.vertices), jnp.asarray(truth.faces), view, pixel="area")
+    np.testing.assert_allclose(area.clean_drr[0], sim.mu * np.asarray(ref), atol=1e-12)
+    np.testing.assert_array_equal(area.masks[0], sim.masks[0])
+    assert np.abs(area.clean_drr[0] - sim.clean_drr[0]).max() > 0.01 * sim.clean_drr[0].max()
+    assert {o.pixel for o in area.observations("drr")} == {"area"}
+    assert {o.pixel for o in sim.observations("drr")} == {"centre"}
     with pytest.raises(ValueError, match="kind"):
         sim.observations("ct")
     with pytest.raises(ValueError, match="not visible"):

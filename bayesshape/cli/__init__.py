@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", type=float, default=0.01, help="DRR noise sd, fraction of the image maximum")
     s.add_argument("--jitter", type=float, default=0.0, help="contour point noise sd, pixels")
     s.add_argument("--mu", type=float, default=0.05, help="attenuation coefficient, 1/mm")
+    s.add_argument("--drr-pixel", choices=["centre", "area"], default="centre",
+                   help="DRR pixels: the path length at each pixel centre, or averaged over each pixel's area")
     s.add_argument("--seed", type=int, default=0, help="seed of the noise")
     s.add_argument("--out", required=True, help="output folder (created)")
 
@@ -86,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(default: estimated from the image)")
     i.add_argument("--mu", type=float, default=0.05, help="attenuation coefficient of the images, 1/mm")
     i.add_argument("--fit-scale-offset", action="store_true", help="DRR: fit an unknown intensity scale and offset")
+    i.add_argument("--drr-pixel", choices=["centre", "area"], default="centre",
+                   help="images: the model DRR at pixel centres, or averaged over each pixel's area (smooth in the "
+                        "shape, which NUTS needs; several times slower; docs/likelihoods.md)")
     i.add_argument("--pose", choices=["none", "rigid", "similarity"], default="rigid")
     i.add_argument("--truth", help="true mesh in correspondence, for simulated cases (error maps)")
     i.add_argument("--level", type=float, default=0.95, help="credible level of the exported radius")

@@ -119,7 +119,8 @@ def simulate(args) -> int:
         v = model.sample(jax.random.key(args.sample_seed), 1)[0] if args.sample_seed is not None else model.mean
         mesh = model.mesh(np.asarray(v))
     views, names = _views(args)
-    sim = bs.simulate_xray(mesh, views, seed=args.seed, noise=args.noise, contour_jitter=args.jitter, mu=args.mu)
+    sim = bs.simulate_xray(mesh, views, seed=args.seed, noise=args.noise, contour_jitter=args.jitter, mu=args.mu,
+                           pixel=args.drr_pixel)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bs.write_views(out / "views.json", views, names)
@@ -135,7 +136,8 @@ def simulate(args) -> int:
     from ..export import write_json
 
     write_json(out / "simulation.json", {"files": files, "noise": args.noise, "contour_jitter_px": args.jitter,
-                                         "mu_per_mm": args.mu, "noise_sd": sim.noise_sd, "seed": args.seed})
+                                         "mu_per_mm": args.mu, "noise_sd": sim.noise_sd, "seed": args.seed,
+                                         "drr_pixel": args.drr_pixel})
     print(f"simulated {len(views)} views ({', '.join(names)}); wrote {len(list(out.iterdir()))} files to {out}")
     return 0
 
@@ -177,7 +179,8 @@ def _observations(args, views):
                 if not np.all(np.isfinite(arr)):
                     raise ValueError(f"{p}: the image has NaN or inf pixels")
                 sigma = args.sigma or max(_files.noise_sd_estimate(arr), 1e-6)
-                obs.append(bs.obs.DRR(view, arr, sigma, mu=args.mu, fit_scale_offset=args.fit_scale_offset))
+                obs.append(bs.obs.DRR(view, arr, sigma, mu=args.mu, fit_scale_offset=args.fit_scale_offset,
+                                      pixel=args.drr_pixel))
                 points.append(None)
                 kinds.append("drr")
             img = arr.astype(np.float64)
@@ -205,6 +208,8 @@ def infer(args) -> int:
               "files": [str(p) for p in (args.masks or args.images or args.contours)]}
     settings = {"method": args.method, "pose": args.pose, "seed": args.seed, "samples": args.samples,
                 "chains": args.chains, "sigma": [float(o.sigma) for o in obs]}
+    if kinds[0] == "drr":
+        settings["drr_pixel"] = args.drr_pixel
     summary = write_case(args.out, post, views, names, images, kinds, points=points, mu=args.mu, truth=truth,
                          n_samples=args.export_samples, level=args.level, tolerance_mm=args.tolerance,
                          inputs=inputs, settings=settings, extra={"wall_time_s": time.perf_counter() - t0})

@@ -15,6 +15,7 @@ from jaxtyping import Array, Float
 from .._checks import as_count
 from ..obs.base import Observation
 from ..obs.contour import Contour, composite_weights
+from ..obs.drr import DRR
 from ..posterior.posterior import Posterior, _observation_vertices, warn_diagnostics
 from ..prior.model import ShapeModel
 from ._problem import Problem
@@ -359,6 +360,12 @@ def infer(
             raise ValueError(f"{name}: expected a positive prior sd, got {val}")
     if progress is None:
         progress = sys.stderr.isatty()
+    if method == "nuts" and any(isinstance(o, DRR) and o.pixel == "centre" for o in observations):
+        warnings.warn(
+            "NUTS on DRRs sampled at pixel centres: where the shape cannot reproduce the image (anatomy outside "
+            "the model) the log density has creases at every pixel centre a projected edge crosses, and NUTS's "
+            "step size collapses; build the observations with DRR(..., pixel='area') (docs/likelihoods.md)",
+            UserWarning, stacklevel=2)
     t_start = time.perf_counter()
 
     refs = reference_shapes(model)

@@ -10,7 +10,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._checks import as_positive
-from ..projection.render import drr_footprint, render_drr, render_drr_flagged
+from ..projection.render import PIXEL_MODES, drr_face_groups, render_drr, render_drr_flagged
 from ..projection.views import XRayView
 from .base import Observation, check_visible
 
@@ -35,6 +35,13 @@ class DRR(Observation):
     without scale/offset; with ``fit_scale_offset=True`` it gives ``-inf`` (the
     scale is then undetermined).
 
+    ``pixel`` says how the model image samples each pixel: ``"centre"`` (the ray
+    through the pixel centre) or ``"area"`` (the average over the pixel's square, what a
+    detector element integrates; see :func:`~bayesshape.render_drr`). ``"area"`` makes the
+    log-likelihood continuously differentiable in the shape, which gradient samplers
+    (NUTS) need when the shape cannot fit the image exactly; it costs several times more
+    per evaluation.
+
     Call :meth:`bind` with the model's faces before evaluating (``infer`` does).
     """
 
@@ -45,11 +52,14 @@ class DRR(Observation):
     sigma: Float[Array, ""]
     mu: Float[Array, ""]
     faces: Int[Array, "n_face 3"] | None
-    footprint: int = eqx.field(static=True)
+    #: the faces grouped by the window each needs (:func:`~bayesshape.projection.drr_face_groups`)
+    face_groups: tuple | None
+    footprint: tuple = eqx.field(static=True)
     fit_scale_offset: bool = eqx.field(static=True)
+    pixel: str = eqx.field(static=True)
 
     def __init__(self, view: XRayView, image, sigma: float, *, mu: float = 1.0, fit_scale_offset: bool = False,
-                 faces=None, footprint: int = 0):
+                 faces=None, face_groups=None, footprint: tuple = (), pixel: str = "centre"):
         if not isinstance(view, XRayView):
             raise ValueError(f"view: expected an XRayView, got {type(view).__name__}")
         self.view = view.check()
@@ -62,8 +72,14 @@ class DRR(Observation):
         self.sigma = jnp.asarray(as_positive(sigma, "sigma"))
         self.mu = jnp.asarray(as_positive(mu, "mu (1/mm)"))
         self.faces = None if faces is None else jnp.asarray(np.asarray(faces, np.int32))
-        self.footprint = int(footprint)
+        self.face_groups = None if face_groups is None else tuple(jnp.asarray(g) for g in face_groups)
+        self.footprint = tuple(int(k) for k in footprint)
+        if self.faces is not None and (self.face_groups is None or len(self.face_groups) != len(self.footprint)):
+            raise ValueError("DRR: faces need their face_groups with one footprint each; use bind()")
         self.fit_scale_offset = bool(fit_scale_offset)
+        if pixel not in PIXEL_MODES:
+            raise ValueError(f"pixel: expected one of {PIXEL_MODES}, got {pixel!r}")
+        self.pixel = pixel
 
     @classmethod
     def from_intensity(cls, view, intensity, i0: float, sigma: float, **kw) -> DRR:
@@ -74,27 +90,28 @@ class DRR(Observation):
         return cls(view, -np.log(arr / float(i0)), sigma, **kw)
 
     def bind(self, faces, reference_vertices) -> DRR:
-        """Attach faces and a static footprint: the largest over the reference shapes in any
-        pose (longest edge times magnification), +50%."""
+        """Attach faces, grouped by the static window each needs: the largest over the reference
+        shapes in any pose (longest edge times magnification), +50%
+        (:func:`~bayesshape.projection.drr_face_groups`)."""
         if faces is None:
             raise ValueError("DRR needs a mesh model (faces); this model is a point set")
         check_visible(self.view, reference_vertices, "DRR")
-        refs = np.asarray(reference_vertices, dtype=np.float64).reshape(-1, *np.shape(reference_vertices)[-2:])
-        fp = max(drr_footprint(v, np.asarray(faces), self.view, margin=0.5, any_pose=True) for v in refs)
+        groups, fps = drr_face_groups(reference_vertices, np.asarray(faces), self.view, margin=0.5, any_pose=True)
         return DRR(self.view, self.image, float(self.sigma), mu=float(self.mu), fit_scale_offset=self.fit_scale_offset,
-                   faces=faces, footprint=fp)
+                   faces=faces, face_groups=groups, footprint=fps, pixel=self.pixel)
 
     def render(self, vertices):
         """The model image ``mu * L`` (before scale/offset)."""
         if self.faces is None:
             raise ValueError("DRR: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
-        return render_drr(vertices, self.faces, self.view, footprint=self.footprint, mu=self.mu)
+        return render_drr(vertices, self.face_groups, self.view, footprint=self.footprint, mu=self.mu,
+                          pixel=self.pixel)
 
     def _resid(self, vertices):
         if self.faces is None:
             raise ValueError("DRR: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
-        pred, too_big, behind = render_drr_flagged(vertices, self.faces, self.view, footprint=self.footprint,
-                                                   mu=self.mu)
+        pred, too_big, behind = render_drr_flagged(vertices, self.face_groups, self.view, footprint=self.footprint,
+                                                   mu=self.mu, pixel=self.pixel)
         # a shape the renderer cannot image exactly (a triangle beyond the static footprint, a vertex
         # behind the source) lies outside the likelihood's support: -inf, never a wrong image
         imaged = ~(too_big | behind)

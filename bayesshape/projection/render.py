@@ -33,6 +33,22 @@ vertices (depths agree where a pixel centre crosses from one triangle to its
 neighbour, and entry and exit depths agree at the silhouette), so the gradient
 that flows through the interpolated depths (coverage being piecewise constant) is
 the exact derivative almost everywhere.
+
+Pixel-area integration (``pixel="area"``)
+-----------------------------------------
+Sampled at pixel centres, the DRR's derivative jumps wherever a projected edge
+crosses a pixel centre, and its second derivative is a sum of spikes there. A
+gradient-based sampler sees those as creases: with a mesh that cannot fit the image
+(real anatomy outside the model) they drive NUTS's step size down by three orders
+of magnitude. With ``pixel="area"`` every pixel is the path length **averaged over
+the pixel's square** (what a detector element integrates), computed exactly for each
+triangle by Green's theorem (``bayesshape.projection._area``): the image is then a
+continuously differentiable function of the vertices, with a bounded second
+derivative. Within each triangle the depth is interpolated affinely in image
+coordinates (exact for parallel projection; for a cone beam the relative error is of
+the order of the squared relative depth range across one triangle, about 1e-5 for a
+3 mm triangle at 1 m). The sum of an area DRR over the detector times the pixel area
+is the mesh volume (parallel beam), exactly. It costs about twice the centre DRR.
 """
 
 from __future__ import annotations
@@ -44,15 +60,21 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from .._checks import is_concrete
+from ._area import triangle_pixel_integrals
 from .topology import Topology
 from .views import XRayView
 
+#: how a DRR pixel samples the path length: at the pixel centre, or averaged over the pixel's area
+PIXEL_MODES = ("centre", "area")
+
 __all__ = [
+    "PIXEL_MODES",
     "project_points",
     "face_facing",
     "contour_generator",
     "contour_weights",
     "drr_footprint",
+    "drr_face_groups",
     "render_drr",
     "render_drr_flagged",
     "beer_lambert",
@@ -120,13 +142,51 @@ def contour_weights(vertices: Float[Array, "n_vert 3"], topology: Topology, view
     return w, p[topology.edges]
 
 
-def _face_extent(vertices, faces, view):
-    p = np.asarray(view.project(jnp.asarray(vertices)))[np.asarray(faces)]
+def _centre_depths(x, y, tz, safe_area, valid_face, py, px, parallel):
+    """Which window pixel centres each triangle covers, and its depth there."""
+
+    def edge(a, b):
+        ex, ey = x[:, b] - x[:, a], y[:, b] - y[:, a]
+        e = ex[:, None, None] * (py - y[:, a][:, None, None]) - ey[:, None, None] * (px - x[:, a][:, None, None])
+        owned = (ey > 0) | ((ey == 0) & (ex < 0))
+        return e, (e > 0) | ((e == 0) & owned[:, None, None])
+
+    e_bc, in_a = edge(1, 2)
+    e_ca, in_b = edge(2, 0)
+    e_ab, in_c = edge(0, 1)
+    inside = in_a & in_b & in_c & valid_face[:, None, None]
+    la = e_bc / safe_area[:, None, None]
+    lb = e_ca / safe_area[:, None, None]
+    lc = e_ab / safe_area[:, None, None]
+    if parallel:
+        depth = la * tz[:, 0, None, None] + lb * tz[:, 1, None, None] + lc * tz[:, 2, None, None]
+    else:
+        inv = la / tz[:, 0, None, None] + lb / tz[:, 1, None, None] + lc / tz[:, 2, None, None]
+        depth = 1.0 / jnp.where(inside, inv, 1.0)
+    return inside, depth
+
+
+def _face_windows(vertices, faces, view, margin, any_pose):
+    """Per face: the window (pixels) it needs, and whether it reaches the image."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces)
+    p = np.asarray(view.project(jnp.asarray(v)))[f]
     lo, hi = p.min(axis=1), p.max(axis=1)
     h, w = view.detector_shape
-    inside = (hi[:, 0] >= 0) & (lo[:, 0] <= h - 1) & (hi[:, 1] >= 0) & (lo[:, 1] <= w - 1)
+    inside = (hi[:, 0] >= -0.5) & (lo[:, 0] <= h - 0.5) & (hi[:, 1] >= -0.5) & (lo[:, 1] <= w - 0.5)
     ext = (hi - lo).max(axis=1)
-    return ext, inside
+    if not np.all(np.isfinite(ext)):
+        raise ValueError("drr_footprint: the mesh does not project to finite pixels (vertices behind the source?)")
+    if any_pose:
+        tri = v[f]
+        edge = np.max([np.linalg.norm(tri[:, i] - tri[:, (i + 1) % 3], axis=1) for i in range(3)], axis=0)
+        if view.is_parallel:
+            mag = 1.0
+        else:
+            depth = np.asarray(view.depth(jnp.asarray(v)))
+            mag = float(view.source_to_detector) / max(float(depth.min()), 1e-9)
+        ext = np.maximum(ext, edge * mag / float(np.asarray(view.spacing).min()))
+    return np.ceil(ext * (1.0 + margin)).astype(np.int64) + 1, inside
 
 
 def drr_footprint(vertices, faces, view: XRayView, *, margin: float = 0.0, any_pose: bool = False) -> int:
@@ -140,31 +200,111 @@ def drr_footprint(vertices, faces, view: XRayView, *, margin: float = 0.0, any_p
             longest 3D edge times the largest magnification (source-to-detector over
             the smallest vertex depth) over the pixel spacing.
     """
-    ext, inside = _face_extent(vertices, faces, view)
-    if not np.all(np.isfinite(ext)):
-        raise ValueError("drr_footprint: the mesh does not project to finite pixels (vertices behind the source?)")
-    m = float(ext[inside].max()) if inside.any() else 1.0
+    k, inside = _face_windows(vertices, faces, view, margin, any_pose)
     if any_pose:
-        v = np.asarray(vertices, dtype=np.float64)
-        f = np.asarray(faces)
-        tri = v[f]
-        edge = max(float(np.linalg.norm(tri[:, i] - tri[:, (i + 1) % 3], axis=1).max()) for i in range(3))
-        if view.is_parallel:
-            mag = 1.0
-        else:
-            depth = np.asarray(view.depth(jnp.asarray(v)))
-            mag = float(view.source_to_detector) / max(float(depth.min()), 1e-9)
-        m = max(m, edge * mag / float(np.asarray(view.spacing).min()))
-    return int(np.ceil(m * (1.0 + margin))) + 1
+        return int(k.max())
+    return int(k[inside].max()) if inside.any() else 2
+
+
+def drr_face_groups(vertices, faces, view: XRayView, *, margin: float = 0.5, any_pose: bool = True):
+    """Faces grouped by the window each needs, for :func:`render_drr` with one footprint per group.
+
+    One window for every face must hold the largest triangle, and the work grows with its
+    square; grouping gives each face the window it needs (for the 23294-face femur at
+    5.3 mm pixels: 3 x 3 for 99.8% of the faces instead of 5 x 5 for all).
+
+    Args:
+        vertices: ``(n_vert, 3)`` or a stack ``(R, n_vert, 3)`` of concrete reference
+            shapes (mm); a face's window is the largest over them.
+        faces: ``(n_face, 3)``.
+        view: the view (not batched).
+        margin, any_pose: as for :func:`drr_footprint`, per face.
+
+    Returns:
+        ``(groups, footprints)``: one or two ``(n_face_g, 3)`` face arrays (each group is
+        compiled separately) and their windows, smallest first, split where the work
+        ``sum n_face_g * K_g^2`` is least; pass them as ``faces`` and ``footprint``.
+
+    Example:
+        >>> groups, fps = drr_face_groups(v, f, view)                       # doctest: +SKIP
+        >>> img = render_drr(v, groups, view, footprint=fps)                # doctest: +SKIP
+    """
+    f = np.asarray(faces)
+    refs = np.asarray(vertices, dtype=np.float64).reshape(-1, *np.shape(vertices)[-2:])
+    k = np.max([_face_windows(v, f, view, margin, any_pose)[0] for v in refs], axis=0)
+    top = int(k.max())
+    # at most two groups (each is compiled separately): the split with the least work
+    cost = {int(s): int((k <= s).sum()) * int(s) ** 2 + int((k > s).sum()) * top**2 for s in np.unique(k)}
+    small = min(cost, key=cost.get)
+    if small == top:
+        return (jnp.asarray(f),), (top,)
+    return (jnp.asarray(f[k <= small]), jnp.asarray(f[k > small])), (small, top)
+
+
+def _rasterise(vertices, z, faces, view, k, pixel):
+    """One face group's signed depth sums over pixels (see the module doc), and whether a
+    triangle reaching the image outgrows the ``k x k`` window."""
+    h, w = view.detector_shape
+    dt = vertices.dtype
+    p = view.project(vertices)  # (N, 2) row, col
+    tri_p = p[faces]  # (F, 3, 2)
+    tri_z = z[faces]  # (F, 3)
+    sigma = jnp.sign(face_facing(vertices, faces, view))
+
+    x, y = tri_p[..., 1], tri_p[..., 0]
+    area2 = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (y[:, 1] - y[:, 0]) * (x[:, 2] - x[:, 0])
+    flip = area2 < 0
+    perm = jnp.where(flip[:, None], jnp.array([0, 2, 1]), jnp.array([0, 1, 2]))
+    x = jnp.take_along_axis(x, perm, axis=1)
+    y = jnp.take_along_axis(y, perm, axis=1)
+    tz = jnp.take_along_axis(tri_z, perm, axis=1)
+    area2 = jnp.abs(area2)
+    valid_face = area2 > 1e-12
+    safe_area = jnp.where(valid_face, area2, 1.0)
+
+    xmin, ymin = x.min(axis=1), y.min(axis=1)
+    xmax, ymax = x.max(axis=1), y.max(axis=1)
+    reaches = (xmax >= 0) & (xmin <= w - 1) & (ymax >= 0) & (ymin <= h - 1)
+    off = jnp.arange(k, dtype=jnp.int32)
+    if pixel == "centre":
+        j0 = jnp.ceil(xmin).astype(jnp.int32)
+        i0 = jnp.ceil(ymin).astype(jnp.int32)
+        too_big = jnp.any(reaches & (jnp.maximum(xmax - xmin, ymax - ymin) > k - 1))
+    else:  # the pixels whose squares [i - 1/2, i + 1/2] meet the bounding box
+        j0 = jnp.floor(xmin + 0.5).astype(jnp.int32)
+        i0 = jnp.floor(ymin + 0.5).astype(jnp.int32)
+        reaches = (xmax >= -0.5) & (xmin <= w - 0.5) & (ymax >= -0.5) & (ymin <= h - 0.5)
+        cols = jnp.floor(xmax + 0.5).astype(jnp.int32) - j0
+        rows = jnp.floor(ymax + 0.5).astype(jnp.int32) - i0
+        too_big = jnp.any(reaches & ((cols >= k) | (rows >= k)))
+    jj = j0[:, None, None] + off[None, None, :]  # (F, K, K)
+    ii = i0[:, None, None] + off[None, :, None]
+    in_image = (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
+    if pixel == "centre":
+        inside, depth = _centre_depths(x, y, tz, safe_area, valid_face, ii.astype(dt), jj.astype(dt),
+                                       view.is_parallel)
+        inside = inside & in_image
+        contrib = jnp.where(inside, sigma[:, None, None] * depth, 0.0)
+    else:
+        # a degenerate (edge-on) triangle covers no area; give it a harmless shape instead
+        xs = jnp.where(valid_face[:, None], x, x[:, :1] + jnp.array([[0.0, 1.0, 0.0]], dtype=dt))
+        ys = jnp.where(valid_face[:, None], y, y[:, :1] + jnp.array([[0.0, 0.0, 1.0]], dtype=dt))
+        integral = triangle_pixel_integrals(xs, ys, tz, jj.astype(dt) - 0.5, ii.astype(dt) - 0.5)
+        inside = in_image & valid_face[:, None, None]
+        contrib = jnp.where(inside, sigma[:, None, None] * integral, 0.0)
+    idx = jnp.where(inside, ii * w + jj, h * w)
+    img = jnp.zeros(h * w, dtype=dt).at[idx.reshape(-1)].add(contrib.reshape(-1), mode="drop")
+    return img.reshape(h, w), too_big
 
 
 def render_drr(
     vertices: Float[Array, "n_vert 3"],
-    faces: Int[Array, "n_face 3"],
+    faces: Int[Array, "n_face 3"] | tuple,
     view: XRayView,
     *,
-    footprint: int | None = None,
+    footprint: int | tuple | None = None,
     mu: float | Float[Array, ""] | None = None,
+    pixel: str = "centre",
 ) -> Float[Array, "H W"]:
     """Digitally reconstructed radiograph: ray path length (mm) inside the closed mesh.
 
@@ -172,14 +312,20 @@ def render_drr(
         vertices: ``(n_vert, 3)`` mm.
         faces: ``(n_face, 3)`` int triangles of a closed (watertight) mesh; either
             orientation (an inward-oriented mesh is handled by the sign of its volume).
+            Or a tuple of face groups that together make the mesh, each with its own
+            footprint (:func:`drr_face_groups`).
         view: an :class:`XRayView`.
-        footprint: static window size in pixels (see module doc); default computed
-            from concrete vertices. Required under ``jit``/``grad`` tracing.
+        footprint: static window size in pixels (see module doc), or a tuple with one per
+            face group; default computed from concrete vertices. Required under
+            ``jit``/``grad`` tracing.
         mu: optional linear attenuation coefficient, 1/mm; then the result is the
             line integral ``mu * length`` (dimensionless).
+        pixel: ``"centre"`` (the path length along the ray through each pixel centre) or
+            ``"area"`` (its average over the pixel's square; smooth in the vertices, see
+            the module doc).
 
     Returns:
-        ``(H, W)`` image. Zero where the ray misses the shape.
+        ``(H, W)`` image. Zero where the ray (or, with ``"area"``, the pixel) misses the shape.
 
     Raises:
         ValueError: no footprint under tracing. At run time (inside jit) an error is
@@ -198,11 +344,11 @@ def render_drr(
                 "render_drr: footprint is required when vertices or view are traced (jit/grad/vmap); "
                 "compute it once with drr_footprint(vertices, faces, view, margin=0.5)"
             )
-        footprint = drr_footprint(vertices, faces, view)
-    k = int(footprint)
-    if k < 1:
-        raise ValueError(f"footprint: expected a positive number of pixels, got {footprint}")
-    img, too_big, behind = render_drr_flagged(vertices, faces, view, footprint=k, mu=mu)
+        if isinstance(faces, tuple):
+            footprint = tuple(drr_footprint(vertices, g, view) for g in faces)
+        else:
+            footprint = drr_footprint(vertices, faces, view)
+    img, too_big, behind = render_drr_flagged(vertices, faces, view, footprint=footprint, mu=mu, pixel=pixel)
     img = eqx.error_if(img, behind, "render_drr: vertices lie at or behind the X-ray source")
     img = eqx.error_if(img, too_big, "render_drr: a triangle is larger than the footprint window; "
                        "pass a larger footprint (see drr_footprint)")
@@ -211,17 +357,18 @@ def render_drr(
 
 def render_drr_flagged(
     vertices: Float[Array, "n_vert 3"],
-    faces: Int[Array, "n_face 3"],
+    faces: Int[Array, "n_face 3"] | tuple,
     view: XRayView,
     *,
-    footprint: int,
+    footprint: int | tuple,
     mu: float | Float[Array, ""] | None = None,
+    pixel: str = "centre",
 ) -> tuple[Float[Array, "H W"], Bool[Array, ""], Bool[Array, ""]]:
     """:func:`render_drr` without its run-time checks.
 
     Args:
-        vertices, faces, view, mu: as for :func:`render_drr` (mm, 1/mm).
-        footprint: static window size in pixels (required).
+        vertices, faces, view, mu, pixel: as for :func:`render_drr` (mm, 1/mm).
+        footprint: static window size in pixels, or one per face group (required).
 
     Returns:
         ``(image, too_big, behind)``: the ``(H, W)`` image (mm, or dimensionless with
@@ -234,70 +381,29 @@ def render_drr_flagged(
         >>> img, too_big, behind = render_drr_flagged(v, f, view, footprint=12)   # doctest: +SKIP
         >>> ll = jnp.where(too_big | behind, -jnp.inf, log_lik(img))              # doctest: +SKIP
     """
-    k = int(footprint)
-    h, w = view.detector_shape
-    dt = vertices.dtype
-
-    p = view.project(vertices)  # (N, 2) row, col
+    if pixel not in PIXEL_MODES:
+        raise ValueError(f"pixel: expected one of {PIXEL_MODES}, got {pixel!r}")
+    groups = faces if isinstance(faces, tuple) else (faces,)
+    sizes = footprint if isinstance(footprint, tuple) else (footprint,)
+    if len(groups) != len(sizes):
+        raise ValueError(f"footprint: expected one window per face group ({len(groups)}), got {len(sizes)}")
+    if any(int(k) < 1 for k in sizes):
+        raise ValueError(f"footprint: expected a positive number of pixels, got {footprint}")
     if view.is_parallel:
         z = (vertices - view.origin[None, :]) @ view.direction
     else:
         z = view.depth(vertices)
-    tri_p = p[faces]  # (F, 3, 2)
-    tri_z = z[faces]  # (F, 3)
-    sigma = jnp.sign(face_facing(vertices, faces, view))
-
-    x, y = tri_p[..., 1], tri_p[..., 0]
-    area2 = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (y[:, 1] - y[:, 0]) * (x[:, 2] - x[:, 0])
-    flip = area2 < 0
-    perm = jnp.where(flip[:, None], jnp.array([0, 2, 1]), jnp.array([0, 1, 2]))
-    x = jnp.take_along_axis(x, perm, axis=1)
-    y = jnp.take_along_axis(y, perm, axis=1)
-    tz = jnp.take_along_axis(tri_z, perm, axis=1)
-    area2 = jnp.abs(area2)
-    valid_face = area2 > 1e-12
-    safe_area = jnp.where(valid_face, area2, 1.0)
-
-    xmin, ymin = x.min(axis=1), y.min(axis=1)
-    ext = jnp.maximum(x.max(axis=1) - xmin, y.max(axis=1) - ymin)
-    reaches = (x.max(axis=1) >= 0) & (xmin <= w - 1) & (y.max(axis=1) >= 0) & (ymin <= h - 1)
-    j0 = jnp.ceil(xmin).astype(jnp.int32)
-    i0 = jnp.ceil(ymin).astype(jnp.int32)
-    off = jnp.arange(k, dtype=jnp.int32)
-    jj = j0[:, None, None] + off[None, None, :]  # (F, K, K)
-    ii = i0[:, None, None] + off[None, :, None]
-    px = jj.astype(dt)
-    py = ii.astype(dt)
-
-    def edge(a, b):
-        ex, ey = x[:, b] - x[:, a], y[:, b] - y[:, a]
-        e = ex[:, None, None] * (py - y[:, a][:, None, None]) - ey[:, None, None] * (px - x[:, a][:, None, None])
-        owned = (ey > 0) | ((ey == 0) & (ex < 0))
-        return e, (e > 0) | ((e == 0) & owned[:, None, None])
-
-    e_bc, in_a = edge(1, 2)
-    e_ca, in_b = edge(2, 0)
-    e_ab, in_c = edge(0, 1)
-    inside = in_a & in_b & in_c & valid_face[:, None, None]
-    inside = inside & (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
-    la = e_bc / safe_area[:, None, None]
-    lb = e_ca / safe_area[:, None, None]
-    lc = e_ab / safe_area[:, None, None]
-    if view.is_parallel:
-        depth = la * tz[:, 0, None, None] + lb * tz[:, 1, None, None] + lc * tz[:, 2, None, None]
-    else:
-        inv = la / tz[:, 0, None, None] + lb / tz[:, 1, None, None] + lc / tz[:, 2, None, None]
-        depth = 1.0 / jnp.where(inside, inv, 1.0)
-    contrib = jnp.where(inside, sigma[:, None, None] * depth, 0.0)
-    idx = jnp.where(inside, ii * w + jj, h * w)
-    img = jnp.zeros(h * w, dtype=dt).at[idx.reshape(-1)].add(contrib.reshape(-1), mode="drop").reshape(h, w)
+    img, too_big = 0.0, jnp.asarray(False)
+    for g, k in zip(groups, sizes):
+        part, big = _rasterise(vertices, z, g, view, int(k), pixel)
+        img, too_big = img + part, too_big | big
+    faces = jnp.concatenate(groups) if len(groups) > 1 else groups[0]
     if not view.is_parallel:
         img = img * view.ray_length_factor()
 
     tri = vertices[faces]
     volume = jnp.sum(jnp.sum(tri[:, 0] * jnp.cross(tri[:, 1], tri[:, 2]), axis=-1)) / 6.0
     img = img * jnp.where(volume < 0, -1.0, 1.0)
-    too_big = jnp.any(reaches & (ext > k - 1))
     behind = jnp.asarray(False) if view.is_parallel else jnp.any(z <= 0)
     if mu is not None:
         img = mu * img
@@ -306,7 +412,7 @@ def render_drr_flagged(
 
 #: :func:`render_drr` compiled with a static ``footprint``, for callers holding concrete meshes
 #: (simulation, pictures); library code that is itself traced calls :func:`render_drr`
-render_drr_jit = jax.jit(render_drr, static_argnames=("footprint",))
+render_drr_jit = jax.jit(render_drr, static_argnames=("footprint", "pixel"))
 
 
 def beer_lambert(line_integral: Float[Array, "H W"], i0: float = 1.0) -> Float[Array, "H W"]:
