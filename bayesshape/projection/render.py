@@ -48,7 +48,8 @@ derivative. Within each triangle the depth is interpolated affinely in image
 coordinates (exact for parallel projection; for a cone beam the relative error is of
 the order of the squared relative depth range across one triangle, about 1e-5 for a
 3 mm triangle at 1 m). The sum of an area DRR over the detector times the pixel area
-is the mesh volume (parallel beam), exactly. It costs about twice the centre DRR.
+is the mesh volume (parallel beam), exactly. It costs several times the centre DRR (value and
+gradient of two 128 x 128 femur views: 410 against 52 ms on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ def _face_windows(vertices, faces, view, margin, any_pose):
     inside = (hi[:, 0] >= -0.5) & (lo[:, 0] <= h - 0.5) & (hi[:, 1] >= -0.5) & (lo[:, 1] <= w - 0.5)
     ext = (hi - lo).max(axis=1)
     if not np.all(np.isfinite(ext)):
-        raise ValueError("drr_footprint: the mesh does not project to finite pixels (vertices behind the source?)")
+        raise ValueError("DRR window: the mesh does not project to finite pixels (vertices behind the source?)")
     if any_pose:
         tri = v[f]
         edge = np.max([np.linalg.norm(tri[:, i] - tri[:, (i + 1) % 3], axis=1) for i in range(3)], axis=0)
