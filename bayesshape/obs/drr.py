@@ -7,7 +7,7 @@ import math
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float
 
 from .._checks import as_positive
 from ..projection.render import PIXEL_MODES, drr_face_groups, render_drr, render_drr_flagged
@@ -51,15 +51,15 @@ class DRR(Observation):
     image: Float[Array, "H W"]
     sigma: Float[Array, ""]
     mu: Float[Array, ""]
-    faces: Int[Array, "n_face 3"] | None
-    #: the faces grouped by the window each needs (:func:`~bayesshape.projection.drr_face_groups`)
+    #: the model's faces grouped by the window each needs (:func:`~bayesshape.projection.drr_face_groups`);
+    #: None until :meth:`bind`
     face_groups: tuple | None
     footprint: tuple = eqx.field(static=True)
     fit_scale_offset: bool = eqx.field(static=True)
     pixel: str = eqx.field(static=True)
 
     def __init__(self, view: XRayView, image, sigma: float, *, mu: float = 1.0, fit_scale_offset: bool = False,
-                 faces=None, face_groups=None, footprint: tuple = (), pixel: str = "centre"):
+                 face_groups=None, footprint: tuple = (), pixel: str = "centre"):
         if not isinstance(view, XRayView):
             raise ValueError(f"view: expected an XRayView, got {type(view).__name__}")
         self.view = view.check()
@@ -71,11 +71,10 @@ class DRR(Observation):
         self.image = jnp.asarray(img)
         self.sigma = jnp.asarray(as_positive(sigma, "sigma"))
         self.mu = jnp.asarray(as_positive(mu, "mu (1/mm)"))
-        self.faces = None if faces is None else jnp.asarray(np.asarray(faces, np.int32))
         self.face_groups = None if face_groups is None else tuple(jnp.asarray(g) for g in face_groups)
         self.footprint = tuple(int(k) for k in footprint)
-        if self.faces is not None and (self.face_groups is None or len(self.face_groups) != len(self.footprint)):
-            raise ValueError("DRR: faces need their face_groups with one footprint each; use bind()")
+        if len(self.face_groups or ()) != len(self.footprint):
+            raise ValueError("DRR: face_groups need one footprint each; use bind()")
         self.fit_scale_offset = bool(fit_scale_offset)
         if pixel not in PIXEL_MODES:
             raise ValueError(f"pixel: expected one of {PIXEL_MODES}, got {pixel!r}")
@@ -98,17 +97,17 @@ class DRR(Observation):
         check_visible(self.view, reference_vertices, "DRR")
         groups, fps = drr_face_groups(reference_vertices, np.asarray(faces), self.view, margin=0.5, any_pose=True)
         return DRR(self.view, self.image, float(self.sigma), mu=float(self.mu), fit_scale_offset=self.fit_scale_offset,
-                   faces=faces, face_groups=groups, footprint=fps, pixel=self.pixel)
+                   face_groups=groups, footprint=fps, pixel=self.pixel)
 
     def render(self, vertices):
         """The model image ``mu * L`` (before scale/offset)."""
-        if self.faces is None:
+        if self.face_groups is None:
             raise ValueError("DRR: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
         return render_drr(vertices, self.face_groups, self.view, footprint=self.footprint, mu=self.mu,
                           pixel=self.pixel)
 
     def _resid(self, vertices):
-        if self.faces is None:
+        if self.face_groups is None:
             raise ValueError("DRR: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
         pred, too_big, behind = render_drr_flagged(vertices, self.face_groups, self.view, footprint=self.footprint,
                                                    mu=self.mu, pixel=self.pixel)

@@ -64,12 +64,12 @@ def triangle_pixel_integrals(x, y, d, px0, py0):
     ex = (jnp.roll(x, -1, axis=1) - x)[g]
     ey = (jnp.roll(y, -1, axis=1) - y)[g]
     ed = (jnp.roll(d, -1, axis=1) - d)[g]
-    sq0, sqy = px0[:, None], py0[:, None]
+    left, low = px0[:, None], py0[:, None]  # the squares, (F, 1, K, K)
     mx, my = ex != 0, ey != 0
     inv_x = 1.0 / jnp.where(mx, ex, 1.0)
     inv_y = 1.0 / jnp.where(my, ey, 1.0)
-    u0 = xa - sq0  # the edge's start, from the square's left side (pixels)
-    v0 = ya - sqy
+    u0 = xa - left  # the edge's start, from the square's left side (pixels)
+    v0 = ya - low
     # the edge, clipped to the square (Liang-Barsky)
     tx0, tx1 = _clip(u0, inv_x, mx, (u0 >= 0) & (u0 < 1))
     ty0, ty1 = _clip(v0, inv_y, my, (v0 >= 0) & (v0 < 1))

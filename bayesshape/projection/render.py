@@ -265,9 +265,9 @@ def _rasterise(vertices, z, faces, view, k, pixel):
 
     xmin, ymin = x.min(axis=1), y.min(axis=1)
     xmax, ymax = x.max(axis=1), y.max(axis=1)
-    reaches = (xmax >= 0) & (xmin <= w - 1) & (ymax >= 0) & (ymin <= h - 1)
     off = jnp.arange(k, dtype=jnp.int32)
     if pixel == "centre":
+        reaches = (xmax >= 0) & (xmin <= w - 1) & (ymax >= 0) & (ymin <= h - 1)
         j0 = jnp.ceil(xmin).astype(jnp.int32)
         i0 = jnp.ceil(ymin).astype(jnp.int32)
         too_big = jnp.any(reaches & (jnp.maximum(xmax - xmin, ymax - ymin) > k - 1))
@@ -394,16 +394,14 @@ def render_drr_flagged(
         z = (vertices - view.origin[None, :]) @ view.direction
     else:
         z = view.depth(vertices)
-    img, too_big = 0.0, jnp.asarray(False)
+    img, too_big, volume = 0.0, jnp.asarray(False), 0.0
     for g, k in zip(groups, sizes):
         part, big = _rasterise(vertices, z, g, view, int(k), pixel)
+        tri = vertices[g]
         img, too_big = img + part, too_big | big
-    faces = jnp.concatenate(groups) if len(groups) > 1 else groups[0]
+        volume = volume + jnp.sum(tri[:, 0] * jnp.cross(tri[:, 1], tri[:, 2])) / 6.0
     if not view.is_parallel:
         img = img * view.ray_length_factor()
-
-    tri = vertices[faces]
-    volume = jnp.sum(jnp.sum(tri[:, 0] * jnp.cross(tri[:, 1], tri[:, 2]), axis=-1)) / 6.0
     img = img * jnp.where(volume < 0, -1.0, 1.0)
     behind = jnp.asarray(False) if view.is_parallel else jnp.any(z <= 0)
     if mu is not None:
