@@ -209,11 +209,13 @@ def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "conto
                 num_samples: int = 400, num_warmup: int = 300, num_chains: int = 2, residual_cov=None,
                 likelihood_faces=None, svi_steps: int = 1500, contour_weights: bool = True,
                 is_rounds: int = 4, is_samples: int = 1000, supersample: int = 1, truth_theta=None,
-                contour_source: str = "mask", mask_noise: float = 0.0, **infer_options) -> dict:
+                contour_source: str = "mask", mask_noise: float = 0.0, drr_pixel: str = "centre",
+                **infer_options) -> dict:
     """One reconstruction and its metrics (errors in mm); ``infer_options`` go to :func:`bayesshape.infer`
     (e.g. the pose prior). ``truth_theta``: the truth's whitened parameters (when it is a draw from the
-    prior infer is given): adds their z-scores and Mahalanobis distance under the posterior."""
-    obs, _ = observations(case, seed, kind, sigma, supersample, contour_source, mask_noise)
+    prior infer is given): adds their z-scores and Mahalanobis distance under the posterior. ``drr_pixel``:
+    how DRRs are simulated and modelled (:func:`observations`)."""
+    obs, _ = observations(case, seed, kind, sigma, supersample, contour_source, mask_noise, drr_pixel=drr_pixel)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
@@ -225,6 +227,7 @@ def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "conto
     wall = time.perf_counter() - t0
     out = metrics(post, case.truth)
     out.update(name=case.name, kind=case.kind, method=method, obs=kind, views=len(case.views), jitter=case.jitter,
+               drr_pixel=drr_pixel if kind == "drr" else None,
                wall_s=wall, warnings=[str(w.message)[:160] for w in caught],
                diagnostics={k: v for k, v in post.diagnostics.items()
                             if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged",

@@ -118,7 +118,7 @@ def main(argv=None):
                                      if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
                                               "num_chains", "converged", "laplace_hessian", "mean_num_steps",
                                               "num_samples", "num_warmup", "map_newton_steps", "map_newton_decrement",
-                                              "is_ess", "is_khat")},
+                                              "is_ess", "is_khat", "svi_start")},
                      "warnings": [str(w.message)[:120] for w in caught], **m}
                 rows.append(r)
                 print(f"{r['case']} {kind:<7} {method:<7} surface {m['surface_mean']:.2f} mm (p95 "
