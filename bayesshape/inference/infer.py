@@ -550,6 +550,9 @@ def _svi(problem, theta_map, key, steps, lr, num_samples, progress, cov=None):
     if cov is None:
         cov, _ = _laplace(problem, theta_map)
     chol = jnp.linalg.cholesky(jnp.asarray(cov))
+    if not bool(jnp.all(jnp.isfinite(chol))):
+        raise ValueError("svi: the Laplace covariance at the MAP is not positive definite (its Cholesky factor is "
+                         "not finite), so SVI cannot start from it; use method='nuts' or check the observations")
     model = _whitened_model(problem, theta_map, chol)
     # the guide starts at the Laplace approximation: z ~ N(0, I)
     init = init_to_value(values={"z": jnp.zeros_like(theta_map)})
