@@ -306,7 +306,7 @@ def infer(
             (dense up to 80 parameters), which needs a warm-up of many times the number of
             parameters: a slow window of a few dozen draws gives a rank-deficient dense
             estimate, tiny steps and very long trajectories.
-        svi_steps, learning_rate: SVI settings.
+        svi_steps, learning_rate: SVI settings (Adam steps; the rate decays to a tenth, cosine).
         is_rounds, is_samples: importance-sampling rounds and draws per round.
         likelihood_faces: evaluate the contour and DRR likelihoods on a decimated copy of
             the model's mesh with about this many faces (:func:`bayesshape.prior.coarsen_mesh`:
