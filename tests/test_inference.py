@@ -89,6 +89,21 @@ def test_svi_optimises_from_a_wrong_start(femur_setup):
     assert diag["converged"]
 
 
+def test_svi_refuses_a_covariance_without_a_cholesky_factor(example_model):
+    """SVI starts from the Laplace approximation; an indefinite covariance must stop it with a ValueError
+    that says what to do, not run on a NaN Cholesky factor."""
+    from bayesshape.inference.infer import _svi
+
+    model = example_model
+    ids = np.array([5, 700, 1500, 2900])
+    y = np.asarray(model.mean)[ids]
+    lap = bs.infer(model, obs.Landmarks3D(ids, y, 1.5), method="laplace", num_samples=10, seed=0)
+    theta_map, cov = lap.gaussian
+    bad = cov.at[0, 0].set(-1.0)  # indefinite
+    with pytest.raises(ValueError, match="not positive definite.*method='nuts'"):
+        _svi(lap.problem, theta_map, jax.random.key(0), 10, 0.01, 10, False, cov=bad)
+
+
 def test_contour_inference_recovers_shape_and_pose(example_model):
     from scipy.spatial.transform import Rotation
 
