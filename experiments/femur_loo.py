@@ -65,6 +65,8 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=300, help="NUTS draws per chain; SVI/Laplace draws")
     ap.add_argument("--warmup", type=int, default=150, help="NUTS warm-up steps per chain (the mass matrix is the "
                     "Laplace covariance; the warm-up tunes the step size)")
+    ap.add_argument("--nuts-mass", choices=["laplace", "adapt"], default="laplace",
+                    help="NUTS inverse mass matrix: fixed at the Laplace covariance, or adapted from it in the warm-up")
     ap.add_argument("--chains", type=int, default=2, help="NUTS chains (run one after the other on a CPU)")
     ap.add_argument("--svi-steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
@@ -106,7 +108,8 @@ def main(argv=None):
                     warnings.simplefilter("always", UserWarning)
                     post = bs.infer(model, obs, method=method, pose="rigid", seed=args.seed, num_samples=args.samples,
                                     num_warmup=args.warmup, num_chains=args.chains, svi_steps=args.svi_steps,
-                                    progress=False, likelihood_faces=lf)
+                                    progress=False, likelihood_faces=lf,
+                                    nuts_mass=args.nuts_mass)
                 wall = time.perf_counter() - t0
                 m = metrics(post, truth)
                 r = {"case": files[i].stem, "obs": kind, "method": method, "floor": fl, "size": size,
@@ -117,9 +120,13 @@ def main(argv=None):
                      "diagnostics": {k: v for k, v in post.diagnostics.items()
                                      if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
                                               "num_chains", "converged", "laplace_hessian", "mean_num_steps",
-                                              "num_samples", "num_warmup", "map_newton_steps", "map_newton_decrement",
-                                              "is_ess", "is_khat", "svi_start")},
+                                              "nuts_mass", "num_samples", "num_warmup", "map_newton_steps",
+                                              "map_newton_decrement", "is_ess", "is_khat", "svi_start")},
                      "warnings": [str(w.message)[:120] for w in caught], **m}
+                if "ess_bulk" in post.diagnostics:   # per parameter: which direction mixes slowly
+                    r["diagnostics"]["per_parameter"] = {
+                        "names": post.problem.names(), "ess_bulk": post.diagnostics["ess_bulk"],
+                        "rhat": post.diagnostics.get("rhat")}
                 rows.append(r)
                 print(f"{r['case']} {kind:<7} {method:<7} surface {m['surface_mean']:.2f} mm (p95 "
                       f"{m['surface_p95']:.2f}), floor {fl:.2f} mm, ratio {r['ratio']:.2f}, cov95 "
