@@ -63,8 +63,8 @@ def main(argv=None):
     ap.add_argument("--likelihood-faces", type=int, default=4000, help="coarse mesh for the contour likelihood "
                     "(0: the full mesh)")
     ap.add_argument("--samples", type=int, default=300, help="NUTS draws per chain; SVI/Laplace draws")
-    ap.add_argument("--warmup", type=int, default=150, help="NUTS warm-up steps per chain (the mass matrix is the "
-                    "Laplace covariance; the warm-up tunes the step size)")
+    ap.add_argument("--warmup", type=int, default=150, help="NUTS warm-up steps per chain (with the default "
+                    "--nuts-mass laplace the warm-up tunes the step size only)")
     ap.add_argument("--nuts-mass", choices=["laplace", "adapt"], default="laplace",
                     help="NUTS inverse mass matrix: fixed at the Laplace covariance, or adapted from it in the warm-up")
     ap.add_argument("--chains", type=int, default=2, help="NUTS chains (run one after the other on a CPU)")
