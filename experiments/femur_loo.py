@@ -11,6 +11,8 @@ nine-femur model), and the wall time.
 
     python experiments/femur_loo.py --methods laplace svi nuts --out out/femur_loo
     python experiments/femur_loo.py --methods nuts --obs contour --warmup 100 --samples 250 --out out/femur_loo
+    python experiments/femur_loo.py --methods nuts --obs contour --cases 3 --chains 4 --warmup 400 --samples 1000 \
+        --nuts-mass adapt --out out/femur_loo   # the mass matrix adapted from the Laplace one (session 21)
 
 Contour likelihoods are evaluated on a 4000-face decimation of the model's mesh
 (``infer(likelihood_faces=4000)``, 6.6x faster per gradient than the 23294-face mesh; the
