@@ -68,7 +68,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=150, help="NUTS warm-up steps per chain (with the default "
                     "--nuts-mass laplace the warm-up tunes the step size only)")
     ap.add_argument("--nuts-mass", choices=["laplace", "adapt"], default="laplace",
-                    help="NUTS inverse mass matrix: fixed at the Laplace covariance, or adapted from it in the warm-up")
+                    help="NUTS inverse mass matrix: fixed at the Laplace covariance, or adapted from it in the warm-up "
+                    "(rows are kept by femur, observation and method, so give a run with another mass its own --out)")
     ap.add_argument("--chains", type=int, default=2, help="NUTS chains (run one after the other on a CPU)")
     ap.add_argument("--svi-steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
