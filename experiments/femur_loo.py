@@ -1,4 +1,4 @@
-"""Leave-one-out reconstruction of the femur10 femurs from a biplanar X-ray.
+r"""Leave-one-out reconstruction of the femur10 femurs from a biplanar X-ray.
 
 For each femur: a PCA model from the other nine (rigid Procrustes), a simulated biplanar
 (AP + lateral, cone beam, SID 1000 mm, SDD 1300 mm) X-ray of the left-out femur, observed

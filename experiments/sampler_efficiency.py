@@ -1,4 +1,4 @@
-"""Sampler efficiency: NUTS against random-walk Metropolis-Hastings on the same posterior.
+r"""Sampler efficiency: NUTS against random-walk Metropolis-Hastings on the same posterior.
 
 The headline setting (a held-out example shape, biplanar contours, rigid pose unknown):
 the log density of bayesshape's whitened parameters is sampled by NumPyro's NUTS and by
