@@ -252,7 +252,7 @@ def test_bad_input_gets_clear_messages(example_model):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), pose="affine")
     with pytest.raises(ValueError, match="nuts_mass"):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), nuts_mass="diagonal")
-    for bad in ({"num_chains": 0}, {"num_warmup": -1}, {"svi_steps": 0}):
+    for bad in ({"num_chains": 0}, {"num_warmup": -1}, {"svi_steps": 0}, {"max_tree_depth": 0}):
         with pytest.raises(ValueError, match=f"{next(iter(bad))}: expected an integer"):
             bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), method="nuts", **bad)
     with pytest.raises(ValueError, match="laplace_hessian"):
@@ -279,8 +279,29 @@ def test_short_chains_warn(example_model):
     ids = np.arange(0, example_model.n_vertices, 300)
     pts = np.asarray(example_model.mean)[ids]
     with pytest.warns(UserWarning, match="ESS|R-hat"):
-        bs.infer(example_model, obs.Landmarks3D(ids, pts, 1.0), method="nuts", num_samples=20, num_warmup=10,
-                 num_chains=2, seed=0)
+        post = bs.infer(example_model, obs.Landmarks3D(ids, pts, 1.0), method="nuts", num_samples=20,
+                        num_warmup=10, num_chains=2, seed=0)
+    # a Gaussian posterior under its own covariance as the mass matrix needs a few leapfrog steps, far from the cap
+    assert post.diagnostics["max_tree_depth"] == 10
+    assert post.diagnostics["tree_depth_saturated"] == 0.0
+    assert not any("tree depth" in m for m in post.diagnostics["warnings"])
+
+
+def test_saturated_trees_warn(example_model):
+    """At ``max_tree_depth=2`` a draw takes 1 to 3 leapfrog steps and reaches depth 2 with 2 or 3 of them. This
+    posterior's trees take about 14 steps at the default depth (``mean_num_steps`` 14.4, seed 0; none near the cap,
+    ``test_short_chains_warn``), so at depth 2 nearly every tree runs into the cap: the share is reported and
+    warned about."""
+    ids = np.arange(0, example_model.n_vertices, 300)
+    pts = np.asarray(example_model.mean)[ids]
+    with pytest.warns(UserWarning) as rec:
+        post = bs.infer(example_model, obs.Landmarks3D(ids, pts, 1.0), method="nuts", num_samples=50,
+                        num_warmup=50, num_chains=1, max_tree_depth=2, seed=0)
+    d = post.diagnostics
+    share = d["tree_depth_saturated"]
+    assert d["max_tree_depth"] == 2 and d["mean_num_steps"] <= 3.0
+    assert share > 0.5
+    assert any(f"{share:.0%} of NUTS draws reached the maximum tree depth 2" in str(w.message) for w in rec)
 
 
 def test_ess_is_positive_and_capped_like_stan():

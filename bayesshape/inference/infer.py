@@ -265,6 +265,7 @@ def infer(
     num_chains: int = 2,
     target_accept_prob: float = 0.85,
     nuts_mass: str = "laplace",
+    max_tree_depth: int = 10,
     svi_steps: int = 3000,
     learning_rate: float = 0.01,
     is_rounds: int = 4,
@@ -306,6 +307,9 @@ def infer(
             (dense up to 80 parameters), which needs a warm-up of many times the number of
             parameters: a slow window of a few dozen draws gives a rank-deficient dense
             estimate, tiny steps and very long trajectories.
+        max_tree_depth: NUTS's largest tree: a draw costs at most ``2**max_tree_depth - 1``
+            gradients. The share of draws that reach it is ``diagnostics["tree_depth_saturated"]``,
+            with a warning above 1% (the step size is small against the posterior's extent).
         svi_steps, learning_rate: SVI settings (Adam steps; the rate decays to a tenth, cosine).
         is_rounds, is_samples: importance-sampling rounds and draws per round.
         likelihood_faces: evaluate the contour and DRR likelihoods on a decimated copy of
@@ -351,7 +355,8 @@ def infer(
     if laplace_hessian not in ("gauss-newton", "finite-difference"):
         raise ValueError(f"laplace_hessian: expected 'gauss-newton' or 'finite-difference', got {laplace_hessian!r}")
     for name, val, lo in (("num_samples", num_samples, 1), ("num_warmup", num_warmup, 0), ("num_chains", num_chains, 1),
-                          ("svi_steps", svi_steps, 1), ("is_rounds", is_rounds, 1), ("is_samples", is_samples, 50)):
+                          ("max_tree_depth", max_tree_depth, 1), ("svi_steps", svi_steps, 1),
+                          ("is_rounds", is_rounds, 1), ("is_samples", is_samples, 50)):
         as_count(val, name, lo)
     if pose not in (None, "rigid", "similarity"):
         raise ValueError(f"pose: expected None, 'rigid' or 'similarity', got {pose!r}")
@@ -471,7 +476,7 @@ def infer(
         diag.update(diag_svi)
     else:
         theta, diag_nuts = _nuts(problem, theta_map, key, num_samples, num_warmup, num_chains,
-                                 target_accept_prob, progress, nuts_mass, cov=gn_cov)
+                                 target_accept_prob, progress, nuts_mass, cov=gn_cov, max_tree_depth=max_tree_depth)
         diag.update(diag_nuts)
     diag["wall_time_s"] = time.perf_counter() - t_start
     diag["warnings"] = warn_diagnostics(diag)
@@ -581,7 +586,7 @@ def _svi(problem, theta_map, key, steps, lr, num_samples, progress, cov=None):
 
 
 def _nuts(problem, theta_map, key, num_samples, num_warmup, num_chains, target_accept_prob, progress,
-          mass="laplace", cov=None):
+          mass="laplace", cov=None, max_tree_depth=10):
     from numpyro.diagnostics import split_gelman_rubin
     from numpyro.infer import MCMC, NUTS
 
@@ -599,7 +604,8 @@ def _nuts(problem, theta_map, key, num_samples, num_warmup, num_chains, target_a
     dense = problem.dim <= 80 or mass == "laplace"
     inv_mass = cov if dense else jnp.diag(cov)
     kernel = NUTS(model, dense_mass=dense, target_accept_prob=target_accept_prob,
-                  inverse_mass_matrix={("theta",): inv_mass}, adapt_mass_matrix=mass == "adapt")
+                  inverse_mass_matrix={("theta",): inv_mass}, adapt_mass_matrix=mass == "adapt",
+                  max_tree_depth=max_tree_depth)
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 chain_method=_chain_method(num_chains), progress_bar=progress)
     with _numpyro_promotion():
@@ -609,8 +615,11 @@ def _nuts(problem, theta_map, key, num_samples, num_warmup, num_chains, target_a
     extra = mcmc.get_extra_fields()
     div = int(np.asarray(extra["diverging"]).sum())
     th = np.asarray(theta, dtype=np.float64)
+    steps = np.asarray(extra["num_steps"])
+    # a tree of depth d holds 2**(d-1) to 2**d - 1 leapfrog steps: Stan's treedepth__ == max_depth
     diag = {"divergences": div, "num_chains": num_chains, "num_samples": num_samples, "num_warmup": num_warmup,
-            "nuts_mass": mass, "mean_num_steps": float(np.mean(np.asarray(extra["num_steps"])))}
+            "nuts_mass": mass, "mean_num_steps": float(np.mean(steps)), "max_tree_depth": max_tree_depth,
+            "tree_depth_saturated": float(np.mean(steps >= 2 ** (max_tree_depth - 1)))}
     if num_chains > 1:
         rhat = np.asarray(split_gelman_rubin(th))
         diag["max_rhat"] = float(np.max(rhat))

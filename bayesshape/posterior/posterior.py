@@ -170,6 +170,13 @@ def warn_diagnostics(diag: dict) -> list[str]:
     if diag.get("divergences", 0) > 0:
         msgs.append(f"{diag['divergences']} divergent transitions: the posterior has regions NUTS cannot "
                     "explore; raise target_accept_prob (e.g. 0.95), or check for contradicting observations")
+    if diag.get("tree_depth_saturated", 0.0) > 0.01:
+        d = diag["max_tree_depth"]
+        msgs.append(f"{diag['tree_depth_saturated']:.0%} of NUTS draws reached the maximum tree depth {d} "
+                    f"({2 ** (d - 1)} to {2 ** d - 1} gradients each): the step size is small against the "
+                    "posterior's extent (a log density rough at the step's scale, e.g. observations the model "
+                    "cannot explain, or a poor mass matrix), so draws are slow and the chains may not mix; check "
+                    "the misfit warnings, try nuts_mass='adapt' with a longer warm-up, or method='laplace'")
     if diag.get("is_khat", 0.0) > 0.7:
         msgs.append(f"importance sampling: Pareto k-hat {diag['is_khat']:.2f} > 0.7: a few draws carry the "
                     "weight and the posterior is far from the Laplace Gaussian; raise is_rounds, or use NUTS")
