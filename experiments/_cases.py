@@ -232,7 +232,7 @@ def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "conto
                diagnostics={k: v for k, v in post.diagnostics.items()
                             if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged",
                                      "contour_weights", "laplace_hessian", "mean_num_steps", "map_newton_steps",
-                                     "map_newton_decrement", "is_ess", "is_khat")})
+                                     "map_newton_decrement", "is_ess", "is_khat", "tree_depth_saturated")})
     if residual_cov is not None:
         out["with_model_error"] = coverage(post.with_model_error(residual_cov, seed=seed), case.truth)
     if truth_theta is not None:

@@ -124,7 +124,8 @@ def main(argv=None):
                                      if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
                                               "num_chains", "converged", "laplace_hessian", "mean_num_steps",
                                               "nuts_mass", "num_samples", "num_warmup", "map_newton_steps",
-                                              "map_newton_decrement", "is_ess", "is_khat", "svi_start")},
+                                              "map_newton_decrement", "is_ess", "is_khat", "svi_start",
+                                              "tree_depth_saturated")},
                      "warnings": [str(w.message)[:120] for w in caught], **m}
                 if "ess_bulk" in post.diagnostics:   # per parameter: which direction mixes slowly
                     r["diagnostics"]["per_parameter"] = {
