@@ -56,9 +56,11 @@ class Reliability:
             when the shape lies outside the model or the data are wrong).
         uncertain: True when more than ``max_fraction`` of the vertices are flagged.
         misfitting: True when any observation's misfit exceeds ``misfit_threshold``.
-        score: case-level unreliability score, larger is worse:
+        score: case-level unreliability score for ranking cases, larger is worse:
             ``max(mean credible radius / tolerance, max misfit / misfit_threshold)``;
-            above 1 means the case is flagged.
+            above 1 when the mean radius exceeds the tolerance or an observation is
+            misfitting. A case can be ``uncertain`` with a score below 1: when a region's
+            radii exceed the tolerance and the mean radius does not (the demo's case).
     """
 
     vertex_flags: np.ndarray
