@@ -290,8 +290,8 @@ def test_short_chains_warn(example_model):
 def test_saturated_trees_warn(example_model):
     """At ``max_tree_depth=2`` a draw takes 1 to 3 leapfrog steps and reaches depth 2 with 2 or 3 of them. This
     posterior's trees take about 14 steps at the default depth (``mean_num_steps`` 14.4 with this test's settings and
-    seed; none near the cap, ``test_short_chains_warn``), so at depth 2 nearly every tree runs into the cap: the share is reported and
-    warned about."""
+    seed; none near the cap, ``test_short_chains_warn``), so at depth 2 nearly every tree runs into the cap: the
+    share is reported and warned about."""
     ids = np.arange(0, example_model.n_vertices, 300)
     pts = np.asarray(example_model.mean)[ids]
     with pytest.warns(UserWarning) as rec:
