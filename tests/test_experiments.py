@@ -45,6 +45,23 @@ def test_calibration_smoke(tmp_path):
         assert (tmp_path / name).exists()
 
 
+def test_calibration_refuses_a_headline_of_no_cases(tmp_path, capsys):
+    import jax
+
+    x64 = jax.config.jax_enable_x64
+    old = sys.argv
+    sys.argv = ["calibration.py", "--quick", "--n-headline", "0", "--out", str(tmp_path)]
+    try:
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(str(EXP / "calibration.py"), run_name="__main__")
+    finally:
+        sys.argv = old
+        jax.config.update("jax_enable_x64", x64)
+    assert e.value.code == 2
+    assert "--n-headline: expected a positive number of cases, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "summary.json").exists()
+
+
 def test_sampler_efficiency_functions_on_a_gaussian():
     """The script's samplers on a 6-d correlated Gaussian: both recover the covariance, and NUTS
     gives more effective draws per log-density gradient than random-walk MH per evaluation."""
