@@ -11,28 +11,29 @@ import pytest
 EXP = Path(__file__).resolve().parents[1] / "experiments"
 
 
-def _run_script(name, argv):
-    old = sys.argv
+def _run_script(name, argv, exit_code=0):
+    """Run an experiment script as ``__main__``; the scripts switch on float64 at import, so the
+    suite's setting is restored afterwards."""
+    import jax
+
+    old, x64 = sys.argv, jax.config.jax_enable_x64
     sys.argv = [name, *argv]
+    code = 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # reliability warnings belong to the results
             runpy.run_path(str(EXP / name), run_name="__main__")
     except SystemExit as e:
-        assert e.code == 0
+        code = e.code
     finally:
         sys.argv = old
+        jax.config.update("jax_enable_x64", x64)
+    assert code == exit_code
 
 
 @pytest.mark.slow
 def test_calibration_smoke(tmp_path):
-    import jax
-
-    x64 = jax.config.jax_enable_x64
-    try:
-        _run_script("calibration.py", ["--smoke", "--out", str(tmp_path)])
-    finally:
-        jax.config.update("jax_enable_x64", x64)
+    _run_script("calibration.py", ["--smoke", "--out", str(tmp_path)])
     s = json.loads((tmp_path / "summary.json").read_text())
     assert set(s["coverage"]) == {"0.5", "0.8", "0.9", "0.95"}
     assert all(0.0 <= v <= 1.0 for v in s["coverage"].values())
@@ -46,18 +47,7 @@ def test_calibration_smoke(tmp_path):
 
 
 def test_calibration_refuses_a_headline_of_no_cases(tmp_path, capsys):
-    import jax
-
-    x64 = jax.config.jax_enable_x64
-    old = sys.argv
-    sys.argv = ["calibration.py", "--quick", "--n-headline", "0", "--out", str(tmp_path)]
-    try:
-        with pytest.raises(SystemExit) as e:
-            runpy.run_path(str(EXP / "calibration.py"), run_name="__main__")
-    finally:
-        sys.argv = old
-        jax.config.update("jax_enable_x64", x64)
-    assert e.value.code == 2
+    _run_script("calibration.py", ["--quick", "--n-headline", "0", "--out", str(tmp_path)], exit_code=2)
     assert "--n-headline: expected a positive number of cases, got 0" in capsys.readouterr().err
     assert not (tmp_path / "summary.json").exists()
 
