@@ -1,97 +1,62 @@
 """bayesshape: probabilistic 3D shape reconstruction from 2D X-rays, in JAX.
 
-Data flow: prior (``ShapeModel``, ``kernels``, ``io``) -> instance -> projection
-(``XRayView``, renderers) -> likelihoods (``obs``) -> inference -> posterior.
+The data flow one way, and the subpackages show it: ``prior`` (shape models) ->
+``projection`` (views, poses, renderers) -> ``obs`` (likelihoods) -> ``posterior`` (samples
+and their summaries) -> ``inference`` (which builds posteriors) -> ``io``, ``export``,
+``report`` and ``cli``. This namespace holds what a user calls; the plumbing stays importable
+from the subpackages.
 """
 
-from . import datasets, io, obs, report
-from .prior import (
-    ShapeModel,
-    augment,
-    build_pca_model,
-    gp_model,
-    kernels,
-    loo_residual_covariance,
-    loo_variance_ratio,
-    procrustes_align,
-)
-from .projection import (
-    Pose,
-    Topology,
-    XRayView,
-    beer_lambert,
-    biplanar,
-    carm_view,
-    contour_generator,
-    drr_face_groups,
-    drr_footprint,
-    project_points,
-    read_views,
-    render_drr,
-    soft_silhouette,
-    stack_views,
-    write_views,
-)
-from .simulate import SimulatedXRay, simulate_xray
-from .inference import infer
-from .posterior import (
-    Measurement,
-    Posterior,
-    Reliability,
-    ShapeSamples,
-    load_posterior,
-    posterior_from_landmarks,
-    save_posterior,
-)
-from .export import export_confidence_mesh, export_samples, write_summary
-
-__version__ = "0.1.0"
+from . import datasets, export, inference, io, obs, posterior, prior, projection, report
+from ._version import __version__
+from .export import export_confidence_mesh
+from .inference import NUTS, SVI, Importance, Laplace, LikelihoodOptions, infer, posterior_from_landmarks
+from .io import load_posterior, read_views, save_posterior, write_views
+from .posterior import Posterior
+from .prior import ShapeModel, augment, build_pca_model, gp_model, kernels, loo_residual_covariance
+from .projection import RigidPose, SimilarityPose, XRayView, biplanar, carm_view
+from .simulate import simulate_xray
 
 __all__ = [
-    # prior
+    # shape models
     "ShapeModel",
     "build_pca_model",
-    "procrustes_align",
     "gp_model",
     "augment",
-    "loo_residual_covariance",
-    "loo_variance_ratio",
     "kernels",
-    "datasets",
-    "io",
-    # projection
+    "loo_residual_covariance",
+    # imaging
     "XRayView",
     "biplanar",
     "carm_view",
-    "stack_views",
     "read_views",
     "write_views",
-    "Pose",
-    "Topology",
-    "project_points",
-    "contour_generator",
-    "drr_face_groups",
-    "drr_footprint",
-    "render_drr",
-    "beer_lambert",
-    "soft_silhouette",
-    # likelihoods and simulation
-    "obs",
     "simulate_xray",
-    "SimulatedXRay",
-    # inference and posterior
+    # observations
+    "obs",
+    # inference
     "infer",
-    "Posterior",
-    "Reliability",
-    "Measurement",
+    "NUTS",
+    "SVI",
+    "Laplace",
+    "Importance",
+    "RigidPose",
+    "SimilarityPose",
+    "LikelihoodOptions",
     "posterior_from_landmarks",
-    "ShapeSamples",
+    # posterior and outputs
+    "Posterior",
     "save_posterior",
     "load_posterior",
-    # outputs
     "export_confidence_mesh",
-    "export_samples",
-    "write_summary",
+    # subpackages
+    "datasets",
+    "prior",
+    "projection",
+    "posterior",
+    "inference",
+    "io",
+    "export",
     "report",
     "__version__",
 ]

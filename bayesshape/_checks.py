@@ -40,9 +40,7 @@ def as_points(x, name: str = "points", *, n: int | None = None, dim: int = 3) ->
     bad = ~np.isfinite(arr)
     if bad.any():
         rows = np.unique(np.nonzero(bad)[0])
-        raise ValueError(
-            f"{name}: {rows.size} point(s) have NaN or inf coordinates (first at index {rows[0]})"
-        )
+        raise ValueError(f"{name}: {rows.size} point(s) have NaN or inf coordinates (first at index {rows[0]})")
     return arr
 
 
@@ -54,9 +52,7 @@ def as_faces(faces, n_vertices: int, name: str = "faces") -> np.ndarray:
     """
     arr = np.asarray(faces)
     if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(
-            f"{name}: expected triangles, an integer array of shape (n_faces, 3), got shape {arr.shape}"
-        )
+        raise ValueError(f"{name}: expected triangles, an integer array of shape (n_faces, 3), got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name}: expected at least one triangle, got none")
     if not np.issubdtype(arr.dtype, np.integer):

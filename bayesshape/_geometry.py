@@ -6,8 +6,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["point_triangle_distance", "points_to_surface", "nearest_surface_distance", "surface_distances", "winding_numbers", "inside_grid",
-           "volume_dice"]
+__all__ = [
+    "point_triangle_distance",
+    "points_to_surface",
+    "nearest_surface_distance",
+    "surface_distances",
+    "winding_numbers",
+    "inside_grid",
+    "volume_dice",
+]
 
 
 def point_triangle_distance(p, a, b, c):
@@ -34,7 +41,6 @@ def point_triangle_distance(p, a, b, c):
     d_edge2 = jnp.minimum(jnp.minimum(seg(a, b), seg(b, c)), seg(c, a))
     d_edge = jnp.sqrt(jnp.maximum(d_edge2, 1e-30))
     return jnp.where(inside, d_plane, d_edge)
-
 
 
 def points_to_surface(points, vertices, faces, *, chunk: int = 16):
@@ -82,8 +88,11 @@ def nearest_surface_distance(points, vertices, faces) -> np.ndarray:
     chunk = 1 << 18
     for lo in range(0, owner.size, chunk):
         o, t = owner[lo : lo + chunk], fid[lo : lo + chunk]
-        d = np.asarray(_paired_distance(jnp.asarray(pts[o]), jnp.asarray(tri[t, 0]), jnp.asarray(tri[t, 1]),
-                                        jnp.asarray(tri[t, 2])))
+        d = np.asarray(
+            _paired_distance(
+                jnp.asarray(pts[o]), jnp.asarray(tri[t, 0]), jnp.asarray(tri[t, 1]), jnp.asarray(tri[t, 2])
+            )
+        )
         np.minimum.at(out, o, d)
     return out
 
@@ -104,8 +113,7 @@ def winding_numbers(points, vertices, faces, *, chunk: int = 256):
         a, b, c = tri[:, 0] - p[None, :], tri[:, 1] - p[None, :], tri[:, 2] - p[None, :]
         la, lb, lc = (jnp.linalg.norm(x, axis=-1) for x in (a, b, c))
         num = jnp.sum(a * jnp.cross(b, c), axis=-1)
-        den = (la * lb * lc + jnp.sum(a * b, axis=-1) * lc + jnp.sum(a * c, axis=-1) * lb
-               + jnp.sum(b * c, axis=-1) * la)
+        den = la * lb * lc + jnp.sum(a * b, axis=-1) * lc + jnp.sum(a * c, axis=-1) * lb + jnp.sum(b * c, axis=-1) * la
         return jnp.sum(2.0 * jnp.arctan2(num, den)) / (4.0 * jnp.pi)
 
     return jax.lax.map(one, points, batch_size=chunk)

@@ -14,8 +14,15 @@ import numpy as np
 from ._atomic import atomic_path, json_default
 from .io.mesh import write_mesh
 
-__all__ = ["confidence_fields", "export_confidence_mesh", "export_samples", "write_summary", "write_json",
-           "package_versions", "COLORMAP"]
+__all__ = [
+    "confidence_fields",
+    "export_confidence_mesh",
+    "export_samples",
+    "write_summary",
+    "write_json",
+    "package_versions",
+    "COLORMAP",
+]
 
 #: colormap of the vertex colours (perceptually uniform), and its scale
 COLORMAP = "viridis"
@@ -53,8 +60,16 @@ def colour_scale(values, vmax):
     return (cmap(t)[:, :3] * 255).round().astype(np.uint8)
 
 
-def export_confidence_mesh(posterior, path, *, truth=None, level: float = 0.95, tolerance_mm: float = 2.0,
-                           colour_by: str = "credible_radius", vmax: float | None = None) -> dict:
+def export_confidence_mesh(
+    posterior,
+    path,
+    *,
+    truth=None,
+    level: float = 0.95,
+    tolerance_mm: float = 2.0,
+    colour_by: str = "credible_radius",
+    vmax: float | None = None,
+) -> dict:
     """Write the posterior mean with per-vertex confidence as ``.ply``, ``.vtk``, ``.vtp`` or ``.vtu``.
 
     PLY: binary little-endian, with named float vertex properties (see
@@ -105,8 +120,11 @@ def _write_vtu(path, mesh, data):
     """VTK XML UnstructuredGrid of triangles through meshio (for tools that want .vtu)."""
     import meshio
 
-    m = meshio.Mesh(np.asarray(mesh.vertices, dtype=np.float64), [("triangle", np.asarray(mesh.faces))],
-                    point_data={k: np.asarray(v) for k, v in data.items()})
+    m = meshio.Mesh(
+        np.asarray(mesh.vertices, dtype=np.float64),
+        [("triangle", np.asarray(mesh.faces))],
+        point_data={k: np.asarray(v) for k, v in data.items()},
+    )
     with atomic_path(path) as tmp:
         meshio.write(tmp, m, file_format="vtu", binary=True, compression=None)
 
@@ -138,8 +156,10 @@ def package_versions() -> dict:
     """Versions of bayesshape and the libraries a result depends on."""
     from importlib import metadata
 
-    out = {}
-    for name in ("bayesshape", "jax", "jaxlib", "numpyro", "optax", "equinox", "numpy", "scipy", "trimesh"):
+    from ._version import __version__
+
+    out: dict = {"bayesshape": __version__}
+    for name in ("jax", "jaxlib", "numpyro", "optax", "equinox", "numpy", "scipy", "trimesh"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -150,9 +170,17 @@ def package_versions() -> dict:
     return out
 
 
-def write_summary(posterior, path, *, inputs: dict | None = None, settings: dict | None = None,
-                  measurements: dict | None = None, truth=None, tolerance_mm: float = 2.0,
-                  extra: dict | None = None) -> dict:
+def write_summary(
+    posterior,
+    path,
+    *,
+    inputs: dict | None = None,
+    settings: dict | None = None,
+    measurements: dict | None = None,
+    truth=None,
+    tolerance_mm: float = 2.0,
+    extra: dict | None = None,
+) -> dict:
     """Write the JSON summary of a reconstruction (atomic) and return it.
 
     Holds: ``inputs`` and ``settings`` as given, ``versions`` (:func:`package_versions`),
@@ -172,17 +200,22 @@ def write_summary(posterior, path, *, inputs: dict | None = None, settings: dict
         "reliability": rel.summary(),
         "uncertainty_mm": {
             "vertex_std": {"mean": float(std.mean()), "median": float(np.median(std)), "max": float(std.max())},
-            "credible_radius_95": {"mean": float(rel.credible_radius.mean()),
-                                   "median": float(np.median(rel.credible_radius)),
-                                   "max": float(rel.credible_radius.max())},
+            "credible_radius_95": {
+                "mean": float(rel.credible_radius.mean()),
+                "median": float(np.median(rel.credible_radius)),
+                "max": float(rel.credible_radius.max()),
+            },
         },
         "measurements": {name: posterior.measure(fn).as_dict() for name, fn in (measurements or {}).items()},
     }
     if truth is not None:
         err = confidence_fields(posterior, truth=truth, tolerance_mm=tolerance_mm)["error"]
-        out["error_mm"] = {"vertex_mean": float(err.mean()), "vertex_p95": float(np.quantile(err, 0.95)),
-                           "vertex_max": float(err.max()),
-                           "coverage_95": float(np.mean(err <= rel.credible_radius))}
+        out["error_mm"] = {
+            "vertex_mean": float(err.mean()),
+            "vertex_p95": float(np.quantile(err, 0.95)),
+            "vertex_max": float(err.max()),
+            "coverage_95": float(np.mean(err <= rel.credible_radius)),
+        }
     if extra:
         out.update(extra)
     write_json(path, out)

@@ -139,8 +139,9 @@ def simulate_xray(
         length = np.asarray(render_drr_jit(vj, fj, view, footprint=k))
         if not (length > 0).any():
             raise ValueError("simulate_xray: the mesh is not visible in one of the views (empty DRR)")
-        img = mu * (length if pixel == "centre" else np.asarray(render_drr_jit(vj, fj, view, footprint=k,
-                                                                                pixel="area")))
+        img = mu * (
+            length if pixel == "centre" else np.asarray(render_drr_jit(vj, fj, view, footprint=k, pixel="area"))
+        )
         clean.append(img)
         noisy.append(img + noise * img.max() * rng.standard_normal(img.shape))
         mask = length > 0

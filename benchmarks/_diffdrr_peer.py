@@ -12,10 +12,9 @@ import time
 
 import numpy as np
 import torch
-from torchio import ScalarImage, Subject
-
 from diffdrr.data import canonicalize
 from diffdrr.drr import DRR
+from torchio import ScalarImage, Subject
 
 
 def main():
@@ -35,8 +34,14 @@ def main():
     affine = np.diag([*z["pitch"].tolist(), 1.0])
     affine[:3, 3] = z["origin"]
     img = ScalarImage(tensor=vol, affine=affine)
-    subject = Subject(volume=img, density=ScalarImage(tensor=vol.clone(), affine=affine), mask=None,
-                      reorient=torch.eye(4), orientation=None, fiducials=None)
+    subject = Subject(
+        volume=img,
+        density=ScalarImage(tensor=vol.clone(), affine=affine),
+        mask=None,
+        reorient=torch.eye(4),
+        orientation=None,
+        fiducials=None,
+    )
     subject = canonicalize(subject)
     drr = DRR(subject, sdd=args.sdd, height=args.height, delx=args.delx)
     # two orthogonal views, batched. DiffDRR's camera has its source at the origin and
@@ -66,16 +71,20 @@ def main():
         loss = ((render(r, t) - target - 0.01) ** 2).sum()
         loss.backward()
         bwd.append(time.perf_counter() - t0)
-    print(json.dumps({
-        "diffdrr_version": __import__("diffdrr").__version__,
-        "torch_version": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "volume_shape": list(vol.shape[1:]),
-        "render_2views_s": statistics.median(fwd),
-        "value_and_grad_2views_s": statistics.median(bwd),
-        "image_sum": float(out.sum()),
-        "image_nonzero_fraction": [float((o > 0).float().mean()) for o in out],
-    }))
+    print(
+        json.dumps(
+            {
+                "diffdrr_version": __import__("diffdrr").__version__,
+                "torch_version": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "volume_shape": list(vol.shape[1:]),
+                "render_2views_s": statistics.median(fwd),
+                "value_and_grad_2views_s": statistics.median(bwd),
+                "image_sum": float(out.sum()),
+                "image_nonzero_fraction": [float((o > 0).float().mean()) for o in out],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ class NumpyContour:
 
 def numpy_forward(model_np, center, params, k):
     mean, basis, sd = model_np
-    alpha, rv, t = params[:k], params[k:k + 3], params[k + 3:k + 6]
+    alpha, rv, t = params[:k], params[k : k + 3], params[k + 3 : k + 6]
     x = mean + (basis @ (sd * alpha)).reshape(-1, 3)
     from scipy.spatial.transform import Rotation
 
@@ -161,8 +161,14 @@ def main(argv=None):
     iso = truth.bounds.mean(0)
     fov = 500.0
     sid, sdd = 1000.0, 1300.0
-    views = bs.biplanar(iso, field_of_view=fov, detector_shape=(args.size, args.size), projection="cone",
-                        source_to_isocenter=sid, source_to_detector=sdd)
+    views = bs.biplanar(
+        iso,
+        field_of_view=fov,
+        detector_shape=(args.size, args.size),
+        projection="cone",
+        source_to_isocenter=sid,
+        source_to_detector=sdd,
+    )
     delx = float(views[0].spacing[0])
     sim = bs.simulate_xray(truth, views, seed=0, noise=0.01)
     refs = np.asarray(model.mean)[None]
@@ -174,26 +180,27 @@ def main(argv=None):
 
     def make_ll(observations):
         def ll(params):
-            v = bs.Pose(params[k:k + 3], params[k + 3:k + 6], jnp.zeros((), params.dtype)).apply(
-                model.instance(params[:k]), center)
+            v = bs.projection.Pose(params[k : k + 3], params[k + 3 : k + 6], jnp.zeros((), params.dtype)).apply(
+                model.instance(params[:k]), center
+            )
             return sum(o.log_likelihood(v) for o in observations)
+
         return ll
 
     x0 = jnp.concatenate([jnp.full(k, 0.2), jnp.array([0.01, -0.01, 0.005, 1.0, -1.0, 0.5])]).astype(model.mean.dtype)
     res = {}
-    for name, observations in (("contour", contour), ("silhouette", silhouette), ("drr", drr),
-                               ("drr_area", drr_area)):
+    for name, observations in (("contour", contour), ("silhouette", silhouette), ("drr", drr), ("drr_area", drr_area)):
         vg = jax.jit(jax.value_and_grad(make_ll(observations)))
         t0 = time.perf_counter()
         jax.block_until_ready(vg(x0))
         res[f"jax_{name}_compile_s"] = time.perf_counter() - t0
-        res[f"jax_{name}_value_and_grad_s"] = timeit(lambda: vg(x0), args.repeats)
+        res[f"jax_{name}_value_and_grad_s"] = timeit(lambda vg=vg: vg(x0), args.repeats)
         val = jax.jit(make_ll(observations))
-        res[f"jax_{name}_value_s"] = timeit(lambda: val(x0), args.repeats)
-    fp = max(bs.drr_footprint(truth.vertices, truth.faces, vw) for vw in views)
-    stacked = bs.stack_views(views)
+        res[f"jax_{name}_value_s"] = timeit(lambda val=val: val(x0), args.repeats)
+    fp = max(bs.projection.drr_footprint(truth.vertices, truth.faces, vw) for vw in views)
+    stacked = bs.projection.stack_views(views)
     faces = model.faces
-    render2 = jax.jit(lambda v: jax.vmap(lambda vw: bs.render_drr(v, faces, vw, footprint=fp))(stacked))
+    render2 = jax.jit(lambda v: jax.vmap(lambda vw: bs.projection.render_drr(v, faces, vw, footprint=fp))(stacked))
     verts = jnp.asarray(truth.vertices, dtype=model.mean.dtype)
     res["jax_render_2views_s"] = timeit(lambda: render2(verts), args.repeats)
     res["jax_renders_per_s"] = 2.0 / res["jax_render_2views_s"]
@@ -205,8 +212,11 @@ def main(argv=None):
     # NumPy contour peer
     topo = contour[0].topology
     peers = [NumpyContour(o, topo) for o in contour]
-    model_np = (np.asarray(model.mean, np.float64), np.asarray(model.basis, np.float64),
-                np.sqrt(np.asarray(model.variance, np.float64)))
+    model_np = (
+        np.asarray(model.mean, np.float64),
+        np.asarray(model.basis, np.float64),
+        np.sqrt(np.asarray(model.variance, np.float64)),
+    )
     c_np = np.asarray(center, np.float64)
     x0n = np.asarray(x0, np.float64)
 
@@ -221,7 +231,7 @@ def main(argv=None):
         ts.append(time.perf_counter() - t0)
     res["numpy_contour_value_s"] = statistics.median(ts)
     t0 = time.perf_counter()
-    base = np_ll(x0n)
+    np_ll(x0n)  # the base value, as a finite-difference gradient needs it
     for i in range(len(x0n)):
         e = np.zeros_like(x0n)
         e[i] = 1e-6
@@ -236,9 +246,23 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as tmp:
             vol = Path(tmp) / "femur_vox.npz"
             np.savez(vol, occupancy=occ, pitch=np.array([1.0, 1.0, 1.0]), origin=origin)
-            cmd = [str(py), str(ROOT / "benchmarks" / "_diffdrr_peer.py"), str(vol), "--height", str(args.size),
-                   "--delx", str(delx), "--sdd", str(sdd), "--sid", str(sid), "--repeats", str(args.repeats),
-                   "--threads", str(os.cpu_count() or 1)]
+            cmd = [
+                str(py),
+                str(ROOT / "benchmarks" / "_diffdrr_peer.py"),
+                str(vol),
+                "--height",
+                str(args.size),
+                "--delx",
+                str(delx),
+                "--sdd",
+                str(sdd),
+                "--sid",
+                str(sid),
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(os.cpu_count() or 1),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode == 0:
             res["diffdrr"] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -257,8 +281,14 @@ def main(argv=None):
         "devices": [str(d) for d in jax.devices()],
         "dtype": str(model.mean.dtype),
     }
-    res["mesh"] = {"vertices": int(truth.vertices.shape[0]), "faces": int(truth.faces.shape[0]),
-                   "detector": [args.size, args.size], "views": 2, "pixel_mm": delx, "params": int(len(x0))}
+    res["mesh"] = {
+        "vertices": int(truth.vertices.shape[0]),
+        "faces": int(truth.faces.shape[0]),
+        "detector": [args.size, args.size],
+        "views": 2,
+        "pixel_mm": delx,
+        "params": int(len(x0)),
+    }
     (args.out / "results.json").write_text(json.dumps(res, indent=2))
 
     rows = [
@@ -275,23 +305,31 @@ def main(argv=None):
         (f"NumPy contour gradient by finite differences ({len(x0) + 1} values)", res["numpy_contour_fd_gradient_s"]),
     ]
     if "diffdrr" in res:
-        rows += [("DiffDRR render (1 mm voxels), 2 views", res["diffdrr"]["render_2views_s"]),
-                 ("DiffDRR render + backward (pose), 2 views", res["diffdrr"]["value_and_grad_2views_s"])]
+        rows += [
+            ("DiffDRR render (1 mm voxels), 2 views", res["diffdrr"]["render_2views_s"]),
+            ("DiffDRR render + backward (pose), 2 views", res["diffdrr"]["value_and_grad_2views_s"]),
+        ]
     print(f"machine: {res['machine']}")
     print("| what | ms |\n|---|---|")
     for name, t in rows:
         print(f"| {name} | {1000 * t:.1f} |")
     print(f"\nJAX DRR renders per second: {res['jax_renders_per_s']:.1f}")
     print(f"ratio NumPy/JAX contour value: {res['numpy_contour_value_s'] / res['jax_contour_value_s']:.1f}x")
-    print(f"ratio NumPy FD gradient / JAX value+grad (contour): "
-          f"{res['numpy_contour_fd_gradient_s'] / res['jax_contour_value_and_grad_s']:.1f}x")
+    print(
+        f"ratio NumPy FD gradient / JAX value+grad (contour): "
+        f"{res['numpy_contour_fd_gradient_s'] / res['jax_contour_value_and_grad_s']:.1f}x"
+    )
     if "diffdrr" in res:
         print(f"ratio DiffDRR/JAX render: {res['diffdrr']['render_2views_s'] / res['jax_render_2views_s']:.1f}x")
-        print(f"sanity (same femur in view): fraction of pixels covered, bayesshape "
-              f"{res['jax_image_nonzero_fraction']}, DiffDRR {res['diffdrr']['image_nonzero_fraction']}; "
-              f"voxelisation volume {res['voxel_volume_mm3']:.0f} mm^3 vs mesh {truth.volume:.0f} mm^3")
-        print(f"ratio DiffDRR render+backward / JAX DRR log-lik value+grad: "
-              f"{res['diffdrr']['value_and_grad_2views_s'] / res['jax_drr_value_and_grad_s']:.1f}x")
+        print(
+            f"sanity (same femur in view): fraction of pixels covered, bayesshape "
+            f"{res['jax_image_nonzero_fraction']}, DiffDRR {res['diffdrr']['image_nonzero_fraction']}; "
+            f"voxelisation volume {res['voxel_volume_mm3']:.0f} mm^3 vs mesh {truth.volume:.0f} mm^3"
+        )
+        print(
+            f"ratio DiffDRR render+backward / JAX DRR log-lik value+grad: "
+            f"{res['diffdrr']['value_and_grad_2views_s'] / res['jax_drr_value_and_grad_s']:.1f}x"
+        )
     else:
         print(f"DiffDRR not run: {res.get('diffdrr_error')}")
     return 0

@@ -8,7 +8,6 @@ import dataclasses
 import time
 import warnings
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import trimesh
@@ -24,10 +23,10 @@ LEVELS = (0.5, 0.8, 0.9, 0.95)
 @dataclasses.dataclass
 class Case:
     name: str
-    kind: str            # "held_out" or the failure type
+    kind: str  # "held_out" or the failure type
     truth: trimesh.Trimesh
-    views: list          # views the data are simulated in
-    model_views: list    # views the likelihood uses (differ for a miscalibrated view)
+    views: list  # views the data are simulated in
+    model_views: list  # views the likelihood uses (differ for a miscalibrated view)
     jitter: float = 0.5  # contour noise, px
     scale: float = 1.0
     occlude: float = 0.0  # share of each contour removed (a band of rows)
@@ -50,9 +49,16 @@ def make_views(n_views: int, size: int):
         return list(bs.biplanar(field_of_view=480, detector_shape=(size, size)))
     if n_views == 1:
         return [bs.biplanar(field_of_view=480, detector_shape=(size, size))[0]]
-    return [bs.carm_view(lao=a, detector_shape=(size, size), pixel_spacing=480 * 1.5 / size,
-                         source_to_isocenter=800, source_to_detector=1200)
-            for a in np.linspace(0, 180, n_views, endpoint=False)]
+    return [
+        bs.carm_view(
+            lao=a,
+            detector_shape=(size, size),
+            pixel_spacing=480 * 1.5 / size,
+            source_to_isocenter=800,
+            source_to_detector=1200,
+        )
+        for a in np.linspace(0, 180, n_views, endpoint=False)
+    ]
 
 
 def deform(mesh, kind: str):
@@ -91,20 +97,35 @@ def miscalibrate(view):
     a shift along the AP beam, i.e. a pure translation of the bone that no image shows.
     """
     shift = 8.0 * np.asarray(view.v)
-    return bs.XRayView._make(np.asarray(view.source) + shift, np.asarray(view.origin) + shift, np.asarray(view.u),
-                             np.asarray(view.v), np.asarray(view.direction), np.asarray(view.spacing),
-                             view.detector_shape, view.is_parallel)
+    return bs.XRayView._make(
+        np.asarray(view.source) + shift,
+        np.asarray(view.origin) + shift,
+        np.asarray(view.u),
+        np.asarray(view.v),
+        np.asarray(view.direction),
+        np.asarray(view.spacing),
+        view.detector_shape,
+        view.is_parallel,
+    )
 
 
 def _fine_views(views, factor: int) -> list:
     """The same detectors with ``factor`` times finer pixels; with an odd ``factor``, the centre of
     native pixel ``(i, j)`` is the centre of fine pixel ``(factor i + (factor - 1) / 2, ...)``."""
-    return [bs.XRayView._make(np.asarray(v.source), np.asarray(v.origin) - 0.5 * (1 - 1 / factor)
-                              * (np.asarray(v.u) * v.spacing[1] + np.asarray(v.v) * v.spacing[0]),
-                              np.asarray(v.u), np.asarray(v.v), np.asarray(v.direction),
-                              np.asarray(v.spacing) / factor,
-                              (v.detector_shape[0] * factor, v.detector_shape[1] * factor), v.is_parallel)
-            for v in views]
+    return [
+        bs.XRayView._make(
+            np.asarray(v.source),
+            np.asarray(v.origin)
+            - 0.5 * (1 - 1 / factor) * (np.asarray(v.u) * v.spacing[1] + np.asarray(v.v) * v.spacing[0]),
+            np.asarray(v.u),
+            np.asarray(v.v),
+            np.asarray(v.direction),
+            np.asarray(v.spacing) / factor,
+            (v.detector_shape[0] * factor, v.detector_shape[1] * factor),
+            v.is_parallel,
+        )
+        for v in views
+    ]
 
 
 def noisy_masks(case: Case, seed: int, sigma: float, factor: int = 9) -> list:
@@ -121,7 +142,7 @@ def noisy_masks(case: Case, seed: int, sigma: float, factor: int = 9) -> list:
     out = []
     for m in fine:
         s = np.where(m, distance_transform_edt(m) - 0.5, 0.5 - distance_transform_edt(~m)) / factor
-        s = s[factor // 2::factor, factor // 2::factor]
+        s = s[factor // 2 :: factor, factor // 2 :: factor]
         out.append(s + sigma * rng.standard_normal(s.shape) > 0)
     return out
 
@@ -173,21 +194,31 @@ def exact_contours(case: Case, seed: int, spacing: float = 1.0) -> list:
     return out
 
 
-def observations(case: Case, seed: int, kind: str = "contour", sigma: float | None = None, supersample: int = 1,
-                 source: str = "mask", mask_noise: float = 0.0, drr_pixel: str = "centre"):
+def observations(
+    case: Case,
+    seed: int,
+    kind: str = "contour",
+    sigma: float | None = None,
+    supersample: int = 1,
+    source: str = "mask",
+    mask_noise: float = 0.0,
+    drr_pixel: str = "centre",
+):
     """The case's observations: ``kind`` ``"contour"`` (points of the mask's outline, or ``source="exact"``),
     ``"drr"``, or ``"silhouette"`` (the mask itself, with probit noise of sd ``mask_noise`` px; likelihood
     sigma default ``mask_noise``, or 0.5 px for a noise-free mask). DRRs are simulated and modelled with
     pixels sampled as ``drr_pixel`` says (``"centre"`` or ``"area"``)."""
-    sim = bs.simulate_xray(case.truth, case.views, seed=seed, noise=0.01, contour_jitter=max(case.jitter, 1e-6),
-                           pixel=drr_pixel)
+    sim = bs.simulate_xray(
+        case.truth, case.views, seed=seed, noise=0.01, contour_jitter=max(case.jitter, 1e-6), pixel=drr_pixel
+    )
     if kind == "silhouette":
         masks = sim.masks if mask_noise == 0 else noisy_masks(case, seed, mask_noise)
         s = sigma if sigma is not None else (mask_noise if mask_noise > 0 else 0.5)
         return [bs.obs.Silhouette(v, m, s) for v, m in zip(case.model_views, masks)], sim
     if supersample > 1 and kind == "contour":
-        sim = dataclasses.replace(sim, contours=tuple(_fine_contours(case, seed, supersample,
-                                                                     [len(c) for c in sim.contours])))
+        sim = dataclasses.replace(
+            sim, contours=tuple(_fine_contours(case, seed, supersample, [len(c) for c in sim.contours]))
+        )
     if source == "exact" and kind == "contour":
         sim = dataclasses.replace(sim, contours=tuple(exact_contours(case, seed)))
     obs = []
@@ -205,42 +236,120 @@ def observations(case: Case, seed: int, kind: str = "contour", sigma: float | No
     return obs, sim
 
 
-def reconstruct(model, case: Case, *, method: str, seed: int, kind: str = "contour", sigma=None,
-                num_samples: int = 400, num_warmup: int = 300, num_chains: int = 2, residual_cov=None,
-                likelihood_faces=None, svi_steps: int = 1500, contour_weights: bool = True,
-                is_rounds: int = 4, is_samples: int = 1000, supersample: int = 1, truth_theta=None,
-                contour_source: str = "mask", mask_noise: float = 0.0, drr_pixel: str = "centre",
-                **infer_options) -> dict:
-    """One reconstruction and its metrics (errors in mm); ``infer_options`` go to :func:`bayesshape.infer`
-    (e.g. the pose prior). ``truth_theta``: the truth's whitened parameters (when it is a draw from the
-    prior infer is given): adds their z-scores and Mahalanobis distance under the posterior. ``drr_pixel``:
-    how DRRs are simulated and modelled (:func:`observations`)."""
+def method_config(
+    method: str,
+    *,
+    num_warmup: int = 300,
+    num_chains: int = 2,
+    svi_steps: int = 1500,
+    is_rounds: int = 4,
+    is_samples: int = 1000,
+    nuts_mass: str = "laplace",
+):
+    """The method object for a method name and the experiments' settings."""
+    if method == "nuts":
+        return bs.NUTS(num_warmup=num_warmup, num_chains=num_chains, mass=nuts_mass)
+    if method == "svi":
+        return bs.SVI(steps=svi_steps)
+    if method == "importance":
+        return bs.Importance(rounds=is_rounds, samples=is_samples)
+    return bs.Laplace()
+
+
+def reconstruct(
+    model,
+    case: Case,
+    *,
+    method: str,
+    seed: int,
+    kind: str = "contour",
+    sigma=None,
+    num_samples: int = 400,
+    num_warmup: int = 300,
+    num_chains: int = 2,
+    residual_cov=None,
+    likelihood_faces=None,
+    svi_steps: int = 1500,
+    contour_weights: bool = True,
+    is_rounds: int = 4,
+    is_samples: int = 1000,
+    supersample: int = 1,
+    truth_theta=None,
+    contour_source: str = "mask",
+    mask_noise: float = 0.0,
+    drr_pixel: str = "centre",
+    pose=None,
+) -> dict:
+    """One reconstruction and its metrics (errors in mm); ``pose`` is the pose prior given to
+    :func:`bayesshape.infer` (default ``bs.RigidPose()``). ``truth_theta``: the truth's whitened parameters
+    (when it is a draw from the prior infer is given): adds their z-scores and Mahalanobis distance under
+    the posterior. ``drr_pixel``: how DRRs are simulated and modelled (:func:`observations`)."""
     obs, _ = observations(case, seed, kind, sigma, supersample, contour_source, mask_noise, drr_pixel=drr_pixel)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        post = bs.infer(model, obs, method=method, pose="rigid", seed=seed, num_samples=num_samples,
-                        num_warmup=num_warmup, num_chains=num_chains, progress=False,
-                        likelihood_faces=likelihood_faces, svi_steps=svi_steps,
-                        contour_weights=contour_weights, is_rounds=is_rounds, is_samples=is_samples,
-                        **infer_options)
+        post = bs.infer(
+            model,
+            obs,
+            method=method_config(
+                method,
+                num_warmup=num_warmup,
+                num_chains=num_chains,
+                svi_steps=svi_steps,
+                is_rounds=is_rounds,
+                is_samples=is_samples,
+            ),
+            pose=pose or bs.RigidPose(),
+            likelihood=bs.LikelihoodOptions(coarse_faces=likelihood_faces, composite_weights=contour_weights),
+            num_samples=num_samples,
+            seed=seed,
+            progress=False,
+        )
     wall = time.perf_counter() - t0
     out = metrics(post, case.truth)
-    out.update(name=case.name, kind=case.kind, method=method, obs=kind, views=len(case.views), jitter=case.jitter,
-               drr_pixel=drr_pixel if kind == "drr" else None,
-               wall_s=wall, warnings=[str(w.message)[:160] for w in caught],
-               diagnostics={k: v for k, v in post.diagnostics.items()
-                            if k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged",
-                                     "contour_weights", "laplace_hessian", "mean_num_steps", "map_newton_steps",
-                                     "map_newton_decrement", "is_ess", "is_khat", "tree_depth_saturated")})
+    out.update(
+        name=case.name,
+        kind=case.kind,
+        method=method,
+        obs=kind,
+        views=len(case.views),
+        jitter=case.jitter,
+        drr_pixel=drr_pixel if kind == "drr" else None,
+        wall_s=wall,
+        warnings=[str(w.message)[:160] for w in caught],
+        diagnostics={
+            k: v
+            for k, v in post.diagnostics.to_dict().items()
+            if k
+            in (
+                "max_rhat",
+                "min_ess_bulk",
+                "min_ess_tail",
+                "divergences",
+                "converged",
+                "composite_weights",
+                "laplace_hessian",
+                "mean_num_steps",
+                "map_newton_steps",
+                "map_newton_decrement",
+                "is_ess",
+                "is_khat",
+                "tree_depth_saturated",
+            )
+        },
+    )
     if residual_cov is not None:
         out["with_model_error"] = coverage(post.with_model_error(residual_cov, seed=seed), case.truth)
     if truth_theta is not None:
         th = np.asarray(post.flat_theta(), dtype=np.float64)
         d = np.asarray(truth_theta, dtype=np.float64) - th.mean(0)
         cov = np.cov(th.T)
-        out["theta"] = {"names": post.problem.names(), "z": (d / np.sqrt(np.diag(cov))).tolist(),
-                        "mahalanobis2": float(d @ np.linalg.solve(cov, d)), "n_samples": int(th.shape[0])}
+        out["theta"] = {
+            "names": post.problem.names(),
+            "z": (d / np.sqrt(np.diag(cov))).tolist(),
+            "mahalanobis2": float(d @ np.linalg.solve(cov, d)),
+            "n_samples": int(th.shape[0]),
+        }
     return out
 
 
@@ -263,8 +372,9 @@ def metrics(post, truth) -> dict:
     mean = post.mean_vertices()
     err = np.linalg.norm(mean - truth.vertices, axis=1)
     r95 = post.credible_radius(0.95)
-    d = surface_distances(jnp.asarray(mean), jnp.asarray(post.faces), jnp.asarray(truth.vertices),
-                          jnp.asarray(truth.faces))
+    d = surface_distances(
+        jnp.asarray(mean), jnp.asarray(post.faces), jnp.asarray(truth.vertices), jnp.asarray(truth.faces)
+    )
     rel = post.reliability(tolerance_mm=2.0)
     return {
         "coverage": coverage(post, truth),
@@ -306,8 +416,7 @@ def mean_coverage(rows, key: str = "coverage") -> tuple[dict, dict]:
     directions move them all), so the cases, not the vertices, are the independent trials."""
     vals = np.array([[r[key][str(lv)] for lv in LEVELS] for r in rows], dtype=np.float64)
     mean = {str(lv): float(m) for lv, m in zip(LEVELS, vals.mean(0))}
-    se = ({str(lv): float(e) for lv, e in zip(LEVELS, vals.std(0, ddof=1) / np.sqrt(len(rows)))}
-          if len(rows) > 1 else {})
+    se = {str(lv): float(e) for lv, e in zip(LEVELS, vals.std(0, ddof=1) / np.sqrt(len(rows)))} if len(rows) > 1 else {}
     return mean, se
 
 

@@ -37,11 +37,23 @@ jax.config.update("jax_enable_x64", True)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _cases import (
+    LEVELS,
+    Case,
+    auroc,
+    deform,
+    ece,
+    floor,
+    make_views,
+    mean_coverage,
+    miscalibrate,  # noqa: E402
+    move,
+    reconstruct,
+)
+from scipy.stats import spearmanr  # noqa: E402
+
 import bayesshape as bs  # noqa: E402
 from bayesshape.export import write_json  # noqa: E402
-from _cases import (LEVELS, Case, auroc, deform, ece, floor, make_views, mean_coverage, miscalibrate,  # noqa: E402
-                    move, reconstruct)
-from scipy.stats import spearmanr  # noqa: E402
 
 HEADLINE_OBS = {"contour": "contours", "silhouette": "silhouettes (masks, probit)", "drr": "DRRs ({pixel} pixels)"}
 FAILURES = ("scaled", "mirrored", "fracture", "deformity", "miscalibrated", "heavy_noise", "occluded")
@@ -51,14 +63,32 @@ SETTINGS = {
     # headline / failure: the method of those cases; methods: compared with the headline's in the "other" group
     # nuts: (warm-up, draws) per chain; the mass matrix is the Laplace covariance, the warm-up tunes the step size
     # importance: (rounds, draws per round) of adaptive importance sampling from the Laplace Gaussian
-    "smoke": dict(size=64, n_head=1, n_other=0, n_fail=0, headline="laplace", methods=(), n_train=10,
-                  nuts=(50, 100)),
-    # quick: 10 headline cases since session 24 (5 before; `--n-headline 5` re-runs those): with 5 the standard
+    "smoke": dict(size=64, n_head=1, n_other=0, n_fail=0, headline="laplace", methods=(), n_train=10, nuts=(50, 100)),
+    # quick: 10 headline cases (`--n-headline 5` runs the first five): with 5 the standard
     # error of the 90% coverage was 4.4 points, too wide to tell a 5-point miss from chance
-    "quick": dict(size=128, n_head=10, n_other=1, n_fail=1, headline="importance", failure="laplace", methods=(),
-                  n_train=20, other_views=(1,), nuts=(100, 250), importance=(3, 800)),
-    "full": dict(size=256, n_head=20, n_other=8, n_fail=3, headline="laplace", methods=("svi", "nuts", "importance"),
-                 n_train=20, nuts=(200, 500)),
+    "quick": dict(
+        size=128,
+        n_head=10,
+        n_other=1,
+        n_fail=1,
+        headline="importance",
+        failure="laplace",
+        methods=(),
+        n_train=20,
+        other_views=(1,),
+        nuts=(100, 250),
+        importance=(3, 800),
+    ),
+    "full": dict(
+        size=256,
+        n_head=20,
+        n_other=8,
+        n_fail=3,
+        headline="laplace",
+        methods=("svi", "nuts", "importance"),
+        n_train=20,
+        nuts=(200, 500),
+    ),
 }
 
 
@@ -111,9 +141,12 @@ def run(args) -> dict:
         r["floor"] = floor(model, case.truth) if case.kind == "held_out" else None
         rows.append(r)
         write_json(out / "cases.json", rows)  # as it goes: a stopped run keeps its cases
-        print(f"[{time.perf_counter() - t_start:6.0f} s] {group:<22} {case.name:<14} {r['method']:<7} "
-              f"surface {r['surface_mean']:.2f} mm, cov95 {r['coverage']['0.95']:.2f}, score {r['score']:.2f} "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"[{time.perf_counter() - t_start:6.0f} s] {group:<22} {case.name:<14} {r['method']:<7} "
+            f"surface {r['surface_mean']:.2f} mm, cov95 {r['coverage']['0.95']:.2f}, score {r['score']:.2f} "
+            f"({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
 
     size = cfg["size"]
     rs = args.case_rotation_sd
@@ -155,8 +188,13 @@ def summarise(rows, flag_methods, args, cfg, wall) -> dict:
         cov_n, _ = mean_coverage(rs, "coverage_normal")
         floors = [r["floor"] for r in rs if r["floor"] is not None]
         table[g] = {
-            "n": len(rs), "coverage": cov, "coverage_se": cov_se, "ece": ece(cov), "coverage_with_model_error": cov_me,
-            "coverage_normal": cov_n, "ece_normal": ece(cov_n),
+            "n": len(rs),
+            "coverage": cov,
+            "coverage_se": cov_se,
+            "ece": ece(cov),
+            "coverage_with_model_error": cov_me,
+            "coverage_normal": cov_n,
+            "ece_normal": ece(cov_n),
             "coverage_per_case_95": [r["coverage"]["0.95"] for r in rs],
             "surface_mean": float(np.mean([r["surface_mean"] for r in rs])),
             "surface_p95": float(np.mean([r["surface_p95"] for r in rs])),
@@ -178,7 +216,7 @@ def summarise(rows, flag_methods, args, cfg, wall) -> dict:
     return {
         "setting": args.setting,
         "headline": f"biplanar {HEADLINE_OBS[args.headline_obs].format(pixel=args.drr_pixel)}, "
-                    f"{head_method}, {cfg['size']} px detector, held-out example shapes",
+        f"{head_method}, {cfg['size']} px detector, held-out example shapes",
         "coverage": head_cov,
         "coverage_se": table["headline"]["coverage_se"] if head else {},
         "ece": ece(head_cov) if head else None,
@@ -204,8 +242,26 @@ def write_outputs(out: Path, rows, summary) -> None:
 
     write_json(out / "cases.json", rows)
     write_json(out / "summary.json", summary)
-    keys = ["group", "name", "kind", "method", "obs", "views", "jitter", "surface_mean", "surface_p95", "dice",
-            "vertex_error_mean", "mean_r95", "spearman_vertex", "score", "misfit", "flagged", "wall_s", "floor"]
+    keys = [
+        "group",
+        "name",
+        "kind",
+        "method",
+        "obs",
+        "views",
+        "jitter",
+        "surface_mean",
+        "surface_p95",
+        "dice",
+        "vertex_error_mean",
+        "mean_r95",
+        "spearman_vertex",
+        "score",
+        "misfit",
+        "flagged",
+        "wall_s",
+        "floor",
+    ]
     tmp = out / ".cases.csv.tmp"
     with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -215,15 +271,26 @@ def write_outputs(out: Path, rows, summary) -> None:
     tmp.replace(out / "cases.csv")
     g = summary["groups"]
     held = {k: v for k, v in g.items() if not k.startswith("failure")}
-    calibration_png(LEVELS, {k: [v["coverage"][str(lv)] for lv in LEVELS] for k, v in held.items()},
-                    out / "calibration.png", counts={k: v["n"] for k, v in held.items()})
-    calibration_png(LEVELS, {k: [v["coverage_normal"][str(lv)] for lv in LEVELS] for k, v in held.items()},
-                    out / "calibration_normal.png", counts={k: v["n"] for k, v in held.items()},
-                    title="Coverage along the surface normal (mean vertex to true surface)")
-    calibration_png(LEVELS, {k + " + model error": [v["coverage_with_model_error"][str(lv)] for lv in LEVELS]
-                             for k, v in held.items()}, out / "calibration_model_error.png",
-                    counts={k + " + model error": v["n"] for k, v in held.items()},
-                    title="Coverage with the leave-one-out model error added")
+    calibration_png(
+        LEVELS,
+        {k: [v["coverage"][str(lv)] for lv in LEVELS] for k, v in held.items()},
+        out / "calibration.png",
+        counts={k: v["n"] for k, v in held.items()},
+    )
+    calibration_png(
+        LEVELS,
+        {k: [v["coverage_normal"][str(lv)] for lv in LEVELS] for k, v in held.items()},
+        out / "calibration_normal.png",
+        counts={k: v["n"] for k, v in held.items()},
+        title="Coverage along the surface normal (mean vertex to true surface)",
+    )
+    calibration_png(
+        LEVELS,
+        {k + " + model error": [v["coverage_with_model_error"][str(lv)] for lv in LEVELS] for k, v in held.items()},
+        out / "calibration_model_error.png",
+        counts={k + " + model error": v["n"] for k, v in held.items()},
+        title="Coverage with the leave-one-out model error added",
+    )
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     for kind in sorted({r["kind"] for r in rows}):
@@ -243,34 +310,67 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--quick", action="store_true", help="the quick setting (minutes on 2 cores)")
     ap.add_argument("--smoke", action="store_true", help="one tiny case (for the test suite)")
-    ap.add_argument("--headline-method", choices=["laplace", "importance", "svi", "nuts"],
-                    help="method of the headline and failure cases (default: the setting's; quick: importance "
-                    "for the headline, laplace for the failures)")
-    ap.add_argument("--groups", nargs="+", choices=["headline", "other", "failure"],
-                    help="run only these groups of cases (default all); the headline cases are the same whatever "
-                    "else runs, so e.g. `--groups headline --headline-method nuts` measures NUTS on them alone")
-    ap.add_argument("--methods", nargs="+", choices=["laplace", "importance", "svi", "nuts"],
-                    help="the methods compared in the 'other' group (default: the setting's; the full setting's "
-                    "are laplace svi nuts), e.g. `--groups other --methods laplace svi` leaves NUTS out")
-    ap.add_argument("--failures", nargs="+", choices=FAILURES,
-                    help="run only these failure kinds (default all), e.g. `--groups failure --failures occluded`")
-    ap.add_argument("--headline-obs", choices=sorted(HEADLINE_OBS), default="contour",
-                    help="the headline cases' observations: the masks' contour points, jittered 0.5 px (Contour, "
-                         "default), the noise-free masks pixel by pixel (Silhouette, sigma 0.5 px), or the DRRs "
-                         "(1%% noise)")
-    ap.add_argument("--drr-pixel", choices=["centre", "area"], default="centre",
-                    help="DRRs (every DRR case) simulated and modelled at pixel centres (default), or averaged over "
-                         "each pixel's area (smooth in the shape: what NUTS needs)")
-    ap.add_argument("--case-rotation-sd", type=float, default=0.02,
-                    help="sd (rad) of the cases' random rotation; infer's pose prior has 0.1 (match it with 0.1)")
-    ap.add_argument("--n-headline", type=int,
-                    help="number of headline cases (default: the setting's; smoke 1, quick 10, full 20). The cases "
-                         "are drawn in order, so the first n are the same for any larger n; the other groups' poses "
-                         "follow the headline's draws, so they change with n (sessions 11 to 23 ran quick with 5)")
+    ap.add_argument(
+        "--headline-method",
+        choices=["laplace", "importance", "svi", "nuts"],
+        help="method of the headline and failure cases (default: the setting's; quick: importance "
+        "for the headline, laplace for the failures)",
+    )
+    ap.add_argument(
+        "--groups",
+        nargs="+",
+        choices=["headline", "other", "failure"],
+        help="run only these groups of cases (default all); the headline cases are the same whatever "
+        "else runs, so e.g. `--groups headline --headline-method nuts` measures NUTS on them alone",
+    )
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        choices=["laplace", "importance", "svi", "nuts"],
+        help="the methods compared in the 'other' group (default: the setting's; the full setting's "
+        "are laplace svi nuts), e.g. `--groups other --methods laplace svi` leaves NUTS out",
+    )
+    ap.add_argument(
+        "--failures",
+        nargs="+",
+        choices=FAILURES,
+        help="run only these failure kinds (default all), e.g. `--groups failure --failures occluded`",
+    )
+    ap.add_argument(
+        "--headline-obs",
+        choices=sorted(HEADLINE_OBS),
+        default="contour",
+        help="the headline cases' observations: the masks' contour points, jittered 0.5 px (Contour, "
+        "default), the noise-free masks pixel by pixel (Silhouette, sigma 0.5 px), or the DRRs "
+        "(1%% noise)",
+    )
+    ap.add_argument(
+        "--drr-pixel",
+        choices=["centre", "area"],
+        default="centre",
+        help="DRRs (every DRR case) simulated and modelled at pixel centres (default), or averaged over "
+        "each pixel's area (smooth in the shape: what NUTS needs)",
+    )
+    ap.add_argument(
+        "--case-rotation-sd",
+        type=float,
+        default=0.02,
+        help="sd (rad) of the cases' random rotation; infer's pose prior has 0.1 (match it with 0.1)",
+    )
+    ap.add_argument(
+        "--n-headline",
+        type=int,
+        help="number of headline cases (default: the setting's; smoke 1, quick 10, full 20). The cases "
+        "are drawn in order, so the first n are the same for any larger n; the other groups' poses "
+        "follow the headline's draws, so they change with n)",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--prior-variance", choices=["sample", "loo"], default="loo",
-                    help="the PCA prior's mode variances: calibrated by leave-one-out (default, since session 11), "
-                         "or the sample's")
+    ap.add_argument(
+        "--prior-variance",
+        choices=["sample", "loo"],
+        default="loo",
+        help="the PCA prior's mode variances: calibrated by leave-one-out (default), or the sample's",
+    )
     args = ap.parse_args(argv)
     args.setting = "smoke" if args.smoke else "quick" if args.quick else "full"
     if args.n_headline is not None and args.n_headline < 1:
@@ -278,8 +378,11 @@ def main(argv=None):
     if not args.case_rotation_sd > 0:
         ap.error(f"--case-rotation-sd: expected a positive sd in rad, got {args.case_rotation_sd}")
     s = run(args)
-    print(json.dumps({k: s[k] for k in ("headline", "coverage", "coverage_se", "auroc", "spearman", "wall_time_s")},
-                     indent=1))
+    print(
+        json.dumps(
+            {k: s[k] for k in ("headline", "coverage", "coverage_se", "auroc", "spearman", "wall_time_s")}, indent=1
+        )
+    )
     return 0
 
 

@@ -15,8 +15,8 @@ Gaussian noise of sd S px), ``0`` takes the rasterised masks.
 
 The pose (``--pose-prior matched``, the default) is an exact draw from the prior that
 ``infer`` is given: a rotation vector ``N(0, rotation_sd^2 I)`` about the model mean's
-centroid and a translation ``N(0, translation_sd^2 I)``, with ``initial_pose`` the identity.
-``--pose-prior legacy`` is the protocol of sessions 10 to 12: the truth moved by 0.02 rad and
+centroid and a translation ``N(0, translation_sd^2 I)``, with the initial pose the identity.
+``--pose-prior legacy`` is the earlier protocol: the truth moved by 0.02 rad and
 3 mm about its own centroid, reconstructed with ``infer``'s default pose prior (0.1 rad,
 10 mm around the pose it estimates from the silhouettes), so the rotation prior is five times
 wider than the rotations drawn.
@@ -51,45 +51,79 @@ import trimesh
 jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bayesshape as bs  # noqa: E402
 from _cases import LEVELS, Case, ece, make_views, mean_coverage, move, reconstruct  # noqa: E402
+
+import bayesshape as bs  # noqa: E402
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--method", default="laplace", choices=["laplace", "importance", "svi", "nuts"])
-    ap.add_argument("--obs", default="contour", choices=["contour", "drr", "silhouette"],
-                    help="contour: points of the mask's outline (Contour); silhouette: the mask itself, pixel by "
-                         "pixel (Silhouette, the probit likelihood); drr: the images")
-    ap.add_argument("--mask-noise", type=float, default=0.0,
-                    help="silhouette: sd (px) of the probit noise the masks are drawn with (0: the rasterised mask)")
-    ap.add_argument("--sigma", type=float, default=None,
-                    help="likelihood noise sd (px); default: contour max(jitter, 0.5), silhouette the mask noise "
-                         "or 0.5 px for noise-free masks")
+    ap.add_argument(
+        "--obs",
+        default="contour",
+        choices=["contour", "drr", "silhouette"],
+        help="contour: points of the mask's outline (Contour); silhouette: the mask itself, pixel by "
+        "pixel (Silhouette, the probit likelihood); drr: the images",
+    )
+    ap.add_argument(
+        "--mask-noise",
+        type=float,
+        default=0.0,
+        help="silhouette: sd (px) of the probit noise the masks are drawn with (0: the rasterised mask)",
+    )
+    ap.add_argument(
+        "--sigma",
+        type=float,
+        default=None,
+        help="likelihood noise sd (px); default: contour max(jitter, 0.5), silhouette the mask noise "
+        "or 0.5 px for noise-free masks",
+    )
     ap.add_argument("--n", type=int, default=20, help="number of shapes drawn from the model")
     ap.add_argument("--size", type=int, default=128, help="detector pixels")
     ap.add_argument("--jitter", type=float, default=0.5, help="contour noise, px")
     ap.add_argument("--samples", type=int, default=300, help="posterior draws (NUTS: per chain, also warm-up)")
     ap.add_argument("--likelihood-faces", type=int, default=None, help="coarse likelihood mesh (infer's option)")
-    ap.add_argument("--no-contour-weights", action="store_true", help="the nominal contour likelihood "
-                    "(no composite-likelihood weights)")
-    ap.add_argument("--pose-prior", default="matched", choices=["matched", "legacy"],
-                    help="matched: the truth's pose is drawn from infer's pose prior; legacy: sessions 10-12")
+    ap.add_argument(
+        "--no-contour-weights",
+        action="store_true",
+        help="the nominal contour likelihood (no composite-likelihood weights)",
+    )
+    ap.add_argument(
+        "--pose-prior",
+        default="matched",
+        choices=["matched", "legacy"],
+        help="matched: the truth's pose is drawn from infer's pose prior; legacy: the earlier protocol "
+        "(truth moved 0.02 rad and 3 mm, default pose prior)",
+    )
     ap.add_argument("--rotation-sd", type=float, default=0.1, help="pose prior sd, rad (matched)")
     ap.add_argument("--translation-sd", type=float, default=10.0, help="pose prior sd, mm (matched)")
-    ap.add_argument("--supersample", type=int, default=1,
-                    help="contour points from a mask this many times finer, subsampled to the native count: "
-                         "the pixel quantisation shrinks, but the sparser points leave gaps in the model-to-image "
-                         "distance (docs/experiments.md)")
-    ap.add_argument("--contour-source", default="mask", choices=["mask", "exact"],
-                    help="mask: the jittered contour of the simulated mask (pixel quantisation); exact: points "
-                         "along the truth's projected occluding contour, jittered (the likelihood's own noise model)")
+    ap.add_argument(
+        "--supersample",
+        type=int,
+        default=1,
+        help="contour points from a mask this many times finer, subsampled to the native count: "
+        "the pixel quantisation shrinks, but the sparser points leave gaps in the model-to-image "
+        "distance (docs/experiments.md)",
+    )
+    ap.add_argument(
+        "--contour-source",
+        default="mask",
+        choices=["mask", "exact"],
+        help="mask: the jittered contour of the simulated mask (pixel quantisation); exact: points "
+        "along the truth's projected occluding contour, jittered (the likelihood's own noise model)",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pool", type=Path, nargs="+", metavar="DIR",
-                    help="run nothing: pool the finished runs in these --out folders (same settings, different "
-                         "seeds) into --out/summary.json; rows that do not record their posterior sample count "
-                         "are taken to have --samples draws (2 chains of them with --method nuts)")
+    ap.add_argument(
+        "--pool",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="run nothing: pool the finished runs in these --out folders (same settings, different "
+        "seeds) into --out/summary.json; rows that do not record their posterior sample count "
+        "are taken to have --samples draws (2 chains of them with --method nuts)",
+    )
     args = ap.parse_args(argv)
     if args.pool:
         try:
@@ -104,8 +138,10 @@ def main(argv=None):
     if args.sigma is not None and not args.sigma > 0:
         ap.error(f"--sigma: expected a positive sd in px, got {args.sigma}")
     if args.contour_source == "exact" and (args.supersample > 1 or args.obs != "contour"):
-        ap.error("--contour-source exact: contour observations only, and not with --supersample (both replace "
-                 "the mask's points)")
+        ap.error(
+            "--contour-source exact: contour observations only, and not with --supersample (both replace "
+            "the mask's points)"
+        )
     for name in ("rotation_sd", "translation_sd"):
         if not getattr(args, name) > 0:
             ap.error(f"--{name.replace('_', '-')}: expected a positive sd, got {getattr(args, name)}")
@@ -119,39 +155,79 @@ def main(argv=None):
     if args.pose_prior == "matched":
         # the pose the prior draws: about the centroid infer rotates about (the mean mesh's volume centroid)
         center = trimesh.Trimesh(np.asarray(model.mean), np.asarray(model.faces), process=False).center_mass
-        pose_kw = dict(initial_pose=(np.zeros(3), np.zeros(3), 0.0), rotation_sd=args.rotation_sd,
-                       translation_sd=args.translation_sd)
+        pose_kw = dict(
+            pose=bs.RigidPose(
+                rotation_sd=args.rotation_sd,
+                translation_sd=args.translation_sd,
+                initial=(np.zeros(3), np.zeros(3), 0.0),
+            )
+        )
         motion = dict(rot_sd=args.rotation_sd, trans_sd=args.translation_sd, center=center)
     else:
         pose_kw, motion = {}, {}
     rows = []
     t0 = time.perf_counter()
     for i in range(args.n):
-        truth, (rotvec, t) = move(trimesh.Trimesh(draws[i], np.asarray(model.faces), process=False), rng,
-                                  return_pose=True, **motion)
+        truth, (rotvec, t) = move(
+            trimesh.Trimesh(draws[i], np.asarray(model.faces), process=False), rng, return_pose=True, **motion
+        )
         # the truth's whitened parameters, when it is an exact draw from infer's prior
-        theta = (np.concatenate([np.asarray(alpha[i]), rotvec / args.rotation_sd, t / args.translation_sd])
-                 if args.pose_prior == "matched" else None)
+        theta = (
+            np.concatenate([np.asarray(alpha[i]), rotvec / args.rotation_sd, t / args.translation_sd])
+            if args.pose_prior == "matched"
+            else None
+        )
         views = make_views(2, args.size)
         case = Case(f"draw{i}", "in_model", truth, views, views, jitter=args.jitter)
-        r = reconstruct(model, case, method=args.method, seed=args.seed + i, kind=args.obs,
-                        num_samples=args.samples, num_warmup=args.samples, likelihood_faces=args.likelihood_faces,
-                        contour_weights=not args.no_contour_weights, supersample=args.supersample,
-                        truth_theta=theta, contour_source=args.contour_source, mask_noise=args.mask_noise,
-                        sigma=args.sigma, **pose_kw)
+        r = reconstruct(
+            model,
+            case,
+            method=args.method,
+            seed=args.seed + i,
+            kind=args.obs,
+            num_samples=args.samples,
+            num_warmup=args.samples,
+            likelihood_faces=args.likelihood_faces,
+            contour_weights=not args.no_contour_weights,
+            supersample=args.supersample,
+            truth_theta=theta,
+            contour_source=args.contour_source,
+            mask_noise=args.mask_noise,
+            sigma=args.sigma,
+            **pose_kw,
+        )
         rows.append(r)
-        print(f"[{time.perf_counter() - t0:5.0f} s] {case.name}: vertex error {r['vertex_error_mean']:.2f} mm, "
-              f"coverage " + "/".join(f"{r['coverage'][str(lv)]:.2f}" for lv in LEVELS)
-              + f", misfit {r['misfit']:.2f}, weights {r['diagnostics'].get('contour_weights')}, "
-              f"{r['wall_s']:.0f} s", flush=True)
-    settings = {"method": args.method, "contour_weights": not args.no_contour_weights, "obs": args.obs,
-                "pose_prior": args.pose_prior, "supersample": args.supersample,
-                "contour_source": args.contour_source, "mask_noise": args.mask_noise, "sigma": args.sigma,
-                **({"rotation_sd": args.rotation_sd, "translation_sd": args.translation_sd}
-                   if args.pose_prior == "matched" else {}),
-                "size": args.size, "jitter": args.jitter}
-    summary = {**summarize(rows, settings), "seed": args.seed, "samples": args.samples,
-               "wall_time_s": time.perf_counter() - t0}
+        print(
+            f"[{time.perf_counter() - t0:5.0f} s] {case.name}: vertex error {r['vertex_error_mean']:.2f} mm, "
+            f"coverage "
+            + "/".join(f"{r['coverage'][str(lv)]:.2f}" for lv in LEVELS)
+            + f", misfit {r['misfit']:.2f}, weights {r['diagnostics'].get('composite_weights')}, "
+            f"{r['wall_s']:.0f} s",
+            flush=True,
+        )
+    settings = {
+        "method": args.method,
+        "contour_weights": not args.no_contour_weights,
+        "obs": args.obs,
+        "pose_prior": args.pose_prior,
+        "supersample": args.supersample,
+        "contour_source": args.contour_source,
+        "mask_noise": args.mask_noise,
+        "sigma": args.sigma,
+        **(
+            {"rotation_sd": args.rotation_sd, "translation_sd": args.translation_sd}
+            if args.pose_prior == "matched"
+            else {}
+        ),
+        "size": args.size,
+        "jitter": args.jitter,
+    }
+    summary = {
+        **summarize(rows, settings),
+        "seed": args.seed,
+        "samples": args.samples,
+        "wall_time_s": time.perf_counter() - t0,
+    }
     bs.export.write_json(args.out / "cases.json", rows)
     bs.export.write_json(args.out / "summary.json", summary)
     print_summary(summary)
@@ -159,8 +235,20 @@ def main(argv=None):
 
 
 # the settings two runs must share to be pooled (everything but the seed, the number of draws and the times)
-SETTINGS = ("method", "contour_weights", "obs", "pose_prior", "supersample", "contour_source", "mask_noise",
-            "sigma", "rotation_sd", "translation_sd", "size", "jitter")
+SETTINGS = (
+    "method",
+    "contour_weights",
+    "obs",
+    "pose_prior",
+    "supersample",
+    "contour_source",
+    "mask_noise",
+    "sigma",
+    "rotation_sd",
+    "translation_sd",
+    "size",
+    "jitter",
+)
 
 
 def summarize(rows, settings: dict, default_samples: int | None = None) -> dict:
@@ -171,31 +259,46 @@ def summarize(rows, settings: dict, default_samples: int | None = None) -> dict:
     cov, se = mean_coverage(rows)
     cov_n, _ = mean_coverage(rows, "coverage_normal")
     joint = joint_calibration(rows, default_samples) if all(r.get("theta") for r in rows) else {}
-    return {**settings, "n": len(rows),
-            "coverage": cov, "coverage_se": se, "ece": ece(cov), "coverage_normal": cov_n,
-            "vertex_error_mean": float(np.mean([r["vertex_error_mean"] for r in rows])),
-            "surface_mean": float(np.mean([r["surface_mean"] for r in rows])),
-            "misfit_mean": float(np.mean([r["misfit"] for r in rows])),
-            "wall_s_mean": float(np.mean([r["wall_s"] for r in rows])), **joint}
+    return {
+        **settings,
+        "n": len(rows),
+        "coverage": cov,
+        "coverage_se": se,
+        "ece": ece(cov),
+        "coverage_normal": cov_n,
+        "vertex_error_mean": float(np.mean([r["vertex_error_mean"] for r in rows])),
+        "surface_mean": float(np.mean([r["surface_mean"] for r in rows])),
+        "misfit_mean": float(np.mean([r["misfit"] for r in rows])),
+        "wall_s_mean": float(np.mean([r["wall_s"] for r in rows])),
+        **joint,
+    }
 
 
 def print_summary(summary: dict) -> None:
     cov, se, cov_n = summary["coverage"], summary["coverage_se"], summary["coverage_normal"]
-    print(f"{summary['n']} draws: coverage " + " / ".join(
-          f"{cov[str(lv)]:.3f} +- {se.get(str(lv), float('nan')):.3f}" for lv in LEVELS)
-          + f" at {'/'.join(str(lv) for lv in LEVELS)}; along the normal "
-          + " / ".join(f"{cov_n[str(lv)]:.2f}" for lv in LEVELS))
+    print(
+        f"{summary['n']} draws: coverage "
+        + " / ".join(f"{cov[str(lv)]:.3f} +- {se.get(str(lv), float('nan')):.3f}" for lv in LEVELS)
+        + f" at {'/'.join(str(lv) for lv in LEVELS)}; along the normal "
+        + " / ".join(f"{cov_n[str(lv)]:.2f}" for lv in LEVELS)
+    )
     if "joint_coverage" in summary:
-        print("parameters: truth inside the joint credible ellipsoid " + " / ".join(
-              f"{summary['joint_coverage'][str(lv)]:.2f}" for lv in LEVELS) + "; central intervals, shape "
-              + " / ".join(f"{summary['interval_coverage_shape'][str(lv)]:.2f}" for lv in LEVELS) + ", pose "
-              + " / ".join(f"{summary['interval_coverage_pose'][str(lv)]:.2f}" for lv in LEVELS)
-              + f"; mean Mahalanobis^2 {summary['mahalanobis2_mean']:.1f} for {summary['n_params']} parameters "
-              f"(calibrated: {summary['mahalanobis2_expected']:.1f}, {summary['mahalanobis2_reference']})")
+        print(
+            "parameters: truth inside the joint credible ellipsoid "
+            + " / ".join(f"{summary['joint_coverage'][str(lv)]:.2f}" for lv in LEVELS)
+            + "; central intervals, shape "
+            + " / ".join(f"{summary['interval_coverage_shape'][str(lv)]:.2f}" for lv in LEVELS)
+            + ", pose "
+            + " / ".join(f"{summary['interval_coverage_pose'][str(lv)]:.2f}" for lv in LEVELS)
+            + f"; mean Mahalanobis^2 {summary['mahalanobis2_mean']:.1f} for {summary['n_params']} parameters "
+            f"(calibrated: {summary['mahalanobis2_expected']:.1f}, {summary['mahalanobis2_reference']})"
+        )
     if "z_worst" in summary:
         w = summary["z_worst"]
-        print(f"furthest from calibration: {w['name']} (RMS z {w['rms']:.2f} over {w['draws']} draws, p {w['p']:.3f}; "
-              f"among {summary['n_params']} parameters, family-wise p {w['p_family']:.2f})")
+        print(
+            f"furthest from calibration: {w['name']} (RMS z {w['rms']:.2f} over {w['draws']} draws, p {w['p']:.3f}; "
+            f"among {summary['n_params']} parameters, family-wise p {w['p_family']:.2f})"
+        )
 
 
 def pool(dirs, out: Path, default_samples: int | None = None) -> dict:
@@ -216,18 +319,24 @@ def pool(dirs, out: Path, default_samples: int | None = None) -> dict:
     for d, s, _ in runs[1:]:
         diff = [k for k in SETTINGS if s.get(k) != ref.get(k)]
         if diff:
-            raise ValueError(f"--pool: {d} and {ref_dir} differ in " + ", ".join(
-                f"{k} ({s.get(k)!r} against {ref.get(k)!r})" for k in diff) + "; only runs that differ in "
-                "their seed can be pooled")
+            raise ValueError(
+                f"--pool: {d} and {ref_dir} differ in "
+                + ", ".join(f"{k} ({s.get(k)!r} against {ref.get(k)!r})" for k in diff)
+                + "; only runs that differ in "
+                "their seed can be pooled"
+            )
     seeds = [s.get("seed") for _, s, _ in runs]
     known = [x for x in seeds if x is not None]
     if len(set(known)) < len(known) or len({str(d.resolve()) for d, _, _ in runs}) < len(runs):
         raise ValueError(f"--pool: the same run or seed twice (seeds {seeds}); each draw must count once")
     rows = [r for _, _, rs in runs for r in rs]
-    summary = {**summarize(rows, {k: ref.get(k) for k in SETTINGS if k in ref}, default_samples),
-               "pooled_from": [{"out": str(d), "seed": s.get("seed"), "n": s["n"], "coverage": s["coverage"]}
-                               for d, s, _ in runs],
-               "wall_time_s": float(sum(s.get("wall_time_s", 0.0) for _, s, _ in runs))}
+    summary = {
+        **summarize(rows, {k: ref.get(k) for k in SETTINGS if k in ref}, default_samples),
+        "pooled_from": [
+            {"out": str(d), "seed": s.get("seed"), "n": s["n"], "coverage": s["coverage"]} for d, s, _ in runs
+        ],
+        "wall_time_s": float(sum(s.get("wall_time_s", 0.0) for _, s, _ in runs)),
+    }
     out.mkdir(parents=True, exist_ok=True)
     bs.export.write_json(out / "summary.json", summary)
     return summary
@@ -245,7 +354,8 @@ def joint_calibration(rows, default_samples: int | None = None) -> dict:
     ``p (n + 1) (n - 1) / (n (n - p - 2))``, 10% above ``p`` for 25 parameters and 300 draws: a chi-square
     reading would call a calibrated posterior 10% too narrow. The thresholds are Hotelling's where ``n``
     is known and chi-square otherwise (``mahalanobis2_reference`` says which)."""
-    from scipy.stats import chi2, f as f_dist, norm
+    from scipy.stats import chi2, norm
+    from scipy.stats import f as f_dist
 
     d2 = np.array([r["theta"]["mahalanobis2"] for r in rows])
     z = np.array([r["theta"]["z"] for r in rows])
@@ -262,6 +372,7 @@ def joint_calibration(rows, default_samples: int | None = None) -> dict:
         expected = float(np.mean(dim * (ns + 1) * (ns - 1) / (ns * (ns - dim - 2))))
         reference = "hotelling"
     else:
+
         def inside(lv):
             return np.mean(d2 <= chi2.ppf(lv, dim))
 
@@ -272,12 +383,18 @@ def joint_calibration(rows, default_samples: int | None = None) -> dict:
         "mahalanobis2_expected": expected,
         "mahalanobis2_reference": reference,
         "joint_coverage": {str(lv): float(inside(lv)) for lv in LEVELS},
-        "interval_coverage_shape": {str(lv): float(np.mean(np.abs(z[:, shape]) <= norm.ppf(0.5 + lv / 2)))
-                                    for lv in LEVELS},
-        "interval_coverage_pose": {str(lv): float(np.mean(np.abs(z[:, ~shape]) <= norm.ppf(0.5 + lv / 2)))
-                                   for lv in LEVELS},
-        "pose_z_rms": dict(zip([n for n, s in zip(names, shape) if not s],
-                               np.sqrt(np.mean(z[:, ~shape] ** 2, axis=0)).round(3).tolist())),
+        "interval_coverage_shape": {
+            str(lv): float(np.mean(np.abs(z[:, shape]) <= norm.ppf(0.5 + lv / 2))) for lv in LEVELS
+        },
+        "interval_coverage_pose": {
+            str(lv): float(np.mean(np.abs(z[:, ~shape]) <= norm.ppf(0.5 + lv / 2))) for lv in LEVELS
+        },
+        "pose_z_rms": dict(
+            zip(
+                [n for n, s in zip(names, shape) if not s],
+                np.sqrt(np.mean(z[:, ~shape] ** 2, axis=0)).round(3).tolist(),
+            )
+        ),
         "z_worst": worst_parameter(z, names, ns if reference == "hotelling" else None),
     }
 
@@ -294,7 +411,8 @@ def worst_parameter(z, names, n_samples=None) -> dict:
     distribution to a standard normal first, so the test is exact for a calibrated Gaussian posterior sampled
     independently (Laplace); NUTS draws are autocorrelated and make it approximate. Sidak's correction treats the
     parameters' tests as independent; the posterior correlates them, so the family-wise p is approximate too."""
-    from scipy.stats import chi2, norm, t as t_dist
+    from scipy.stats import chi2, norm
+    from scipy.stats import t as t_dist
 
     z = np.asarray(z, dtype=float)
     if n_samples is not None:
@@ -304,8 +422,13 @@ def worst_parameter(z, names, n_samples=None) -> dict:
     ss = np.sum(z**2, axis=0)
     p = np.minimum(1.0, 2 * np.minimum(chi2.sf(ss, n), chi2.cdf(ss, n)))
     j = int(np.argmin(p))
-    return {"name": names[j], "rms": float(np.sqrt(ss[j] / n)), "p": float(p[j]),
-            "p_family": float(1 - (1 - p[j]) ** dim), "draws": n}
+    return {
+        "name": names[j],
+        "rms": float(np.sqrt(ss[j] / n)),
+        "p": float(p[j]),
+        "p_family": float(1 - (1 - p[j]) ** dim),
+        "draws": n,
+    }
 
 
 if __name__ == "__main__":

@@ -61,18 +61,33 @@ def main(argv=None):
         ratio = np.asarray(model.explained_variance_ratio)
         errs = loo(meshes)
         mean_err = errs.mean(0)
-        results[name] = {"explained_variance_ratio": ratio.tolist(), "loo_mean_vertex_distance_mm": mean_err.tolist(),
-                         "loo_per_case_all_modes_mm": errs[:, -1].tolist()}
-        report.append(f"### {name}\n\n| modes | variance explained (mode) | cumulative | LOO mean vertex distance (mm) |\n|---|---|---|---|")
+        results[name] = {
+            "explained_variance_ratio": ratio.tolist(),
+            "loo_mean_vertex_distance_mm": mean_err.tolist(),
+            "loo_per_case_all_modes_mm": errs[:, -1].tolist(),
+        }
+        report.append(
+            f"### {name}\n\n| modes | variance explained (mode) | cumulative | LOO mean vertex distance (mm) |\n"
+            "|---|---|---|---|"
+        )
         cum = np.cumsum(ratio)
         for k in range(len(mean_err)):
             report.append(f"| {k + 1} | {100 * ratio[k]:.1f}% | {100 * cum[k]:.1f}% | {mean_err[k]:.2f} |")
-        report.append(f"\nWith 0 modes (the mean shape) the LOO error is "
-                      f"{np.mean([np.linalg.norm(m.vertices - np.mean([x.vertices for j, x in enumerate(meshes) if j != i], 0), axis=1).mean() for i, m in enumerate(meshes)]):.2f} mm.\n")
+        mean_only = np.mean(
+            [
+                np.linalg.norm(
+                    m.vertices - np.mean([x.vertices for j, x in enumerate(meshes) if j != i], 0), axis=1
+                ).mean()
+                for i, m in enumerate(meshes)
+            ]
+        )
+        report.append(f"\nWith 0 modes (the mean shape) the LOO error is {mean_only:.2f} mm.\n")
 
     ref = bs.datasets.make_shape()
-    report.append("### GP model rank against retained variance (example mean shape, Gaussian kernel)\n\n"
-                  "| kernel | retained target | rank | retained |\n|---|---|---|---|")
+    report.append(
+        "### GP model rank against retained variance (example mean shape, Gaussian kernel)\n\n"
+        "| kernel | retained target | rank | retained |\n|---|---|---|---|"
+    )
     gp_rows = []
     for length in (50.0, 100.0, 200.0):
         k = bs.kernels.GaussianKernel(scale=16.0, length=length)
@@ -80,7 +95,9 @@ def main(argv=None):
             m = bs.gp_model(ref, k, retained=target)
             got = float(m.variance.sum() / m.total_variance)
             gp_rows.append({"length": length, "target": target, "rank": m.n_modes, "retained": got})
-            report.append(f"| Gaussian(scale 16 mm^2, length {length:g} mm) | {target:.2f} | {m.n_modes} | {100 * got:.2f}% |")
+            report.append(
+                f"| Gaussian(scale 16 mm^2, length {length:g} mm) | {target:.2f} | {m.n_modes} | {100 * got:.2f}% |"
+            )
     results["gp_rank"] = gp_rows
     (args.out / "models.md").write_text("\n".join(report) + "\n")
     (args.out / "models.json").write_text(json.dumps(results, indent=2))

@@ -35,9 +35,10 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bayesshape as bs  # noqa: E402
 from _cases import Case, make_views, move, observations  # noqa: E402
-from bayesshape.inference.infer import _ess_bulk_tail as ess  # noqa: E402  (bulk/tail ESS as infer reports them)
+
+import bayesshape as bs  # noqa: E402
+from bayesshape.inference import ess_bulk_tail as ess  # noqa: E402  (bulk/tail ESS as infer reports them)
 
 SETTINGS = {
     "smoke": dict(size=64, nuts=(10, 10), rwmh=500, chains=1),
@@ -49,12 +50,14 @@ SETTINGS = {
 def run_nuts(logdensity, theta0, cov, key, warmup, samples, chains):
     from numpyro.infer import MCMC, NUTS
 
-    from bayesshape.inference.infer import _numpyro_promotion
+    from bayesshape.inference._numpyro import numpyro_promotion as _numpyro_promotion
 
-    kernel = NUTS(potential_fn=lambda th: -logdensity(th), dense_mass=True, target_accept_prob=0.85,
-                  inverse_mass_matrix=cov)
-    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=chains, chain_method="sequential",
-                progress_bar=False)
+    kernel = NUTS(
+        potential_fn=lambda th: -logdensity(th), dense_mass=True, target_accept_prob=0.85, inverse_mass_matrix=cov
+    )
+    mcmc = MCMC(
+        kernel, num_warmup=warmup, num_samples=samples, num_chains=chains, chain_method="sequential", progress_bar=False
+    )
     starts = jax.random.multivariate_normal(key, theta0, cov, (chains,), method="eigh")
     with _numpyro_promotion():
         t0 = time.perf_counter()
@@ -106,19 +109,33 @@ def main(argv=None):
     ap.add_argument("--chains", type=int, help="chains of each sampler (default: the setting's)")
     ap.add_argument("--warmup", type=int, help="NUTS warm-up steps per chain (default: the setting's)")
     ap.add_argument("--draws", type=int, help="NUTS draws per chain (default: the setting's)")
-    ap.add_argument("--rwmh-steps", type=int, help="RW-MH steps per chain, the first fifth discarded "
-                    "(default: the setting's)")
-    ap.add_argument("--prior-variance", choices=["sample", "loo"], default="loo",
-                    help="the PCA prior's mode variances (default: leave-one-out, as the calibration headline)")
+    ap.add_argument(
+        "--rwmh-steps", type=int, help="RW-MH steps per chain, the first fifth discarded (default: the setting's)"
+    )
+    ap.add_argument(
+        "--prior-variance",
+        choices=["sample", "loo"],
+        default="loo",
+        help="the PCA prior's mode variances (default: leave-one-out, as the calibration headline)",
+    )
     args = ap.parse_args(argv)
     cfg = dict(SETTINGS["smoke" if args.smoke else "quick" if args.quick else "full"])
-    for flag, val, lo in (("size", args.size, 1), ("chains", args.chains, 1), ("warmup", args.warmup, 1),
-                          ("draws", args.draws, 1), ("rwmh-steps", args.rwmh_steps, 10)):
+    for flag, val, lo in (
+        ("size", args.size, 1),
+        ("chains", args.chains, 1),
+        ("warmup", args.warmup, 1),
+        ("draws", args.draws, 1),
+        ("rwmh-steps", args.rwmh_steps, 10),
+    ):
         if val is not None and val < lo:
             ap.error(f"--{flag}: expected a count of at least {lo}, got {val}")
     w, s = cfg["nuts"]
-    cfg.update(size=args.size or cfg["size"], chains=args.chains or cfg["chains"],
-               nuts=(args.warmup or w, args.draws or s), rwmh=args.rwmh_steps or cfg["rwmh"])
+    cfg.update(
+        size=args.size or cfg["size"],
+        chains=args.chains or cfg["chains"],
+        nuts=(args.warmup or w, args.draws or s),
+        rwmh=args.rwmh_steps or cfg["rwmh"],
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     model = bs.build_pca_model(bs.datasets.example_shapes(20, seed=0), align="rigid", variance=args.prior_variance)
@@ -135,15 +152,22 @@ def main(argv=None):
     run_rwmh(logdensity, theta_map, cov, key_r, 10, 1)
     nuts, nuts_wall, nuts_steps = run_nuts(logdensity, theta_map, cov, key_n, w, s, cfg["chains"])
     rw, rw_wall, rw_acc = run_rwmh(logdensity, theta_map, cov, key_r, cfg["rwmh"], cfg["chains"])
-    res = {"setting": f"held-out example shape, biplanar contours {cfg['size']} px, rigid pose, "
-                      f"dim {problem.dim}, {cfg['chains']} chains, sequential, {jax.default_backend()}, "
-                      f"prior variance {args.prior_variance}"}
+    res = {
+        "setting": f"held-out example shape, biplanar contours {cfg['size']} px, rigid pose, "
+        f"dim {problem.dim}, {cfg['chains']} chains, sequential, {jax.default_backend()}, "
+        f"prior variance {args.prior_variance}"
+    }
     for name, smp, wall in (("nuts", nuts, nuts_wall), ("rwmh", rw, rw_wall)):
         bulk, tail = ess(smp)
-        res[name] = {"wall_s": wall, "draws_per_chain": int(smp.shape[1]),
-                     "ess_bulk_min": float(bulk.min()), "ess_bulk_median": float(np.median(bulk)),
-                     "ess_tail_min": float(tail.min()),
-                     "ess_bulk_min_per_s": float(bulk.min() / wall), "ess_tail_min_per_s": float(tail.min() / wall)}
+        res[name] = {
+            "wall_s": wall,
+            "draws_per_chain": int(smp.shape[1]),
+            "ess_bulk_min": float(bulk.min()),
+            "ess_bulk_median": float(np.median(bulk)),
+            "ess_tail_min": float(tail.min()),
+            "ess_bulk_min_per_s": float(bulk.min() / wall),
+            "ess_tail_min_per_s": float(tail.min() / wall),
+        }
     res["nuts"]["gradient_evaluations"] = nuts_steps
     res["nuts"]["warmup"] = w
     res["rwmh"]["acceptance"] = rw_acc

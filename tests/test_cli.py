@@ -23,8 +23,17 @@ def _run(argv):
 def test_demo_writes_outputs(tmp_path):
     # 64 px and 10 training shapes: the same compiled likelihood as the end-to-end test below
     assert _run(["demo", "--out", str(tmp_path), "--size", "64", "--train", "10", "--quiet"]) == 0
-    for name in ("confidence.ply", "confidence.vtk", "confidence.vtp", "summary.json", "report.html",
-                 "posterior.npz", "samples/mean.ply", "pictures/credible_radius.png", "pictures/overlay_0.png"):
+    for name in (
+        "confidence.ply",
+        "confidence.vtk",
+        "confidence.vtp",
+        "summary.json",
+        "report.html",
+        "posterior.npz",
+        "samples/mean.ply",
+        "pictures/credible_radius.png",
+        "pictures/overlay_0.png",
+    ):
         assert (tmp_path / name).exists(), name
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["surface_error_mm"]["mean"] < 3.75  # half a 7.5 mm pixel
@@ -34,30 +43,91 @@ def test_demo_writes_outputs(tmp_path):
     for p in ("std", "normal_std", "credible_radius", "flag", "error", "red", "green", "blue"):
         assert p in props
     _, _, data = io.read_vtk_polydata(tmp_path / "confidence.vtk")
-    np.testing.assert_allclose(data["credible_radius"], ply.metadata["_ply_raw"]["vertex"]["data"]["credible_radius"],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        data["credible_radius"], ply.metadata["_ply_raw"]["vertex"]["data"]["credible_radius"], rtol=1e-6
+    )
 
 
 def test_simulate_infer_export_report(tmp_path):
     model, xray, case = tmp_path / "m.npz", tmp_path / "xray", tmp_path / "case"
     assert _run(["build-model", "--example", "10", "--out", str(model)]) == 0
-    assert _run(["simulate", "--model", str(model), "--sample-seed", "3", "--biplanar", "480", "--size", "64",
-                 "--out", str(xray)]) == 0
+    assert (
+        _run(
+            [
+                "simulate",
+                "--model",
+                str(model),
+                "--sample-seed",
+                "3",
+                "--biplanar",
+                "480",
+                "--size",
+                "64",
+                "--out",
+                str(xray),
+            ]
+        )
+        == 0
+    )
     sim = json.loads((xray / "simulation.json").read_text())
     assert sim["files"]["masks"] == ["AP_mask.png", "LAT_mask.png"]
-    assert _run(["infer", "--model", str(model), "--views", str(xray / "views.json"),
-                 "--masks", str(xray / "AP_mask.png"), str(xray / "LAT_mask.png"), "--truth", str(xray / "truth.ply"),
-                 "--method", "laplace", "--samples", "100", "--report", "--quiet", "--out", str(case)]) == 0
+    assert (
+        _run(
+            [
+                "infer",
+                "--model",
+                str(model),
+                "--views",
+                str(xray / "views.json"),
+                "--masks",
+                str(xray / "AP_mask.png"),
+                str(xray / "LAT_mask.png"),
+                "--truth",
+                str(xray / "truth.ply"),
+                "--method",
+                "laplace",
+                "--samples",
+                "100",
+                "--report",
+                "--quiet",
+                "--out",
+                str(case),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((case / "summary.json").read_text())
     assert summary["inputs"]["kind"] == "mask" and summary["posterior"]["method"] == "laplace"
     assert summary["inputs"]["likelihood"] == "Contour"
     # 64 px over 480 mm: 7.5 mm pixels; the mean still lands within a pixel of the truth
     assert summary["error_mm"]["vertex_mean"] < 7.5
     # the same masks pixel by pixel
-    assert _run(["infer", "--model", str(model), "--views", str(xray / "views.json"), "--mask-likelihood",
-                 "silhouette", "--masks", str(xray / "AP_mask.png"), str(xray / "LAT_mask.png"), "--truth",
-                 str(xray / "truth.ply"), "--method", "laplace", "--samples", "100", "--quiet", "--out",
-                 str(tmp_path / "case_s")]) == 0
+    assert (
+        _run(
+            [
+                "infer",
+                "--model",
+                str(model),
+                "--views",
+                str(xray / "views.json"),
+                "--mask-likelihood",
+                "silhouette",
+                "--masks",
+                str(xray / "AP_mask.png"),
+                str(xray / "LAT_mask.png"),
+                "--truth",
+                str(xray / "truth.ply"),
+                "--method",
+                "laplace",
+                "--samples",
+                "100",
+                "--quiet",
+                "--out",
+                str(tmp_path / "case_s"),
+            ]
+        )
+        == 0
+    )
     summary_s = json.loads((tmp_path / "case_s" / "summary.json").read_text())
     assert summary_s["inputs"]["likelihood"] == "Silhouette" and summary_s["settings"]["sigma"] == [0.5, 0.5]
     assert summary_s["error_mm"]["vertex_mean"] < 7.5
@@ -65,20 +135,55 @@ def test_simulate_infer_export_report(tmp_path):
     # a pixel-area inference itself is tested in test_obs and measured in docs/experiments.md)
     from bayesshape.cli import _commands
 
-    assert _run(["simulate", "--model", str(model), "--sample-seed", "3", "--biplanar", "480", "--size", "48",
-                 "--drr-pixel", "area", "--out", str(tmp_path / "xray_a")]) == 0
+    assert (
+        _run(
+            [
+                "simulate",
+                "--model",
+                str(model),
+                "--sample-seed",
+                "3",
+                "--biplanar",
+                "480",
+                "--size",
+                "48",
+                "--drr-pixel",
+                "area",
+                "--out",
+                str(tmp_path / "xray_a"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "xray_a" / "simulation.json").read_text())["drr_pixel"] == "area"
-    args = build_parser().parse_args(["infer", "--model", str(model), "--views", str(tmp_path / "xray_a" / "views.json"),
-                                      "--images", str(tmp_path / "xray_a" / "AP_drr.npy"),
-                                      str(tmp_path / "xray_a" / "LAT_drr.npy"), "--drr-pixel", "area", "--out",
-                                      str(tmp_path / "case_a")])
+    args = build_parser().parse_args(
+        [
+            "infer",
+            "--model",
+            str(model),
+            "--views",
+            str(tmp_path / "xray_a" / "views.json"),
+            "--images",
+            str(tmp_path / "xray_a" / "AP_drr.npy"),
+            str(tmp_path / "xray_a" / "LAT_drr.npy"),
+            "--drr-pixel",
+            "area",
+            "--out",
+            str(tmp_path / "case_a"),
+        ]
+    )
     observations, _, kinds, _ = _commands._observations(args, bs.read_views(args.views)[0])
     assert kinds == ["drr", "drr"] and [o.pixel for o in observations] == ["area", "area"]
     assert "<canvas" in (case / "report.html").read_text()
-    assert _run(["export", "--posterior", str(case / "posterior.npz"), "--samples", "2", "--out",
-                 str(tmp_path / "exp")]) == 0
-    assert sorted(p.name for p in (tmp_path / "exp" / "samples").iterdir()) == ["mean.ply", "sample_000.ply",
-                                                                                 "sample_001.ply"]
+    assert (
+        _run(["export", "--posterior", str(case / "posterior.npz"), "--samples", "2", "--out", str(tmp_path / "exp")])
+        == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "exp" / "samples").iterdir()) == [
+        "mean.ply",
+        "sample_000.ply",
+        "sample_001.ply",
+    ]
     (case / "report.html").unlink()
     assert _run(["report", "--case", str(case)]) == 0
     assert (case / "report.html").exists()
@@ -125,15 +230,27 @@ def test_infer_errors_are_one_line(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--size", "1", "--quiet"]) == 2
     _one_line_error(capsys, "demo")
 
-    assert main(["build-model", "--statismo", str(tmp_path / "corrupt.h5"), "--variance", "loo",
-                 "--out", str(tmp_path / "x.npz")]) == 2
+    assert (
+        main(
+            [
+                "build-model",
+                "--statismo",
+                str(tmp_path / "corrupt.h5"),
+                "--variance",
+                "loo",
+                "--out",
+                str(tmp_path / "x.npz"),
+            ]
+        )
+        == 2
+    )
     assert "needs the training meshes" in _one_line_error(capsys, "build-model")
     loo = tmp_path / "loo.npz"
     assert _run(["build-model", "--example", "6", "--variance", "loo", "--out", str(loo)]) == 0
     a, b = bs.io.load_model(model), bs.io.load_model(loo)
     assert a.n_modes == b.n_modes == 5
     # the calibrated variances are the sample ones times the leave-one-out ratios (re-sorted)
-    ratio = bs.loo_variance_ratio(bs.datasets.example_shapes(6, seed=0))
+    ratio = bs.prior.loo_variance_ratio(bs.datasets.example_shapes(6, seed=0))
     np.testing.assert_allclose(np.sort(np.asarray(b.variance)), np.sort(np.asarray(a.variance) * ratio), rtol=1e-9)
 
 

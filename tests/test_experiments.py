@@ -142,8 +142,16 @@ def test_in_model_joint_calibration_accounts_for_the_estimated_covariance():
         x = rng.normal(size=(n, p))
         d = rng.normal(size=p) - x.mean(0)
         cov = np.cov(x.T)
-        rows.append({"theta": {"names": names, "z": list(d / np.sqrt(np.diag(cov))),
-                               "mahalanobis2": float(d @ np.linalg.solve(cov, d)), "n_samples": n}})
+        rows.append(
+            {
+                "theta": {
+                    "names": names,
+                    "z": list(d / np.sqrt(np.diag(cov))),
+                    "mahalanobis2": float(d @ np.linalg.solve(cov, d)),
+                    "n_samples": n,
+                }
+            }
+        )
     out = joint_calibration(rows)
     assert out["mahalanobis2_reference"] == "hotelling"
     assert abs(out["mahalanobis2_expected"] - p * (n + 1) * (n - 1) / (n * (n - p - 2))) < 1e-9
@@ -173,9 +181,17 @@ def test_in_model_pool_combines_runs_that_differ_only_in_seed(tmp_path):
 
     def run(name, seed, n, **override):
         levels = [str(lv) for lv in LEVELS]
-        rows = [{"coverage": {lv: float(c) for lv, c in zip(levels, np.sort(rng.uniform(size=4)))},
-                 "coverage_normal": {lv: 0.5 for lv in levels}, "vertex_error_mean": 1.0,
-                 "surface_mean": 0.3, "misfit": 1.0, "wall_s": 1.0} for _ in range(n)]
+        rows = [
+            {
+                "coverage": {lv: float(c) for lv, c in zip(levels, np.sort(rng.uniform(size=4)))},
+                "coverage_normal": {lv: 0.5 for lv in levels},
+                "vertex_error_mean": 1.0,
+                "surface_mean": 0.3,
+                "misfit": 1.0,
+                "wall_s": 1.0,
+            }
+            for _ in range(n)
+        ]
         d = tmp_path / name
         d.mkdir()
         (d / "cases.json").write_text(json.dumps(rows))
@@ -199,6 +215,7 @@ def test_in_model_pool_combines_runs_that_differ_only_in_seed(tmp_path):
         main(["--pool", str(a), str(d), "--out", str(tmp_path / "bad")])
     assert not (tmp_path / "bad").exists()
 
+
 def test_exact_contours_lie_on_the_truths_occluding_contour():
     """The in-model control's contour points: without jitter they lie on the truth's projected
     contour-generator edges, about one per pixel of its length; with jitter they scatter by its sd."""
@@ -206,8 +223,9 @@ def test_exact_contours_lie_on_the_truths_occluding_contour():
     import numpy as np
 
     sys.path.insert(0, str(EXP))
-    import bayesshape as bs
     from _cases import Case, exact_contours, make_views
+
+    import bayesshape as bs
     from bayesshape.obs.contour import _point_segment_distance
     from bayesshape.projection.render import contour_weights
     from bayesshape.projection.topology import Topology
@@ -220,8 +238,9 @@ def test_exact_contours_lie_on_the_truths_occluding_contour():
         for view, pts in zip(views, exact_contours(case, seed=1)):
             w, seg = contour_weights(jnp.asarray(truth.vertices), topo, view)
             seg = np.asarray(seg)[np.asarray(w) > 0.5]
-            d = np.asarray(_point_segment_distance(jnp.asarray(pts), jnp.asarray(seg[:, 0]),
-                                                   jnp.asarray(seg[:, 1]))).min(1)
+            d = np.asarray(
+                _point_segment_distance(jnp.asarray(pts), jnp.asarray(seg[:, 0]), jnp.asarray(seg[:, 1]))
+            ).min(1)
             length = np.linalg.norm(seg[:, 1] - seg[:, 0], axis=1).sum()
             assert abs(len(pts) - length) <= 1.0
             if jitter == 0:
@@ -241,8 +260,9 @@ def test_noisy_masks_follow_the_probit_model():
     from scipy.stats import norm
 
     sys.path.insert(0, str(EXP))
-    import bayesshape as bs
     from _cases import Case, make_views, noisy_masks
+
+    import bayesshape as bs
 
     truth = bs.datasets.example_shapes(1, seed=3)[0]
     views = make_views(2, 128)

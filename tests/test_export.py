@@ -17,8 +17,12 @@ from bayesshape.export import COLORMAP, confidence_fields
 @pytest.fixture(scope="module")
 def samples(example_model):
     v = np.asarray(example_model.sample(jax.random.key(3), 300))
-    return bs.ShapeSamples(v, np.asarray(example_model.faces), method="test",
-                           misfit=[{"type": "Contour", "n_data": 256, "mean_sq_std_residual": 0.7}])
+    return bs.posterior.ShapeSamples(
+        v,
+        np.asarray(example_model.faces),
+        method="test",
+        misfit=[{"type": "Contour", "n_data": 256, "mean_sq_std_residual": 0.7}],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +36,16 @@ def _plain_ply(path):
     end = raw.index(b"end_header\n") + len(b"end_header\n")
     header = raw[:end].decode("ascii").splitlines()
     assert header[0] == "ply" and header[1].startswith("format binary_little_endian")
-    types = {"float": "<f4", "double": "<f8", "uchar": "u1", "int": "<i4", "uint": "<u4", "char": "i1",
-             "short": "<i2", "ushort": "<u2"}
+    types = {
+        "float": "<f4",
+        "double": "<f8",
+        "uchar": "u1",
+        "int": "<i4",
+        "uint": "<u4",
+        "char": "i1",
+        "short": "<i2",
+        "ushort": "<u2",
+    }
     n_vertex, props, section = 0, [], None
     for line in header:
         tok = line.split()
@@ -89,8 +101,11 @@ def test_confidence_mesh_round_trip(tmp_path, samples, truth):
     vtk = pytest.importorskip("vtk")
     from vtk.util.numpy_support import vtk_to_numpy
 
-    for suffix, reader in ((".vtp", vtk.vtkXMLPolyDataReader), (".vtk", vtk.vtkPolyDataReader),
-                           (".vtu", vtk.vtkXMLUnstructuredGridReader)):
+    for suffix, reader in (
+        (".vtp", vtk.vtkXMLPolyDataReader),
+        (".vtk", vtk.vtkPolyDataReader),
+        (".vtu", vtk.vtkXMLUnstructuredGridReader),
+    ):
         r = reader()
         r.SetFileName(str(tmp_path / f"c{suffix}"))
         if suffix == ".vtk":
@@ -101,8 +116,9 @@ def test_confidence_mesh_round_trip(tmp_path, samples, truth):
         assert out.GetNumberOfCells() == samples.faces.shape[0], suffix
         np.testing.assert_allclose(vtk_to_numpy(out.GetPoints().GetData()), samples.mean_vertices(), atol=1e-5)
         for name, val in fields.items():
-            np.testing.assert_allclose(vtk_to_numpy(out.GetPointData().GetArray(name)), val, rtol=1e-6,
-                                       atol=1e-6, err_msg=f"{suffix} {name}")
+            np.testing.assert_allclose(
+                vtk_to_numpy(out.GetPointData().GetArray(name)), val, rtol=1e-6, atol=1e-6, err_msg=f"{suffix} {name}"
+            )
 
 
 def test_vtp_reads_vtk_written_files(tmp_path, example_shapes):
@@ -142,7 +158,7 @@ def test_vtp_rejects_bad_files(tmp_path):
 
 
 def test_export_samples(tmp_path, samples):
-    paths = bs.export_samples(samples, tmp_path / "s", 3, seed=5)
+    paths = bs.export.export_samples(samples, tmp_path / "s", 3, seed=5)
     assert [p.name for p in paths] == ["mean.ply", "sample_000.ply", "sample_001.ply", "sample_002.ply"]
     want = samples.sample_vertices(3, seed=5)
     for p, v in zip(paths[1:], want):
@@ -152,8 +168,14 @@ def test_export_samples(tmp_path, samples):
 
 def test_summary_json(tmp_path, samples, truth):
     length = lambda v: v[:, 2].max() - v[:, 2].min()  # noqa: E731
-    s = bs.write_summary(samples, tmp_path / "summary.json", inputs={"views": ["AP", "LAT"]},
-                         settings={"method": "test"}, measurements={"length_mm": length}, truth=truth)
+    s = bs.export.write_summary(
+        samples,
+        tmp_path / "summary.json",
+        inputs={"views": ["AP", "LAT"]},
+        settings={"method": "test"},
+        measurements={"length_mm": length},
+        truth=truth,
+    )
     back = json.loads((tmp_path / "summary.json").read_text())
     assert back["inputs"] == {"views": ["AP", "LAT"]}
     assert back["versions"]["bayesshape"] == bs.__version__ and back["versions"]["jax"] == jax.__version__
@@ -217,9 +239,9 @@ def test_export_rejects_bad_input(tmp_path, samples):
     with pytest.raises(ValueError, match="tolerance_mm"):
         samples.reliability(tolerance_mm=0.0)
     with pytest.raises(ValueError, match="n_samples >= 2"):
-        bs.ShapeSamples(np.zeros((1, 4, 3)))
+        bs.posterior.ShapeSamples(np.zeros((1, 4, 3)))
     with pytest.raises(ValueError, match="NaN"):
-        bs.ShapeSamples(np.full((3, 4, 3), np.nan))
+        bs.posterior.ShapeSamples(np.full((3, 4, 3), np.nan))
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
@@ -237,15 +259,16 @@ def test_views_file_round_trip(tmp_path, suffix):
 
 
 def test_views_file_presets_and_errors(tmp_path):
-    (tmp_path / "b.json").write_text(json.dumps({"preset": "biplanar", "field_of_view": 480,
-                                                 "detector_shape": [64, 64]}))
+    (tmp_path / "b.json").write_text(
+        json.dumps({"preset": "biplanar", "field_of_view": 480, "detector_shape": [64, 64]})
+    )
     views, names = bs.read_views(tmp_path / "b.json")
     ref = bs.biplanar(field_of_view=480, detector_shape=(64, 64))
     assert names == ["AP", "LAT"]
     np.testing.assert_allclose(views[1].origin, ref[1].origin)
     (tmp_path / "c.yaml").write_text("views:\n  - {name: A, preset: carm, lao: 20}\n")
     assert bs.read_views(tmp_path / "c.yaml")[1] == ["A"]
-    good = bs.projection.view_to_dict(ref[0])
+    good = bs.io.view_to_dict(ref[0])
     bad_cases = {
         "units": ({"units": "m", "views": [good]}, "must be in mm"),
         "ortho": ({"views": [{**good, "v": good["u"]}]}, "orthogonal unit"),

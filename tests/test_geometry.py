@@ -1,7 +1,7 @@
 """Evaluation geometry: inside tests and volumetric Dice against analytic solids."""
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 import bayesshape as bs
 from bayesshape._geometry import inside_grid, volume_dice, winding_numbers
@@ -68,8 +68,13 @@ def test_nearest_surface_distance_equals_brute_force():
     s = bs.datasets.example_shapes(1, seed=5)[0]
     rng = np.random.default_rng(0)
     # points near the surface, far from it, and on it
-    pts = np.concatenate([s.vertices[::7] + rng.normal(scale=2.0, size=(len(s.vertices[::7]), 3)),
-                          s.vertices[:20] + rng.normal(scale=60.0, size=(20, 3)), s.vertices[:5]])
+    pts = np.concatenate(
+        [
+            s.vertices[::7] + rng.normal(scale=2.0, size=(len(s.vertices[::7]), 3)),
+            s.vertices[:20] + rng.normal(scale=60.0, size=(20, 3)),
+            s.vertices[:5],
+        ]
+    )
     fast = nearest_surface_distance(pts, s.vertices, s.faces)
     brute = np.asarray(points_to_surface(jnp.asarray(pts), jnp.asarray(s.vertices), jnp.asarray(s.faces)))
     np.testing.assert_allclose(fast, brute, rtol=0, atol=1e-9)

@@ -53,7 +53,9 @@ def test_kernel_algebra_and_diagonal(reference):
     g1, g2 = kernels.GaussianKernel(4.0, 50.0), kernels.GaussianKernel(1.0, 10.0)
     s = (g1 + g2).diagonal_matrix(x, x)
     np.testing.assert_allclose(np.asarray(s), np.asarray(g1.diagonal_matrix(x, x) + g2.diagonal_matrix(x, x)))
-    np.testing.assert_allclose(np.asarray(kernels.multiscale([4.0, 1.0], [50.0, 10.0]).diagonal_matrix(x, x)), np.asarray(s))
+    np.testing.assert_allclose(
+        np.asarray(kernels.multiscale([4.0, 1.0], [50.0, 10.0]).diagonal_matrix(x, x)), np.asarray(s)
+    )
     p = (g1 * g2).diagonal_matrix(x, x)
     np.testing.assert_allclose(np.asarray(p), np.asarray(g1.diagonal_matrix(x, x) * g2.diagonal_matrix(x, x)))
     np.testing.assert_allclose(np.asarray((3.0 * g1).variance(x)), 12.0)
@@ -81,6 +83,10 @@ def test_augment_explains_unseen_shapes(example_shapes):
     pb = u.T @ b
     proj = (pb**2 * np.asarray(aug.variance)[None, :]).sum(1)
     assert np.all(proj >= 0.98 * np.asarray(pca.variance))
-    err_pca = np.mean([np.linalg.norm(np.asarray(pca.project(jnp.asarray(m.vertices))) - m.vertices, axis=1).mean() for m in test])
-    err_aug = np.mean([np.linalg.norm(np.asarray(aug.project(jnp.asarray(m.vertices))) - m.vertices, axis=1).mean() for m in test])
+    err_pca = np.mean(
+        [np.linalg.norm(np.asarray(pca.project(jnp.asarray(m.vertices))) - m.vertices, axis=1).mean() for m in test]
+    )
+    err_aug = np.mean(
+        [np.linalg.norm(np.asarray(aug.project(jnp.asarray(m.vertices))) - m.vertices, axis=1).mean() for m in test]
+    )
     assert err_aug < 0.8 * err_pca

@@ -23,9 +23,10 @@ def test_gaussian_target_from_the_exact_proposal_has_equal_weights(landmark_case
     """Linear-Gaussian landmarks: the Laplace Gaussian is the posterior, every weight is equal
     (ESS = all the draws, k-hat ~ 0), and the draws match the closed form."""
     model, ids, y, exact = landmark_case
-    post = bs.infer(model, obs.Landmarks3D(ids, y, 1.0), method="importance", is_rounds=1, is_samples=1000,
-                    num_samples=1000, seed=0)
-    d = post.diagnostics
+    post = bs.infer(
+        model, obs.Landmarks3D(ids, y, 1.0), method=bs.Importance(rounds=1, samples=1000), num_samples=1000, seed=0
+    )
+    d = post.diagnostics.to_dict()
     assert post.method == "importance" and post.theta.shape == (1, 1000, model.n_modes)
     # equal up to the MAP's L-BFGS tolerance
     assert d["is_samples"] == 1000 and d["is_ess"] > 0.999 * 1000 and d["is_khat"] < 0.3
@@ -48,8 +49,9 @@ def test_adaptation_corrects_a_wrong_start(landmark_case, shift, scale):
     mean, cov = exact.gaussian
     sd = jnp.sqrt(jnp.diag(cov))
     start = mean + shift * sd
-    theta, diag = importance_sample(problem, start, scale**2 * cov, key=jax.random.key(1), rounds=5,
-                                    samples_per_round=800, num_samples=3000)
+    theta, diag = importance_sample(
+        problem, start, scale**2 * cov, key=jax.random.key(1), rounds=5, samples_per_round=800, num_samples=3000
+    )
     ess = diag["is_ess_rounds"]
     assert ess[-1] > 1.5 * ess[0] and ess[-1] > 800
     assert diag["is_khat"] < 0.7
@@ -64,10 +66,8 @@ def test_importance_sample_is_reproducible_and_checks_its_input(landmark_case):
     model, ids, y, exact = landmark_case
     problem = _problem(model, ids, y)
     mean, cov = exact.gaussian
-    a, _ = importance_sample(problem, mean, cov, key=jax.random.key(3), rounds=1, samples_per_round=100,
-                             num_samples=50)
-    b, _ = importance_sample(problem, mean, cov, key=jax.random.key(3), rounds=1, samples_per_round=100,
-                             num_samples=50)
+    a, _ = importance_sample(problem, mean, cov, key=jax.random.key(3), rounds=1, samples_per_round=100, num_samples=50)
+    b, _ = importance_sample(problem, mean, cov, key=jax.random.key(3), rounds=1, samples_per_round=100, num_samples=50)
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="mean, cov: expected shapes"):
         importance_sample(problem, mean[:-1], cov[:-1, :-1], key=jax.random.key(0))
@@ -75,8 +75,8 @@ def test_importance_sample_is_reproducible_and_checks_its_input(landmark_case):
         importance_sample(problem, mean, cov, key=jax.random.key(0), samples_per_round=10)
     with pytest.raises(ValueError, match="positive definite"):
         importance_sample(problem, mean, -cov, key=jax.random.key(0))
-    with pytest.raises(ValueError, match="is_rounds: expected an integer >= 1"):
-        bs.infer(model, obs.Landmarks3D(ids, y, 1.0), method="importance", is_rounds=0)
+    with pytest.raises(ValueError, match="rounds: expected an integer >= 1"):
+        bs.Importance(rounds=0)
 
 
 def test_pareto_khat_recovers_the_tail_shape():
@@ -96,13 +96,28 @@ def test_heavy_weights_warn(landmark_case):
     model, ids, y, exact = landmark_case
     problem = _problem(model, ids, y)
     mean, cov = exact.gaussian
-    _, diag = importance_sample(problem, mean + 2.0 * jnp.sqrt(jnp.diag(cov)), 0.05 * cov, key=jax.random.key(0),
-                                rounds=1, samples_per_round=400, num_samples=100)
+    _, diag = importance_sample(
+        problem,
+        mean + 2.0 * jnp.sqrt(jnp.diag(cov)),
+        0.05 * cov,
+        key=jax.random.key(0),
+        rounds=1,
+        samples_per_round=400,
+        num_samples=100,
+    )
     assert diag["is_ess"] < 20
-    from bayesshape.posterior.posterior import warn_diagnostics
+    from bayesshape.inference import ImportanceInfo, sampler_warnings
 
+    info = ImportanceInfo(
+        "gauss-newton",
+        diag["is_ess"],
+        diag["is_khat"],
+        tuple(diag["is_ess_rounds"]),
+        diag["is_rounds"],
+        diag["is_samples"],
+    )
     with pytest.warns(UserWarning, match="importance sampling"):
-        warn_diagnostics(diag)
+        sampler_warnings(info)
 
 
 def _problem(model, ids, y):

@@ -1,6 +1,5 @@
 """infer(), the posterior, the closed form, reliability and bad input."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,8 +48,8 @@ def test_closed_form_matches_dense_gaussian_conditioning(example_model):
 @pytest.mark.parametrize("method, tol", [("nuts", 0.10), ("svi", 0.20)])
 def test_sampling_methods_match_closed_form(femur_setup, method, tol):
     model, ids, points, exact = femur_setup
-    post = bs.infer(model, obs.Landmarks3D(ids, points, 1.0), method=method, num_samples=600, num_warmup=300,
-                    num_chains=2, svi_steps=1000, seed=0)
+    config = bs.NUTS(num_warmup=300, num_chains=2) if method == "nuts" else bs.SVI(steps=1000)
+    post = bs.infer(model, obs.Landmarks3D(ids, points, 1.0), method=config, num_samples=600, seed=0)
     sd_exact = exact.vertex_std()
     sd = post.vertex_std()
     # median relative error of the per-vertex sd; with ESS ~ 1000 (2 x 600 draws) the MC error of an sd is ~2%
@@ -58,27 +57,28 @@ def test_sampling_methods_match_closed_form(femur_setup, method, tol):
     mean_err = np.linalg.norm(post.mean_vertices() - np.asarray(model.instance(exact.gaussian[0])), axis=1)
     assert np.median(mean_err / sd_exact) < 0.1
     if method == "nuts":
-        assert post.diagnostics["max_rhat"] < 1.01
-        assert post.diagnostics["divergences"] == 0
-        assert post.diagnostics["min_ess_bulk"] > 400
+        info = post.diagnostics.info
+        assert info.max_rhat < 1.01
+        assert info.divergences == 0
+        assert info.min_ess_bulk > 400
         # the target is Gaussian and the mass matrix its exact covariance (nuts_mass="laplace"): the
         # trajectories are short (an identity or a badly adapted dense mass matrix takes tens to hundreds)
-        assert post.diagnostics["nuts_mass"] == "laplace" and post.diagnostics["mean_num_steps"] < 8
+        assert info.mass == "laplace" and info.mean_num_steps < 8
     else:
-        assert post.diagnostics["converged"]
+        assert post.diagnostics.info.converged
 
 
 def test_svi_optimises_from_a_wrong_start(femur_setup):
     """infer's SVI starts at the Laplace approximation, which is exact for landmarks; started instead 1.5
     posterior sd off in every parameter with a covariance 3 times too wide, it must reach the closed form."""
-    from bayesshape.inference.infer import _svi
+    from bayesshape.inference import run_svi
 
     model, ids, points, exact = femur_setup
     lap = bs.infer(model, obs.Landmarks3D(ids, points, 1.0), method="laplace", num_samples=10, seed=0)
     theta_map, cov = lap.gaussian
     start = theta_map + 1.5 * jnp.sqrt(jnp.diag(cov))
     before = np.asarray(model.instance(start[: model.n_modes]))
-    theta, diag = _svi(lap.problem, start, jax.random.key(0), 1500, 0.01, 1000, False, cov=3.0 * cov)
+    theta, diag = run_svi(lap.problem, start, 3.0 * cov, jax.random.key(0), bs.SVI(1500, 0.01), 1000, False)
     post = bs.Posterior(lap.problem, theta, "svi", diag)
     sd_exact = exact.vertex_std()
     exact_mean = np.asarray(model.instance(exact.gaussian[0]))
@@ -86,13 +86,13 @@ def test_svi_optimises_from_a_wrong_start(femur_setup):
     assert np.median(np.linalg.norm(before - exact_mean, axis=1) / sd_exact) > 1.0
     assert np.median(np.abs(post.vertex_std() / sd_exact - 1)) < 0.1
     assert np.median(np.linalg.norm(post.mean_vertices() - exact_mean, axis=1) / sd_exact) < 0.1
-    assert diag["converged"]
+    assert diag.converged
 
 
 def test_svi_refuses_a_covariance_without_a_cholesky_factor(example_model):
     """SVI starts from the Laplace approximation; an indefinite covariance must stop it with a ValueError
     that says what to do, not run on a NaN Cholesky factor."""
-    from bayesshape.inference.infer import _svi
+    from bayesshape.inference import run_svi
 
     model = example_model
     ids = np.array([5, 700, 1500, 2900])
@@ -100,8 +100,8 @@ def test_svi_refuses_a_covariance_without_a_cholesky_factor(example_model):
     lap = bs.infer(model, obs.Landmarks3D(ids, y, 1.5), method="laplace", num_samples=10, seed=0)
     theta_map, cov = lap.gaussian
     bad = cov.at[0, 0].set(-1.0)  # indefinite
-    with pytest.raises(ValueError, match="not positive definite.*method='nuts'"):
-        _svi(lap.problem, theta_map, jax.random.key(0), 10, 0.01, 10, False, cov=bad)
+    with pytest.raises(ValueError, match=r"not positive definite.*method=bs.NUTS\(\)"):
+        run_svi(lap.problem, theta_map, bad, jax.random.key(0), bs.SVI(10, 0.01), 10, False)
 
 
 def test_contour_inference_recovers_shape_and_pose(example_model):
@@ -113,11 +113,20 @@ def test_contour_inference_recovers_shape_and_pose(example_model):
     tv = (truth.vertices - c) @ Rotation.from_rotvec([0.02, -0.03, 0.04]).as_matrix().T + c + np.array([4.0, -3.0, 5.0])
     import trimesh
 
-    sim = bs.simulate_xray(trimesh.Trimesh(tv, truth.faces, process=False),
-                           bs.biplanar(field_of_view=480, detector_shape=(128, 128)), seed=0)
-    post = bs.infer(model, sim.observations("contour", sigma=1.0, n_points=160), method="laplace", pose="rigid",
-                    seed=0, likelihood_faces=2400)
-    assert post.diagnostics["laplace_hessian"] == "gauss-newton"  # positive definite: no warning (errors here)
+    sim = bs.simulate_xray(
+        trimesh.Trimesh(tv, truth.faces, process=False),
+        bs.biplanar(field_of_view=480, detector_shape=(128, 128)),
+        seed=0,
+    )
+    post = bs.infer(
+        model,
+        sim.observations("contour", sigma=1.0, n_points=160),
+        method="laplace",
+        pose="rigid",
+        seed=0,
+        likelihood=bs.LikelihoodOptions(coarse_faces=2400),
+    )
+    assert post.diagnostics.info.hessian == "gauss-newton"  # positive definite: no warning (errors here)
     # the likelihood saw a coarse mesh; the posterior lives on the full one
     assert post.mean_vertices().shape == tv.shape and post.problem.likelihood_index.shape[0] < 0.5 * len(tv)
     err = np.linalg.norm(post.mean_vertices() - tv, axis=1)
@@ -138,10 +147,10 @@ def test_gauss_newton_laplace_is_exact_for_linear_gaussian_landmarks(example_mod
     y = np.asarray(model.mean)[ids] + np.random.default_rng(3).normal(scale=2.0, size=(4, 3))
     exact = bs.posterior_from_landmarks(model, ids, y, 1.5)
     post = bs.infer(model, obs.Landmarks3D(ids, y, 1.5), method="laplace", num_samples=10)
-    assert post.diagnostics["laplace_hessian"] == "gauss-newton"
+    assert post.diagnostics.info.hessian == "gauss-newton"
     np.testing.assert_allclose(post.gaussian[1], exact.gaussian[1], atol=1e-10)
     np.testing.assert_allclose(post.gaussian[0], exact.gaussian[0], atol=1e-6)  # L-BFGS tolerance
-    assert post.diagnostics["map_newton_decrement"] < 1e-10
+    assert post.diagnostics.map.newton_decrement < 1e-10
     # the Gauss-Newton refinement after L-BFGS: one Newton step is exact for a quadratic log density
     from bayesshape.inference import refine_map
 
@@ -169,7 +178,7 @@ def test_gauss_newton_laplace_is_exact_for_linear_gaussian_landmarks(example_mod
             return self.inner.n_data
 
     fd = bs.infer(model, Plain(obs.Landmarks3D(ids, y, 1.5)), method="laplace", num_samples=10)
-    assert fd.diagnostics["laplace_hessian"] == "finite-difference"
+    assert fd.diagnostics.info.hessian == "finite-difference"
     np.testing.assert_allclose(fd.gaussian[1], exact.gaussian[1], atol=1e-8)
 
 
@@ -178,8 +187,8 @@ def test_gauss_newton_laplace_equals_the_hessian_on_a_noise_free_drr(example_sha
     negative log density is exactly ``I + J^T J``: the Gauss-Newton Laplace precision (autodiff
     Jacobian through the renderer, rigid pose, both views) against central differences of the
     exact gradient (step 1e-5: truncation error ~1e-10 relative), at the true parameters."""
+    from bayesshape.inference import laplace_covariance, reference_shapes
     from bayesshape.inference._problem import Problem
-    from bayesshape.inference.infer import _laplace, reference_shapes
     from bayesshape.projection.render import render_drr_jit
 
     model = bs.build_pca_model(example_shapes[:6], align="rigid")  # 5 modes: a cheaper Hessian
@@ -190,14 +199,15 @@ def test_gauss_newton_laplace_equals_the_hessian_on_a_noise_free_drr(example_sha
     for view in bs.biplanar(field_of_view=480, detector_shape=(40, 40)):
         drrs.append(obs.DRR(view, render_drr_jit(truth, model.faces, view, footprint=8), 0.5).bind(model.faces, refs))
     zero = jnp.zeros(3)
-    problem = Problem(model, tuple(drrs), jnp.asarray(model.mean).mean(0), zero, zero, jnp.zeros(()), "rigid",
-                      0.1, 10.0, 0.05, False, 0.5)
+    problem = Problem(
+        model, tuple(drrs), jnp.asarray(model.mean).mean(0), zero, zero, jnp.zeros(()), bs.RigidPose(0.1, 10.0), None
+    )
     theta = jnp.concatenate([alpha, jnp.zeros(6)])
     resid = jax.jit(lambda th: drrs[0].residuals(problem.vertices(th)))(theta)
     assert float(jnp.max(jnp.abs(resid))) < 1e-9
-    cov, used = _laplace(problem, theta)
+    cov, used = laplace_covariance(problem, theta)
     assert used == "gauss-newton"
-    cov_fd, used = _laplace(problem, theta, "finite-difference", step=1e-5)
+    cov_fd, used = laplace_covariance(problem, theta, "finite-difference", step=1e-5)
     assert used == "finite-difference"
     h = np.linalg.inv(np.asarray(cov_fd))
     assert np.abs(h - np.eye(len(theta))).max() > 10  # the images are informative
@@ -250,18 +260,47 @@ def test_bad_input_gets_clear_messages(example_model):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), method="mcmc")
     with pytest.raises(ValueError, match="pose"):
         bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), pose="affine")
-    with pytest.raises(ValueError, match="nuts_mass"):
-        bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), nuts_mass="diagonal")
-    for bad in ({"num_chains": 0}, {"num_warmup": -1}, {"svi_steps": 0}, {"max_tree_depth": 0}):
+    # method settings are validated when the method is built, before any work
+    with pytest.raises(ValueError, match="mass"):
+        bs.NUTS(mass="diagonal")
+    for cls, bad in (
+        (bs.NUTS, {"num_chains": 0}),
+        (bs.NUTS, {"num_warmup": -1}),
+        (bs.SVI, {"steps": 0}),
+        (bs.NUTS, {"max_tree_depth": 0}),
+        (bs.Importance, {"rounds": 0}),
+    ):
         with pytest.raises(ValueError, match=f"{next(iter(bad))}: expected an integer"):
-            bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), method="nuts", **bad)
-    with pytest.raises(ValueError, match="laplace_hessian"):
-        bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), method="laplace", laplace_hessian="exact")
-    with pytest.raises(ValueError, match="initial_pose"):
-        bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), pose="rigid", initial_pose=(np.zeros(3), [np.nan] * 3, 0.0))
+            cls(**bad)
+    with pytest.raises(ValueError, match="hessian"):
+        bs.Laplace(hessian="exact")
+    with pytest.raises(ValueError, match="target_accept_prob"):
+        bs.NUTS(target_accept_prob=1.5)
+    with pytest.raises(ValueError, match="initial"):
+        bs.RigidPose(initial=(np.zeros(3), [np.nan] * 3, 0.0))
+    with pytest.raises(ValueError, match="rotation_sd"):
+        bs.SimilarityPose(rotation_sd=-1.0)
+    # a setting of one method cannot reach another: infer takes no method keywords at all
+    with pytest.raises(TypeError):
+        bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), method="laplace", num_warmup=10)  # type: ignore[call-arg]
+    # wrong types are refused naming the argument: a ValueError from infer's own checks, or (these tests run
+    # with the jaxtyping/beartype checker on) the checker's TypeError, before any work either way
+    with pytest.raises((ValueError, TypeError), match="likelihood"):
+        bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), method="laplace", likelihood={"coarse_faces": 10})
+    for seed in ("abc", 1.5):
+        with pytest.raises((ValueError, TypeError), match="seed"):
+            bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), method="laplace", seed=seed)
+    for seed in (2**70, -1):
+        with pytest.raises(ValueError, match="seed: expected a non-negative integer"):
+            bs.infer(model, obs.Landmarks3D(ids, pts_mm, 1.0), method="laplace", seed=seed)
     points_only = bs.ShapeModel(model.mean, model.basis, model.variance)
-    with pytest.raises(ValueError, match="likelihood_faces"):
-        bs.infer(points_only, obs.Landmarks3D(ids, pts_mm, 1.0), method="laplace", likelihood_faces=1000)
+    with pytest.raises(ValueError, match="coarse_faces"):
+        bs.infer(
+            points_only,
+            obs.Landmarks3D(ids, pts_mm, 1.0),
+            method="laplace",
+            likelihood=bs.LikelihoodOptions(coarse_faces=1000),
+        )
     # NUTS on centre-sampled DRRs is pointed to pixel-area DRRs (checked before any work: the point-set
     # model then fails to bind the DRR)
     view = bs.biplanar(field_of_view=480, detector_shape=(64, 64))[0]
@@ -271,20 +310,25 @@ def test_bad_input_gets_clear_messages(example_model):
     view = bs.biplanar(field_of_view=480, detector_shape=(128, 128))[0]
     shifted = np.asarray(view.project(jnp.asarray(pts_mm + np.array([30.0, 0.0, 0.0])[None, :])))
     with pytest.warns(UserWarning, match="fit badly"):
-        bs.infer(model, [obs.Landmarks3D(ids, pts_mm, 0.5), obs.Landmarks2D(view, ids, shifted, 0.5)],
-                 method="laplace")
+        bs.infer(model, [obs.Landmarks3D(ids, pts_mm, 0.5), obs.Landmarks2D(view, ids, shifted, 0.5)], method="laplace")
 
 
 def test_short_chains_warn(example_model):
     ids = np.arange(0, example_model.n_vertices, 300)
     pts = np.asarray(example_model.mean)[ids]
     with pytest.warns(UserWarning, match="ESS|R-hat"):
-        post = bs.infer(example_model, obs.Landmarks3D(ids, pts, 1.0), method="nuts", num_samples=20,
-                        num_warmup=10, num_chains=2, seed=0)
+        post = bs.infer(
+            example_model,
+            obs.Landmarks3D(ids, pts, 1.0),
+            method=bs.NUTS(num_warmup=10, num_chains=2),
+            num_samples=20,
+            seed=0,
+        )
     # a Gaussian posterior under its own covariance as the mass matrix needs a few leapfrog steps, far from the cap
-    assert post.diagnostics["max_tree_depth"] == 10
-    assert post.diagnostics["tree_depth_saturated"] == 0.0
-    assert not any("tree depth" in m for m in post.diagnostics["warnings"])
+    assert post.diagnostics.info.max_tree_depth == 10
+    assert post.diagnostics.info.tree_depth_saturated == 0.0
+    assert not any("tree depth" in m for m in post.diagnostics.warnings)
+    assert any("ESS" in m or "R-hat" in m for m in post.diagnostics.warnings)
 
 
 def test_saturated_trees_warn(example_model):
@@ -295,11 +339,16 @@ def test_saturated_trees_warn(example_model):
     ids = np.arange(0, example_model.n_vertices, 300)
     pts = np.asarray(example_model.mean)[ids]
     with pytest.warns(UserWarning) as rec:
-        post = bs.infer(example_model, obs.Landmarks3D(ids, pts, 1.0), method="nuts", num_samples=50,
-                        num_warmup=50, num_chains=1, max_tree_depth=2, seed=0)
-    d = post.diagnostics
-    share = d["tree_depth_saturated"]
-    assert d["max_tree_depth"] == 2 and d["mean_num_steps"] <= 3.0
+        post = bs.infer(
+            example_model,
+            obs.Landmarks3D(ids, pts, 1.0),
+            method=bs.NUTS(num_warmup=50, num_chains=1, max_tree_depth=2),
+            num_samples=50,
+            seed=0,
+        )
+    d = post.diagnostics.info
+    share = d.tree_depth_saturated
+    assert d.max_tree_depth == 2 and d.mean_num_steps <= 3.0
     assert share > 0.5
     assert any(f"{share:.0%} of NUTS draws reached the maximum tree depth 2" in str(w.message) for w in rec)
 
@@ -309,7 +358,7 @@ def test_ess_is_positive_and_capped_like_stan():
     NumPyro's raw estimate is negative) gets Stan's cap n log10(n), never a negative ESS."""
     from numpyro.diagnostics import effective_sample_size
 
-    from bayesshape.inference.infer import _ess_bulk_tail
+    from bayesshape.inference import ess_bulk_tail as _ess_bulk_tail
 
     rng = np.random.default_rng(0)
     iid = rng.standard_normal((4, 1000, 3))
@@ -358,13 +407,18 @@ def test_silhouette_inference_recovers_an_in_model_shape(example_model):
     v = np.asarray(model.instance(jnp.asarray(alpha)))
     c = v.mean(0)
     tv = (v - c) @ Rotation.from_rotvec([0.05, -0.04, 0.06]).as_matrix().T + c + np.array([5.0, -4.0, 6.0])
-    sim = bs.simulate_xray(trimesh.Trimesh(tv, np.asarray(model.faces), process=False),
-                           bs.biplanar(field_of_view=480, detector_shape=(128, 128)), seed=0)
+    sim = bs.simulate_xray(
+        trimesh.Trimesh(tv, np.asarray(model.faces), process=False),
+        bs.biplanar(field_of_view=480, detector_shape=(128, 128)),
+        seed=0,
+    )
     masks = [obs.Silhouette(view, m, 0.5) for view, m in zip(sim.views, sim.masks)]
     assert isinstance(masks[0].warm_start(), obs.Contour)
-    post = bs.infer(model, masks, method="laplace", pose="rigid", seed=0, likelihood_faces=2400)
-    assert post.diagnostics["map_warm_start"] == ["Contour", "Contour"]
-    assert post.diagnostics["laplace_hessian"] == "gauss-newton"
+    post = bs.infer(
+        model, masks, method="laplace", pose="rigid", seed=0, likelihood=bs.LikelihoodOptions(coarse_faces=2400)
+    )
+    assert post.diagnostics.map.warm_start == ("Contour", "Contour")
+    assert post.diagnostics.info.hessian == "gauss-newton"
     err = np.linalg.norm(post.mean_vertices() - tv, axis=1)
     start = np.linalg.norm(np.asarray(model.mean) - tv, axis=1)
     assert err.mean() < 1.0 and err.mean() < 0.15 * start.mean()

@@ -1,11 +1,9 @@
 """Model files (own and Statismo) and mesh files."""
 
 import h5py
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import trimesh
 
 import bayesshape as bs
 from bayesshape import io
@@ -28,8 +26,12 @@ def test_native_rejects_corrupt_and_pickles(tmp_path, example_model):
     (tmp_path / "trunc.npz").write_bytes(p.read_bytes()[:200])
     with pytest.raises(ValueError, match="corrupt or truncated"):
         io.load_model(tmp_path / "trunc.npz")
-    np.savez(tmp_path / "obj.npz", format=np.array("bayesshape.ShapeModel"), format_version=np.array(1),
-             mean=np.array([object()], dtype=object))
+    np.savez(
+        tmp_path / "obj.npz",
+        format=np.array("bayesshape.ShapeModel"),
+        format_version=np.array(1),
+        mean=np.array([object()], dtype=object),
+    )
     with pytest.raises(ValueError, match="refused|pickle"):
         io.load_model(tmp_path / "obj.npz")
     with pytest.raises(ValueError, match="no such file"):
@@ -59,7 +61,9 @@ def test_torus_statismo_file():
     # covariance: compare on a few coordinates
     cov_file = (U[:30] * lam[None, :]) @ U[:30].T
     bb = b[:30]
-    np.testing.assert_allclose(bb @ np.diag(np.asarray(model.variance)) @ bb.T, cov_file, rtol=1e-6, atol=1e-6 * np.abs(cov_file).max())
+    np.testing.assert_allclose(
+        bb @ np.diag(np.asarray(model.variance)) @ bb.T, cov_file, rtol=1e-6, atol=1e-6 * np.abs(cov_file).max()
+    )
 
 
 def test_statismo_femur_write_and_read(tmp_path, femur_meshes):
@@ -80,9 +84,14 @@ def test_statismo_femur_write_and_read(tmp_path, femur_meshes):
         np.testing.assert_allclose(U.T @ U, np.eye(9), atol=1e-5)
         assert f["model/pcaVariance"].shape == (9,)
         assert "noiseVariance" in f["model"]
-        for key in ("modelinfo/build-time", "modelinfo/scores", "modelinfo/modelBuilder-0/builderName",
-                    "modelinfo/modelBuilder-0/buildTime", "modelinfo/modelBuilder-0/dataInfo",
-                    "modelinfo/modelBuilder-0/parameters"):
+        for key in (
+            "modelinfo/build-time",
+            "modelinfo/scores",
+            "modelinfo/modelBuilder-0/builderName",
+            "modelinfo/modelBuilder-0/buildTime",
+            "modelinfo/modelBuilder-0/dataInfo",
+            "modelinfo/modelBuilder-0/parameters",
+        ):
             assert key in f
     back = io.load_statismo(p)
     np.testing.assert_allclose(np.asarray(back.mean), np.asarray(model.mean), atol=1e-3)  # float32 on disk
@@ -170,7 +179,9 @@ def test_vtk_rejects_bad_files(tmp_path):
     (tmp_path / "a.vtk").write_text("# vtk DataFile Version 3.0\nx\nASCII\nDATASET UNSTRUCTURED_GRID\n")
     with pytest.raises(ValueError, match="POLYDATA"):
         io.read_vtk_polydata(tmp_path / "a.vtk")
-    (tmp_path / "b.vtk").write_text("# vtk DataFile Version 3.0\nx\nASCII\nDATASET POLYDATA\nPOINTS 3 float\n0 0 0 1 1\n")
+    (tmp_path / "b.vtk").write_text(
+        "# vtk DataFile Version 3.0\nx\nASCII\nDATASET POLYDATA\nPOINTS 3 float\n0 0 0 1 1\n"
+    )
     with pytest.raises(ValueError, match="truncated"):
         io.read_vtk_polydata(tmp_path / "b.vtk")
     (tmp_path / "c.vtk").write_text("hello")

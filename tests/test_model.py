@@ -20,8 +20,9 @@ def test_femur_model_float32_reproduces_training_shapes(femur_meshes):
     model = bs.build_pca_model(femur_meshes, align=None)
     alphas = [np.asarray(model.coefficients(jnp.asarray(m.vertices)), np.float32) for m in femur_meshes[:3]]
     with jax.enable_x64(False):
-        m32 = bs.ShapeModel(np.asarray(model.mean), np.asarray(model.basis), np.asarray(model.variance),
-                            faces=np.asarray(model.faces))
+        m32 = bs.ShapeModel(
+            np.asarray(model.mean), np.asarray(model.basis), np.asarray(model.variance), faces=np.asarray(model.faces)
+        )
         assert m32.basis.dtype == jnp.float32
         for m, alpha in zip(femur_meshes[:3], alphas):
             rec = np.asarray(m32.instance(jnp.asarray(alpha)))
@@ -51,9 +52,13 @@ def test_alignment_removes_rigid_motion(example_shapes):
     b = bs.build_pca_model(moved, align="rigid", faces=example_shapes[0].faces)
     np.testing.assert_allclose(np.asarray(a.variance), np.asarray(b.variance), rtol=1e-6)
     # rescaling all shapes but the first (whose size sets the frame) changes nothing after similarity GPA
-    sim = bs.build_pca_model([example_shapes[0].vertices] + [1.2 * m.vertices for m in example_shapes[1:6]]
-                             + [m.vertices for m in example_shapes[6:]],
-                             align="similarity", faces=example_shapes[0].faces)
+    sim = bs.build_pca_model(
+        [example_shapes[0].vertices]
+        + [1.2 * m.vertices for m in example_shapes[1:6]]
+        + [m.vertices for m in example_shapes[6:]],
+        align="similarity",
+        faces=example_shapes[0].faces,
+    )
     ref = bs.build_pca_model([m.vertices for m in example_shapes], align="similarity", faces=example_shapes[0].faces)
     np.testing.assert_allclose(np.asarray(sim.variance), np.asarray(ref.variance), rtol=1e-5)
 
@@ -72,8 +77,9 @@ def test_coefficients_roundtrip_and_noise_shrinkage(example_model):
     alpha = jax.random.normal(jax.random.key(3), (example_model.n_modes,))
     x = example_model.instance(alpha)
     np.testing.assert_allclose(np.asarray(example_model.coefficients(x)), np.asarray(alpha), atol=1e-8)
-    noisy = bs.ShapeModel(example_model.mean, example_model.basis, example_model.variance, noise_variance=4.0,
-                          faces=example_model.faces)
+    noisy = bs.ShapeModel(
+        example_model.mean, example_model.basis, example_model.variance, noise_variance=4.0, faces=example_model.faces
+    )
     shrunk = np.asarray(noisy.coefficients(x))
     expected = np.asarray(alpha) * np.asarray(example_model.variance) / (np.asarray(example_model.variance) + 4.0)
     np.testing.assert_allclose(shrunk, expected, rtol=1e-8)
@@ -92,14 +98,20 @@ def test_jit_vmap_grad_and_compile_once(example_model):
 
     np.testing.assert_allclose(np.asarray(f(example_model, alphas)), loop, atol=1e-10)
     f(example_model, alphas + 1.0)
-    f(example_model.truncate(k).__class__(example_model.mean * 2, example_model.basis, example_model.variance,
-                                          faces=example_model.faces), alphas)
+    f(
+        example_model.truncate(k).__class__(
+            example_model.mean * 2, example_model.basis, example_model.variance, faces=example_model.faces
+        ),
+        alphas,
+    )
     assert len(traces) == 1  # same shapes: one compilation
 
     g = jax.jit(jax.grad(lambda a: jnp.sum(example_model.instance(a) ** 2)))(alphas[0])
     eps = 1e-6
     e0 = jnp.zeros(k).at[0].set(eps)
-    fd = (jnp.sum(example_model.instance(alphas[0] + e0) ** 2) - jnp.sum(example_model.instance(alphas[0] - e0) ** 2)) / (2 * eps)
+    fd = (
+        jnp.sum(example_model.instance(alphas[0] + e0) ** 2) - jnp.sum(example_model.instance(alphas[0] - e0) ** 2)
+    ) / (2 * eps)
     np.testing.assert_allclose(float(g[0]), float(fd), rtol=1e-6)
 
     lp = jax.jit(jax.vmap(example_model.log_prob))(alphas)
@@ -187,7 +199,7 @@ def test_loo_residual_covariance():
     cov = bs.loo_residual_covariance(list(noisy), align=None)
     per_coord = np.trace(cov, axis1=1, axis2=2).mean() / 3
     assert 0.2 < per_coord < 0.35, per_coord
-    post = bs.ShapeSamples(np.repeat(exact[:1], 4000, axis=0) + 0.0, None)
+    post = bs.posterior.ShapeSamples(np.repeat(exact[:1], 4000, axis=0) + 0.0, None)
     widened = post.with_model_error(cov, seed=1)
     np.testing.assert_allclose(widened.vertex_covariance().mean(0), cov.mean(0), atol=0.02)
     with pytest.raises(ValueError, match="at least 3"):
@@ -197,15 +209,16 @@ def test_loo_residual_covariance():
 
 
 def test_best_fit_undoes_a_rigid_motion(example_model):
-    import bayesshape as bs
     from scipy.spatial.transform import Rotation
+
+    import bayesshape as bs
 
     shape = np.asarray(example_model.instance(jnp.linspace(-1.0, 1.0, example_model.n_modes)))
     rot = Rotation.from_rotvec([0.05, -0.02, 0.03]).as_matrix()
     moved = shape @ rot.T + np.array([3.0, -2.0, 5.0])
     x, fit = bs.prior.best_fit(example_model, moved, align="rigid")
     np.testing.assert_allclose(fit, shape, atol=1e-6)  # the model shape, back in the model frame
-    np.testing.assert_allclose(x, fit, atol=1e-6)      # nothing left that the model cannot represent
+    np.testing.assert_allclose(x, fit, atol=1e-6)  # nothing left that the model cannot represent
     with pytest.raises(ValueError, match="align"):
         bs.prior.best_fit(example_model, moved, align="affine")
 
@@ -225,7 +238,7 @@ def test_loo_variance_ratio_is_one_when_the_sample_variances_are_right():
     # should the leave-one-out spread of unseen shapes be (ratio 1 + O(1/n))
     rng = np.random.default_rng(0)
     shapes = _gaussian_shapes(rng, 200, [6.0, 3.0, 1.5])
-    r = bs.loo_variance_ratio(list(shapes), align=None)
+    r = bs.prior.loo_variance_ratio(list(shapes), align=None)
     assert r.shape == (3,)
     np.testing.assert_allclose(r, 1.0, atol=0.25)
 
@@ -240,7 +253,7 @@ def test_loo_variances_predict_unseen_shapes_better_than_sample_variances():
     fresh = _gaussian_shapes(np.random.default_rng(0), 20 + 400, sd)[20:]  # same mean and basis, new draws
     sample = bs.build_pca_model(list(train), align=None)
     loo = bs.build_pca_model(list(train), align=None, variance="loo")
-    ratio = bs.loo_variance_ratio(list(train), align=None)
+    ratio = bs.prior.loo_variance_ratio(list(train), align=None)
     assert ratio.shape == (19,) and np.all(np.diff(ratio) >= -1e-12)
     np.testing.assert_allclose(np.sort(np.asarray(loo.variance))[::-1], np.asarray(loo.variance))
     np.testing.assert_allclose(np.sort(np.asarray(loo.variance)), np.sort(np.asarray(sample.variance) * ratio))
@@ -265,6 +278,6 @@ def test_loo_variance_rejects_bad_input():
 
     shapes = _gaussian_shapes(np.random.default_rng(2), 3, [2.0, 1.0])
     with pytest.raises(ValueError, match="at least 4 shapes"):
-        bs.loo_variance_ratio(list(shapes), align=None)
+        bs.prior.loo_variance_ratio(list(shapes), align=None)
     with pytest.raises(ValueError, match="variance: expected 'sample' or 'loo'"):
         bs.build_pca_model(list(shapes), align=None, variance="unbiased")

@@ -43,8 +43,21 @@ def _observations(model, truth, sim):
     return {k: [o.bind(model.faces, refs) for o in v] for k, v in out.items()}
 
 
-@pytest.mark.parametrize("kind", ["landmarks3d", "landmarks3d_t", "landmarks2d", "surface", "contour",
-                                  "contour_points", "silhouette", "drr", "drr_scaled", "drr_area"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "landmarks3d",
+        "landmarks3d_t",
+        "landmarks2d",
+        "surface",
+        "contour",
+        "contour_points",
+        "silhouette",
+        "drr",
+        "drr_scaled",
+        "drr_area",
+    ],
+)
 def test_gradients_match_finite_differences(setup, kind):
     model, truth, sim = setup
     observations = _observations(model, truth, sim)[kind]
@@ -52,7 +65,7 @@ def test_gradients_match_finite_differences(setup, kind):
 
     def f(params):
         alpha, rv, t, ls = params[: model.n_modes], params[-7:-4], params[-4:-1], params[-1]
-        v = bs.Pose(rv, t, ls).apply(model.instance(alpha), center)
+        v = bs.projection.Pose(rv, t, ls).apply(model.instance(alpha), center)
         return sum(o.log_likelihood(v) for o in observations)
 
     x0 = jnp.concatenate([jnp.full(model.n_modes, 0.3), jnp.array([0.01, 0.02, -0.01, 1.0, 2.0, 0.5, 0.01])])
@@ -162,7 +175,9 @@ def test_contour_prefers_the_truth(setup):
 
 def test_surface_points_distance_is_exact():
     s = bs.datasets.icosphere(10.0, 4)
-    o = obs.SurfacePoints(np.array([[0.0, 0.0, 15.0], [0.0, 0.0, 0.0], [12.0, 0.0, 0.0]]), 1.0).bind(s.faces, s.vertices[None])
+    o = obs.SurfacePoints(np.array([[0.0, 0.0, 15.0], [0.0, 0.0, 0.0], [12.0, 0.0, 0.0]]), 1.0).bind(
+        s.faces, s.vertices[None]
+    )
     d = np.asarray(o.distances(jnp.asarray(s.vertices)))
     np.testing.assert_allclose(d, [5.0, 10.0, 2.0], atol=0.02)
 
@@ -220,7 +235,7 @@ def test_simulate_xray(setup):
     # pixel-area images: the same noise draw, the clean image averaged over each pixel, the same masks
     area = bs.simulate_xray(truth, sim.views[:1], seed=1, pixel="area")
     view = sim.views[0]
-    ref = bs.render_drr(jnp.asarray(truth.vertices), jnp.asarray(truth.faces), view, pixel="area")
+    ref = bs.projection.render_drr(jnp.asarray(truth.vertices), jnp.asarray(truth.faces), view, pixel="area")
     np.testing.assert_allclose(area.clean_drr[0], sim.mu * np.asarray(ref), atol=1e-12)
     np.testing.assert_array_equal(area.masks[0], sim.masks[0])
     assert np.abs(area.clean_drr[0] - sim.clean_drr[0]).max() > 0.01 * sim.clean_drr[0].max()
@@ -235,7 +250,7 @@ def test_simulate_xray(setup):
 def test_composite_weights_see_correlated_contour_errors(example_model):
     """Independent jitter keeps the contour likelihood (weights near 1); a smooth error field
     along the outline (correlated residuals) is detected and down-weighted."""
-    from bayesshape.inference.infer import reference_shapes
+    from bayesshape.inference import reference_shapes
 
     truth = bs.datasets.example_shapes(1, seed=77)[0]
     views = bs.biplanar(field_of_view=480, detector_shape=(128, 128))
@@ -319,15 +334,17 @@ def test_tiled_nearest_edge_search_is_exact():
         tiles = C.edge_tiles(pts, size=size, k=k)
         tiled = C.nearest_edge_distance(jnp.asarray(pts), (a, b, wgt, ramp, valid), shape, tiles)
         np.testing.assert_array_equal(np.asarray(tiled), np.asarray(brute))
-        g = jax.grad(lambda a, tl: jnp.sum(C.nearest_edge_distance(jnp.asarray(pts), (a, b, wgt, ramp, valid), shape,
-                                                                tl) ** 2), allow_int=True)
+        g = jax.grad(
+            lambda a, tl: jnp.sum(C.nearest_edge_distance(jnp.asarray(pts), (a, b, wgt, ramp, valid), shape, tl) ** 2),
+            allow_int=True,
+        )
         np.testing.assert_allclose(np.asarray(g(a, tiles)), np.asarray(g(a, None)), rtol=1e-12, atol=1e-12)
         extra = C._PENALTY * jnp.maximum(1.0 - 2.0 * wgt, 0.0) + C._ENTRY * sum(shape) * (1.0 - ramp)
         score = jnp.where(valid, extra, jnp.inf)
         sentinel = C._nearest_edge_tiled(jnp.asarray(pts), tiles, a, b, score, lambda: jnp.full(2000, -1))
-        if k >= 32:   # enough candidates: the tiled answer itself, the brute force's nearest edge
+        if k >= 32:  # enough candidates: the tiled answer itself, the brute force's nearest edge
             assert int(sentinel.min()) >= 0
-        else:         # 3 candidates of a dense polyline cannot be certified: the fallback is taken
+        else:  # 3 candidates of a dense polyline cannot be certified: the fallback is taken
             assert bool(jnp.all(sentinel == -1))
     with pytest.raises(ValueError, match="k >= 1"):
         C.edge_tiles(pts, k=0)

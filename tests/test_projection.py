@@ -8,8 +8,6 @@ import pytest
 import bayesshape as bs
 from bayesshape.projection import Topology, rotation_matrix
 
-from .conftest import shared
-
 
 @pytest.fixture(scope="module")
 def sphere():
@@ -19,7 +17,7 @@ def sphere():
 def test_sphere_drr_parallel_matches_chord_length(sphere):
     r, sp = 60.0, 0.6
     view = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (256, 256), sp)
-    img = np.asarray(bs.render_drr(jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces), view))
+    img = np.asarray(bs.projection.render_drr(jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces), view))
     g = np.asarray(view.pixel_grid())
     rho = np.hypot(g[..., 0] - 127.5, g[..., 1] - 127.5) * sp
     inside = rho < 0.9 * r
@@ -32,7 +30,7 @@ def test_sphere_drr_parallel_matches_chord_length(sphere):
 def test_sphere_cone_beam_silhouette_radius(sphere):
     r, sid, sdd = 60.0, 1000.0, 1300.0
     view = bs.XRayView.cone_beam(sdd, sid, (256, 256), 1.0)
-    img = np.asarray(bs.render_drr(jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces), view))
+    img = np.asarray(bs.projection.render_drr(jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces), view))
     analytic = sdd * np.tan(np.arcsin(r / sid))  # radius of the tangent cone on the detector, px
     g = np.asarray(view.pixel_grid())
     rho = np.hypot(g[..., 0] - 127.5, g[..., 1] - 127.5)
@@ -46,11 +44,11 @@ def test_sphere_cone_beam_silhouette_radius(sphere):
 def test_drr_inward_mesh_and_translation_invariance(sphere):
     view = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (64, 64), 2.5)
     v, f = jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces)
-    a = bs.render_drr(v, f, view)
-    b = bs.render_drr(v, f[:, ::-1], view)  # inverted orientation
+    a = bs.projection.render_drr(v, f, view)
+    b = bs.projection.render_drr(v, f[:, ::-1], view)  # inverted orientation
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-9)
     # shifting along the ray does not change a parallel DRR
-    c = bs.render_drr(v + jnp.array([0.0, 37.0, 0.0])[None, :], f, view)
+    c = bs.projection.render_drr(v + jnp.array([0.0, 37.0, 0.0])[None, :], f, view)
     np.testing.assert_allclose(np.asarray(a), np.asarray(c), atol=1e-9)
 
 
@@ -58,7 +56,7 @@ def test_femur_drr_integral_equals_volume(femur_meshes):
     for m in femur_meshes:
         c = m.bounds.mean(0)
         view = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (256, 256), 500.0 / 256, center=c)
-        img = np.asarray(bs.render_drr(jnp.asarray(m.vertices), jnp.asarray(m.faces), view))
+        img = np.asarray(bs.projection.render_drr(jnp.asarray(m.vertices), jnp.asarray(m.faces), view))
         vol = img.sum() * (500.0 / 256) ** 2
         assert abs(vol - m.volume) / m.volume < 0.01
 
@@ -66,17 +64,19 @@ def test_femur_drr_integral_equals_volume(femur_meshes):
 def test_vmap_over_views_equals_loop(example_shapes):
     m = example_shapes[0]
     v, f = jnp.asarray(m.vertices), jnp.asarray(m.faces)
-    views = [bs.carm_view(lao=a, cranial=c, detector_shape=(96, 96), pixel_spacing=6.0) for a, c in
-             [(0, 0), (30, 10), (-45, -5), (90, 0)]]
-    fp = max(bs.drr_footprint(m.vertices, m.faces, vw) for vw in views)
-    loop = np.stack([np.asarray(bs.render_drr(v, f, vw, footprint=fp)) for vw in views])
-    stacked = bs.stack_views(views)
+    views = [
+        bs.carm_view(lao=a, cranial=c, detector_shape=(96, 96), pixel_spacing=6.0)
+        for a, c in [(0, 0), (30, 10), (-45, -5), (90, 0)]
+    ]
+    fp = max(bs.projection.drr_footprint(m.vertices, m.faces, vw) for vw in views)
+    loop = np.stack([np.asarray(bs.projection.render_drr(v, f, vw, footprint=fp)) for vw in views])
+    stacked = bs.projection.stack_views(views)
     traces = []
 
     @jax.jit
     def render_all(v, sv):
         traces.append(1)
-        return jax.vmap(lambda view: bs.render_drr(v, f, view, footprint=fp))(sv)
+        return jax.vmap(lambda view: bs.projection.render_drr(v, f, view, footprint=fp))(sv)
 
     out = np.asarray(render_all(v, stacked))
     np.testing.assert_allclose(out, loop, atol=1e-9)
@@ -124,8 +124,12 @@ def test_bad_views():
     with pytest.raises(ValueError, match="detector_shape"):
         bs.XRayView.parallel((0, 1, 0), detector_shape=(1, 64))
     with pytest.raises(ValueError, match="same detector shape"):
-        bs.stack_views([bs.XRayView.parallel((0, 1, 0), detector_shape=(8, 8)),
-                        bs.XRayView.parallel((0, 1, 0), detector_shape=(8, 9))])
+        bs.projection.stack_views(
+            [
+                bs.XRayView.parallel((0, 1, 0), detector_shape=(8, 8)),
+                bs.XRayView.parallel((0, 1, 0), detector_shape=(8, 9)),
+            ]
+        )
 
 
 def test_drr_needs_footprint_under_jit_and_checks_it(sphere):
@@ -134,7 +138,7 @@ def test_drr_needs_footprint_under_jit_and_checks_it(sphere):
     view = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (64, 64), 2.5)
     v, f = jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces)
     with pytest.raises(ValueError, match="footprint is required"):
-        jax.jit(lambda v: bs.render_drr(v, f, view))(v)
+        jax.jit(lambda v: bs.projection.render_drr(v, f, view))(v)
     big = bs.datasets.icosphere(60.0, 1)
     with pytest.raises(Exception, match="larger than the footprint"):
         render_drr_jit(jnp.asarray(big.vertices), jnp.asarray(big.faces), view, footprint=2)
@@ -154,7 +158,7 @@ def test_rotation_matrix_and_pose():
     # d R / d r_z at 0 is the generator [[0,-1,0],[1,0,0],[0,0,0]]
     np.testing.assert_allclose(np.asarray(g[..., 2]), [[0, -1, 0], [1, 0, 0], [0, 0, 0]], atol=1e-12)
     pts = jnp.asarray(np.random.default_rng(0).normal(size=(20, 3)))
-    pose = bs.Pose(jnp.asarray([0.1, 0.2, 0.3]), jnp.asarray([1.0, 2.0, 3.0]), jnp.asarray(np.log(1.1)))
+    pose = bs.projection.Pose(jnp.asarray([0.1, 0.2, 0.3]), jnp.asarray([1.0, 2.0, 3.0]), jnp.asarray(np.log(1.1)))
     c = pts.mean(0)
     out = pose.apply(pts, c)
     np.testing.assert_allclose(np.asarray(out.mean(0)), np.asarray(c) + [1.0, 2.0, 3.0], atol=1e-12)
@@ -182,7 +186,7 @@ def test_topology(sphere, example_shapes):
 def test_sphere_contour_generator_is_the_rim(sphere):
     view = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (256, 256), 0.6)
     topo = Topology.from_faces(sphere.faces)
-    is_c, seg = bs.contour_generator(jnp.asarray(sphere.vertices), topo, view)
+    is_c, seg = bs.projection.contour_generator(jnp.asarray(sphere.vertices), topo, view)
     seg = np.asarray(seg)[np.asarray(is_c)]
     rho = np.hypot(seg[..., 0] - 127.5, seg[..., 1] - 127.5) * 0.6
     assert len(seg) > 100
@@ -192,10 +196,10 @@ def test_sphere_contour_generator_is_the_rim(sphere):
 def test_beer_lambert_and_soft_silhouette(sphere):
     view = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (64, 64), 2.5)
     v, f = jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces)
-    length = bs.render_drr(v, f, view)
-    i = bs.beer_lambert(0.02 * length, 1000.0)
+    length = bs.projection.render_drr(v, f, view)
+    i = bs.projection.beer_lambert(0.02 * length, 1000.0)
     np.testing.assert_allclose(np.asarray(i), 1000.0 * np.exp(-0.02 * np.asarray(length)))
-    s = np.asarray(bs.soft_silhouette(v, f, view, tau=20.0))
+    s = np.asarray(bs.projection.soft_silhouette(v, f, view, tau=20.0))
     assert s.min() == 0.0 and s.max() <= 1.0 and s[32, 32] > 0.99
     assert np.any((s > 0.05) & (s < 0.95))  # a soft rim
 
@@ -220,9 +224,9 @@ def test_area_drr_is_the_pixel_average_of_the_path_length(tilted_sphere, project
     else:
         view = bs.XRayView.cone_beam(1300.0, 1000.0, (24, 24), 2.5)
         fine = bs.XRayView.cone_beam(1300.0, 1000.0, (24 * n, 24 * n), 2.5 / n)
-    area = np.asarray(bs.render_drr(v, f, view, pixel="area"))
-    centre = np.asarray(bs.render_drr(v, f, view))
-    ref = np.asarray(bs.render_drr(v, f, fine)).reshape(24, n, 24, n).mean(axis=(1, 3))
+    area = np.asarray(bs.projection.render_drr(v, f, view, pixel="area"))
+    centre = np.asarray(bs.projection.render_drr(v, f, view))
+    ref = np.asarray(bs.projection.render_drr(v, f, fine)).reshape(24, n, 24, n).mean(axis=(1, 3))
     # the 8x8 point average is itself off by up to ~1 mm in rim pixels; the pixel-centre DRR by ~10 mm
     assert np.abs(area - ref).max() < 1.0
     assert np.abs(centre - ref).max() > 3.0
@@ -236,11 +240,11 @@ def test_area_drr_is_the_pixel_average_of_the_path_length(tilted_sphere, project
 def test_area_drr_gradient_matches_finite_differences(tilted_sphere):
     v, f, _ = tilted_sphere
     view = bs.XRayView.cone_beam(1300.0, 1000.0, (24, 24), 2.5)
-    k = bs.drr_footprint(v, f, view, margin=0.5)
+    k = bs.projection.drr_footprint(v, f, view, margin=0.5)
     w = jax.random.normal(jax.random.key(0), (24, 24))
 
     def loss(x):
-        return jnp.sum(w * bs.render_drr(x, f, view, footprint=k, pixel="area"))
+        return jnp.sum(w * bs.projection.render_drr(x, f, view, footprint=k, pixel="area"))
 
     g = jax.jit(jax.grad(loss))(v)
     loss = jax.jit(loss)
@@ -258,13 +262,16 @@ def test_area_drr_is_smooth_where_the_centre_drr_creases(tilted_sphere):
     v, f, _ = tilted_sphere
     view = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (24, 24), 2.5)
     target = jnp.asarray(np.random.default_rng(0).uniform(0, 40, (24, 24)))
-    k = bs.drr_footprint(v, f, view, margin=0.5, any_pose=True)
+    k = bs.projection.drr_footprint(v, f, view, margin=0.5, any_pose=True)
     h = 2e-3
     ts = jnp.arange(0.0, 5.0, h)
     second = {}
     for pixel in ("centre", "area"):
+
         def misfit(t, pixel=pixel):
-            img = bs.render_drr(v + jnp.stack([t, 0.0 * t, 0.3 * t])[None, :], f, view, footprint=k, pixel=pixel)
+            img = bs.projection.render_drr(
+                v + jnp.stack([t, 0.0 * t, 0.3 * t])[None, :], f, view, footprint=k, pixel=pixel
+            )
             return jnp.sum((img - target) ** 2)
 
         vals = np.asarray(jax.jit(jax.vmap(misfit))(ts))
@@ -278,15 +285,16 @@ def test_face_groups_render_the_same_image(pixel):
     m = bs.datasets.example_shapes(1, seed=3)[0]
     view = bs.carm_view(lao=20, cranial=5, detector_shape=(64, 64), pixel_spacing=3.0)
     v, f = jnp.asarray(m.vertices), jnp.asarray(m.faces)
-    groups, fps = bs.drr_face_groups(m.vertices, m.faces, view)
+    groups, fps = bs.projection.drr_face_groups(m.vertices, m.faces, view)
     assert sum(len(g) for g in groups) == len(m.faces)
     assert sorted(map(tuple, np.concatenate([np.asarray(g) for g in groups]).tolist())) == sorted(
-        map(tuple, np.asarray(m.faces).tolist()))
+        map(tuple, np.asarray(m.faces).tolist())
+    )
     assert list(fps) == sorted(fps) and len(set(fps)) == len(fps)
-    one = bs.render_drr(v, f, view, footprint=max(fps), pixel=pixel)
-    grouped = jax.jit(lambda x: bs.render_drr(x, groups, view, footprint=fps, pixel=pixel))(v)
+    one = bs.projection.render_drr(v, f, view, footprint=max(fps), pixel=pixel)
+    grouped = jax.jit(lambda x: bs.projection.render_drr(x, groups, view, footprint=fps, pixel=pixel))(v)
     np.testing.assert_allclose(np.asarray(grouped), np.asarray(one), atol=1e-9)
     with pytest.raises(ValueError, match="one window per face group"):
-        bs.render_drr(v, groups, view, footprint=fps[:1] if len(fps) > 1 else (3, 3))
+        bs.projection.render_drr(v, groups, view, footprint=fps[:1] if len(fps) > 1 else (3, 3))
     with pytest.raises(ValueError, match="pixel: expected one of"):
-        bs.render_drr(v, f, view, pixel="corner")
+        bs.projection.render_drr(v, f, view, pixel="corner")

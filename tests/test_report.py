@@ -23,10 +23,23 @@ def case(tmp_path_factory, example_model):
     views = list(bs.biplanar(field_of_view=480, detector_shape=(64, 64)))
     sim = bs.simulate_xray((truth, np.asarray(example_model.faces)), views, seed=0, noise=0.01)
     noise = 0.5 * np.asarray(jax.random.normal(key_post, (50, 1, 3)))
-    post = bs.ShapeSamples(truth[None] + noise, np.asarray(example_model.faces), method="test",
-                           misfit=[{"type": "DRR", "n_data": 4096, "mean_sq_std_residual": 1.1}])
-    write_case(folder, post, views, ["AP", "LAT"], sim.drr, ["drr", "mask"], points=[None, sim.contours[1]],
-               truth=example_model.mesh(truth), n_samples=2)
+    post = bs.posterior.ShapeSamples(
+        truth[None] + noise,
+        np.asarray(example_model.faces),
+        method="test",
+        misfit=[{"type": "DRR", "n_data": 4096, "mean_sq_std_residual": 1.1}],
+    )
+    write_case(
+        folder,
+        post,
+        views,
+        ["AP", "LAT"],
+        sim.drr,
+        ["drr", "mask"],
+        points=[None, sim.contours[1]],
+        truth=example_model.mesh(truth),
+        n_samples=2,
+    )
     return folder
 
 
@@ -71,10 +84,21 @@ def _chromium():
 def test_report_renders_in_headless_chromium(case, page):
     exe = _chromium()
     if exe is None:
-        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium chromium-driver); "
-                    "the report was not opened in a browser")
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-           "--virtual-time-budget=5000", "--dump-dom", page.resolve().as_uri()]
+        pytest.skip(
+            "headless Chromium is not installed (Debian: apt-get install chromium chromium-driver); "
+            "the report was not opened in a browser"
+        )
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        page.resolve().as_uri(),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-2000:]
     console = [ln for ln in res.stderr.splitlines() if ":CONSOLE" in ln]

@@ -20,12 +20,17 @@ def _sub(sub, name, help_, description, func):
 
 
 def _inference_args(p, default_method: str):
-    p.add_argument("--method", choices=["nuts", "svi", "laplace", "importance"], default=default_method,
-                   help="laplace: a Gaussian at the MAP (fastest); importance: adaptive importance sampling "
-                   "from it (corrects a skewed posterior, about 4000 more likelihood evaluations); svi; nuts "
-                   "(slowest on a CPU)")
-    p.add_argument("--samples", type=int, default=300,
-                   help="NUTS warm-up and samples per chain; Laplace/importance/SVI samples")
+    p.add_argument(
+        "--method",
+        choices=["nuts", "svi", "laplace", "importance"],
+        default=default_method,
+        help="laplace: a Gaussian at the MAP (fastest); importance: adaptive importance sampling "
+        "from it (corrects a skewed posterior, about 4000 more likelihood evaluations); svi; nuts "
+        "(slowest on a CPU)",
+    )
+    p.add_argument(
+        "--samples", type=int, default=300, help="NUTS warm-up and samples per chain; Laplace/importance/SVI samples"
+    )
     p.add_argument("--chains", type=int, default=2, help="NUTS chains")
     p.add_argument("--tolerance", type=float, default=2.0, help="clinical tolerance for the flags, mm")
     p.add_argument("--seed", type=int, default=0, help="seed for every random draw")
@@ -45,17 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--jitter", type=float, default=0.5, help="contour noise, pixels")
     _inference_args(d, "laplace")
 
-    b = _sub(sub, "build-model", "build a shape model from meshes in correspondence", _commands.BUILD_HELP,
-             _commands.build_model)
+    b = _sub(
+        sub,
+        "build-model",
+        "build a shape model from meshes in correspondence",
+        _commands.BUILD_HELP,
+        _commands.build_model,
+    )
     b.add_argument("--meshes", nargs="+", help="meshes in correspondence (.ply .stl .obj .off .vtk .vtp)")
     b.add_argument("--statismo", help="a Statismo .h5 model to convert")
     b.add_argument("--example", type=int, help="build from this many built-in example shapes")
-    b.add_argument("--align", choices=["rigid", "similarity", "none"], default="rigid",
-                   help="Procrustes alignment of the meshes (default rigid)")
+    b.add_argument(
+        "--align",
+        choices=["rigid", "similarity", "none"],
+        default="rigid",
+        help="Procrustes alignment of the meshes (default rigid)",
+    )
     b.add_argument("--modes", type=int, help="keep this many modes")
-    b.add_argument("--variance", choices=["sample", "loo"], default="sample",
-                   help="mode variances: the sample's (default), or calibrated by leave-one-out for unseen shapes "
-                        "(wider trailing modes; recommended for inference, needs 4 or more meshes)")
+    b.add_argument(
+        "--variance",
+        choices=["sample", "loo"],
+        default="sample",
+        help="mode variances: the sample's (default), or calibrated by leave-one-out for unseen shapes "
+        "(wider trailing modes; recommended for inference, needs 4 or more meshes)",
+    )
     b.add_argument("--seed", type=int, default=0, help="seed of the example shapes")
     b.add_argument("--out", required=True, help="model file, .npz (bayesshape) or .h5 (Statismo)")
 
@@ -69,8 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", type=float, default=0.01, help="DRR noise sd, fraction of the image maximum")
     s.add_argument("--jitter", type=float, default=0.0, help="contour point noise sd, pixels")
     s.add_argument("--mu", type=float, default=0.05, help="attenuation coefficient, 1/mm")
-    s.add_argument("--drr-pixel", choices=["centre", "area"], default="centre",
-                   help="DRR pixels: the path length at each pixel centre, or averaged over each pixel's area")
+    s.add_argument(
+        "--drr-pixel",
+        choices=["centre", "area"],
+        default="centre",
+        help="DRR pixels: the path length at each pixel centre, or averaged over each pixel's area",
+    )
     s.add_argument("--seed", type=int, default=0, help="seed of the noise")
     s.add_argument("--out", required=True, help="output folder (created)")
 
@@ -80,17 +102,29 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--masks", nargs="+", help="segmentation masks, one per view (.png or .npy)")
     i.add_argument("--images", nargs="+", help="DRR line-integral images, one per view (.npy or .png)")
     i.add_argument("--contours", nargs="+", help="contour points, one CSV (row,col) per view")
-    i.add_argument("--mask-likelihood", choices=["contour", "silhouette"], default="contour",
-                   help="masks: the chamfer of their outline points (Contour, default) or every pixel near the "
-                        "boundary (Silhouette, a probit of its signed distance to the outline; docs/likelihoods.md)")
-    i.add_argument("--sigma", type=float, help="noise sd: contours and masks in pixels (default 1; 0.5 with "
-                                              "--mask-likelihood silhouette), images in image units "
-                                              "(default: estimated from the image)")
+    i.add_argument(
+        "--mask-likelihood",
+        choices=["contour", "silhouette"],
+        default="contour",
+        help="masks: the chamfer of their outline points (Contour, default) or every pixel near the "
+        "boundary (Silhouette, a probit of its signed distance to the outline; docs/likelihoods.md)",
+    )
+    i.add_argument(
+        "--sigma",
+        type=float,
+        help="noise sd: contours and masks in pixels (default 1; 0.5 with "
+        "--mask-likelihood silhouette), images in image units "
+        "(default: estimated from the image)",
+    )
     i.add_argument("--mu", type=float, default=0.05, help="attenuation coefficient of the images, 1/mm")
     i.add_argument("--fit-scale-offset", action="store_true", help="DRR: fit an unknown intensity scale and offset")
-    i.add_argument("--drr-pixel", choices=["centre", "area"], default="centre",
-                   help="images: the model DRR at pixel centres, or averaged over each pixel's area (smooth in the "
-                        "shape, which NUTS needs; several times slower; docs/likelihoods.md)")
+    i.add_argument(
+        "--drr-pixel",
+        choices=["centre", "area"],
+        default="centre",
+        help="images: the model DRR at pixel centres, or averaged over each pixel's area (smooth in the "
+        "shape, which NUTS needs; several times slower; docs/likelihoods.md)",
+    )
     i.add_argument("--pose", choices=["none", "rigid", "similarity"], default="rigid")
     i.add_argument("--truth", help="true mesh in correspondence, for simulated cases (error maps)")
     i.add_argument("--level", type=float, default=0.95, help="credible level of the exported radius")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..posterior.samples import verdict_sentence
 from . import _files
 
 BUILD_HELP = """\
@@ -72,22 +74,25 @@ def build_model(args) -> int:
     if args.statismo:
         model = bs.io.load_statismo(args.statismo)
     elif args.example:
-        model = bs.build_pca_model(bs.datasets.example_shapes(args.example, seed=args.seed),
-                                   align=None if args.align == "none" else args.align, n_modes=args.modes,
-                                   variance=args.variance)
+        model = bs.build_pca_model(
+            bs.datasets.example_shapes(args.example, seed=args.seed),
+            align=None if args.align == "none" else args.align,
+            n_modes=args.modes,
+            variance=args.variance,
+        )
     else:
         paths = sorted(Path(p) for p in args.meshes)
         if len(paths) < 2:
             raise ValueError(f"--meshes: expected at least 2 meshes in correspondence, got {len(paths)}")
         meshes = [bs.io.read_mesh(p) for p in paths]
-        model = bs.build_pca_model(meshes, align=None if args.align == "none" else args.align, n_modes=args.modes,
-                                   variance=args.variance)
+        model = bs.build_pca_model(
+            meshes, align=None if args.align == "none" else args.align, n_modes=args.modes, variance=args.variance
+        )
     if args.modes is not None and args.statismo:
         model = model.truncate(args.modes)
     _files.write_model(model, args.out)
     ev = float(np.asarray(model.explained_variance_ratio).sum())
-    print(f"wrote {args.out}: {model.n_vertices} vertices, {model.n_modes} modes "
-          f"({100 * ev:.1f}% of the variance)")
+    print(f"wrote {args.out}: {model.n_vertices} vertices, {model.n_modes} modes ({100 * ev:.1f}% of the variance)")
     return 0
 
 
@@ -119,12 +124,13 @@ def simulate(args) -> int:
         v = model.sample(jax.random.key(args.sample_seed), 1)[0] if args.sample_seed is not None else model.mean
         mesh = model.mesh(np.asarray(v))
     views, names = _views(args)
-    sim = bs.simulate_xray(mesh, views, seed=args.seed, noise=args.noise, contour_jitter=args.jitter, mu=args.mu,
-                           pixel=args.drr_pixel)
+    sim = bs.simulate_xray(
+        mesh, views, seed=args.seed, noise=args.noise, contour_jitter=args.jitter, mu=args.mu, pixel=args.drr_pixel
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bs.write_views(out / "views.json", views, names)
-    files = {"views": "views.json", "truth": "truth.ply", "drr": [], "masks": [], "contours": []}
+    files: dict[str, Any] = {"views": "views.json", "truth": "truth.ply", "drr": [], "masks": [], "contours": []}
     for name, img, mask, pts in zip(names, sim.drr, sim.masks, sim.contours):
         _files.write_npy(out / f"{name}_drr.npy", img.astype(np.float32))
         _files.write_mask_png(out / f"{name}_mask.png", mask)
@@ -135,9 +141,18 @@ def simulate(args) -> int:
     bs.io.write_mesh(out / "truth.ply", mesh)
     from ..export import write_json
 
-    write_json(out / "simulation.json", {"files": files, "noise": args.noise, "contour_jitter_px": args.jitter,
-                                         "mu_per_mm": args.mu, "noise_sd": sim.noise_sd, "seed": args.seed,
-                                         "drr_pixel": args.drr_pixel})
+    write_json(
+        out / "simulation.json",
+        {
+            "files": files,
+            "noise": args.noise,
+            "contour_jitter_px": args.jitter,
+            "mu_per_mm": args.mu,
+            "noise_sd": sim.noise_sd,
+            "seed": args.seed,
+            "drr_pixel": args.drr_pixel,
+        },
+    )
     print(f"simulated {len(views)} views ({', '.join(names)}); wrote {len(list(out.iterdir()))} files to {out}")
     return 0
 
@@ -150,8 +165,9 @@ def _observations(args, views):
         raise ValueError("give one kind of input: --masks, --images or --contours (one file per view)")
     kind, paths = given[0]
     if len(paths) != len(views):
-        raise ValueError(f"--{kind}: expected one file per view ({len(views)} views in the geometry file), "
-                         f"got {len(paths)}")
+        raise ValueError(
+            f"--{kind}: expected one file per view ({len(views)} views in the geometry file), got {len(paths)}"
+        )
     obs, images, points, kinds = [], [], [], []
     for i, (p, view) in enumerate(zip(paths, views)):
         h, w = view.detector_shape
@@ -165,8 +181,10 @@ def _observations(args, views):
         else:
             arr = _files.read_mask(p) if kind == "masks" else _files.read_array(p, "image")
             if arr.shape != (h, w):
-                raise ValueError(f"{p}: image of {arr.shape[0]} x {arr.shape[1]} pixels does not match view {i}'s "
-                                 f"detector of {h} x {w} pixels")
+                raise ValueError(
+                    f"{p}: image of {arr.shape[0]} x {arr.shape[1]} pixels does not match view {i}'s "
+                    f"detector of {h} x {w} pixels"
+                )
             if kind == "masks" and args.mask_likelihood == "silhouette":
                 obs.append(bs.obs.Silhouette(view, arr, args.sigma or 0.5))
                 points.append(bs.obs.mask_contour_points(arr))
@@ -179,8 +197,11 @@ def _observations(args, views):
                 if not np.all(np.isfinite(arr)):
                     raise ValueError(f"{p}: the image has NaN or inf pixels")
                 sigma = args.sigma or max(_files.noise_sd_estimate(arr), 1e-6)
-                obs.append(bs.obs.DRR(view, arr, sigma, mu=args.mu, fit_scale_offset=args.fit_scale_offset,
-                                      pixel=args.drr_pixel))
+                obs.append(
+                    bs.obs.DRR(
+                        view, arr, sigma, mu=args.mu, fit_scale_offset=args.fit_scale_offset, pixel=args.drr_pixel
+                    )
+                )
                 points.append(None)
                 kinds.append("drr")
             img = arr.astype(np.float64)
@@ -198,21 +219,50 @@ def infer(args) -> int:
     views, names = bs.read_views(args.views)
     obs, images, kinds, points = _observations(args, views)
     truth = bs.io.read_mesh(args.truth) if args.truth else None
-    print(f"inferring with {args.method} ({len(views)} views, {kinds[0]}, pose {args.pose}, "
-          f"{model.n_modes} modes)")
-    post = bs.infer(model, obs, method=args.method, pose=None if args.pose == "none" else args.pose,
-                    seed=args.seed, num_samples=args.samples, num_warmup=args.samples, num_chains=args.chains,
-                    progress=not args.quiet)
-    inputs = {"model": str(args.model), "views": str(args.views), "kind": kinds[0],
-              "likelihood": type(obs[0]).__name__,
-              "files": [str(p) for p in (args.masks or args.images or args.contours)]}
-    settings = {"method": args.method, "pose": args.pose, "seed": args.seed, "samples": args.samples,
-                "chains": args.chains, "sigma": [float(o.sigma) for o in obs]}
+    print(f"inferring with {args.method} ({len(views)} views, {kinds[0]}, pose {args.pose}, {model.n_modes} modes)")
+    post = bs.infer(
+        model,
+        obs,
+        method=method_from_args(args),
+        pose=None if args.pose == "none" else args.pose,
+        num_samples=args.samples,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    inputs = {
+        "model": str(args.model),
+        "views": str(args.views),
+        "kind": kinds[0],
+        "likelihood": type(obs[0]).__name__,
+        "files": [str(p) for p in (args.masks or args.images or args.contours)],
+    }
+    settings = {
+        "method": args.method,
+        "pose": args.pose,
+        "seed": args.seed,
+        "samples": args.samples,
+        **({"chains": args.chains} if args.method == "nuts" else {}),
+        "sigma": [float(o.sigma) for o in obs],
+    }
     if kinds[0] == "drr":
         settings["drr_pixel"] = args.drr_pixel
-    summary = write_case(args.out, post, views, names, images, kinds, points=points, mu=args.mu, truth=truth,
-                         n_samples=args.export_samples, level=args.level, tolerance_mm=args.tolerance,
-                         inputs=inputs, settings=settings, extra={"wall_time_s": time.perf_counter() - t0})
+    summary = write_case(
+        args.out,
+        post,
+        views,
+        names,
+        images,
+        kinds,
+        points=points,
+        mu=args.mu,
+        truth=truth,
+        n_samples=args.export_samples,
+        level=args.level,
+        tolerance_mm=args.tolerance,
+        inputs=inputs,
+        settings=settings,
+        extra={"wall_time_s": time.perf_counter() - t0},
+    )
     _print_summary(summary)
     if args.report:
         print(f"report: {make_report(args.out)}")
@@ -226,22 +276,46 @@ def _print_summary(s: dict) -> None:
     print(f"95% credible radius: mean {u['mean']:.2f} mm, max {u['max']:.2f} mm")
     if "error_mm" in s:
         e = s["error_mm"]
-        print(f"error of the posterior mean: mean {e['vertex_mean']:.2f} mm, 95th percentile "
-              f"{e['vertex_p95']:.2f} mm; truth inside the 95% ball at {100 * e['coverage_95']:.1f}% of vertices")
+        print(
+            f"error of the posterior mean: mean {e['vertex_mean']:.2f} mm, 95th percentile "
+            f"{e['vertex_p95']:.2f} mm; truth inside the 95% ball at {100 * e['coverage_95']:.1f}% of vertices"
+        )
     d = s["posterior"]["diagnostics"]
-    if "max_rhat" in d:
-        print(f"diagnostics: max R-hat {d['max_rhat']:.3f}, min bulk ESS {d['min_ess_bulk']:.0f}, "
-              f"divergences {d['divergences']}")
-    elif "converged" in d:
-        print(f"diagnostics: SVI converged: {d['converged']}")
-    elif "is_ess" in d:
-        print(f"diagnostics: importance-sampling ESS {d['is_ess']:.0f} of {d['is_samples']} draws, "
-              f"Pareto k-hat {d['is_khat']:.2f}")
+    line = diagnostics_line(d)
+    if line:
+        print(line)
     for w in d.get("warnings", []):
         print(f"warning: {w}")
-    print(f"reliability: {'RELIABLE' if r['reliable'] else 'UNRELIABLE'} (score {r['score']:.2f}; "
-          f"{100 * r['fraction_vertices_flagged']:.1f}% of vertices above {r['tolerance_mm']} mm; misfit "
-          + ", ".join(f"{m['mean_sq_std_residual']:.2f}" for m in r["misfit"]) + ")")
+    print(f"reliability: {verdict_sentence(r)}")
+
+
+def method_from_args(args):
+    """The method object of ``--method``, ``--samples`` (also NUTS's warm-up) and ``--chains``."""
+    import bayesshape as bs
+
+    if args.method == "nuts":
+        return bs.NUTS(num_warmup=args.samples, num_chains=args.chains)
+    return args.method
+
+
+def diagnostics_line(d: dict) -> str:
+    """One line of the method's diagnostics from their JSON form (``summary.json``)."""
+    method = d.get("method")
+    if method == "nuts" and "max_rhat" in d:
+        return (
+            f"diagnostics: max R-hat {d['max_rhat']:.3f}, min bulk ESS {d['min_ess_bulk']:.0f}, "
+            f"divergences {d['divergences']}"
+        )
+    if method == "nuts":
+        return f"diagnostics: min bulk ESS {d['min_ess_bulk']:.0f}, divergences {d['divergences']}"
+    if method == "svi":
+        return f"diagnostics: SVI converged: {d['converged']}, final loss {d['final_loss']:.1f}"
+    if method == "importance":
+        return (
+            f"diagnostics: importance-sampling ESS {d['is_ess']:.0f} of {d['is_samples']} draws, "
+            f"Pareto k-hat {d['is_khat']:.2f}"
+        )
+    return ""
 
 
 def export(args) -> int:
@@ -251,8 +325,15 @@ def export(args) -> int:
 
     post = bs.load_posterior(args.posterior)
     truth = bs.io.read_mesh(args.truth) if args.truth else None
-    summary = export_case(post, args.out, truth=truth, n_samples=args.samples, level=args.level,
-                          tolerance_mm=args.tolerance, inputs={"posterior": str(args.posterior)})
+    summary = export_case(
+        post,
+        args.out,
+        truth=truth,
+        n_samples=args.samples,
+        level=args.level,
+        tolerance_mm=args.tolerance,
+        inputs={"posterior": str(args.posterior)},
+    )
     _print_summary(summary)
     print(f"wrote {', '.join(sorted(p.name for p in Path(args.out).iterdir()))} to {args.out}")
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-
 DEMO_HELP = """\
 Build a model from the built-in example shapes, simulate a biplanar X-ray of an
 unseen shape, infer its posterior (Laplace by default, rigid pose), and write a case folder:
@@ -28,13 +27,17 @@ def demo(args) -> int:
     from bayesshape._geometry import surface_distances
     from bayesshape.report import make_report, write_case
 
+    from ._commands import diagnostics_line, method_from_args
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     print(f"[1/4] building a PCA model from {args.train} example shapes (mode variances calibrated by leave-one-out)")
     model = bs.build_pca_model(bs.datasets.example_shapes(args.train, seed=0), align="rigid", variance="loo")
-    print(f"      {model.n_vertices} vertices, {model.n_modes} modes, "
-          f"{100 * float(model.explained_variance_ratio[:5].sum()):.1f}% of the variance in the first 5")
+    print(
+        f"      {model.n_vertices} vertices, {model.n_modes} modes, "
+        f"{100 * float(model.explained_variance_ratio[:5].sum()):.1f}% of the variance in the first 5"
+    )
     truth = bs.datasets.example_shapes(1, seed=args.seed + 1000)[0]
     c = truth.vertices.mean(0)
     rot = Rotation.from_rotvec([0.02, -0.03, 0.04]).as_matrix()
@@ -43,18 +46,33 @@ def demo(args) -> int:
     if args.views == 2:
         views = list(bs.biplanar(field_of_view=480, detector_shape=(args.size, args.size)))
     else:
-        views = [bs.carm_view(lao=a, detector_shape=(args.size, args.size), pixel_spacing=480 * 1.5 / args.size,
-                              source_to_isocenter=800, source_to_detector=1200) for a in
-                 np.linspace(0, 180, args.views, endpoint=False)]
+        views = [
+            bs.carm_view(
+                lao=a,
+                detector_shape=(args.size, args.size),
+                pixel_spacing=480 * 1.5 / args.size,
+                source_to_isocenter=800,
+                source_to_detector=1200,
+            )
+            for a in np.linspace(0, 180, args.views, endpoint=False)
+        ]
     print(f"[2/4] simulating {len(views)} X-ray views ({args.size} x {args.size}) of an unseen shape")
     sim = bs.simulate_xray(truth, views, seed=args.seed, noise=0.01, contour_jitter=args.jitter)
     obs = sim.observations("contour", sigma=max(args.jitter, 0.5))
     print(f"[3/4] inferring the posterior with {args.method} (rigid pose)")
-    post = bs.infer(model, obs, method=args.method, pose="rigid", seed=args.seed, num_samples=args.samples,
-                    num_warmup=args.samples, num_chains=args.chains, progress=not args.quiet)
+    post = bs.infer(
+        model,
+        obs,
+        method=method_from_args(args),
+        pose="rigid",
+        num_samples=args.samples,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
     mean = post.mean_mesh()
-    d = surface_distances(jnp.asarray(mean.vertices), jnp.asarray(mean.faces), jnp.asarray(truth.vertices),
-                          jnp.asarray(truth.faces))
+    d = surface_distances(
+        jnp.asarray(mean.vertices), jnp.asarray(mean.faces), jnp.asarray(truth.vertices), jnp.asarray(truth.faces)
+    )
     rel = post.reliability(tolerance_mm=args.tolerance)
     print("[4/4] writing the case folder, pictures and report")
     r95 = rel.credible_radius
@@ -64,32 +82,41 @@ def demo(args) -> int:
     }
     names = ["AP", "LAT"] if len(views) == 2 else [f"C{i}" for i in range(len(views))]
     length = lambda v: v[:, 2].max() - v[:, 2].min()  # noqa: E731
-    summary = write_case(out, post, views, names, sim.masks, ["mask"] * len(views), points=sim.contours,
-                         truth=truth, tolerance_mm=args.tolerance, n_samples=10,
-                         inputs={"model": f"PCA of {args.train} example shapes (seed 0)",
-                                 "truth": f"example shape, seed {args.seed + 1000}, moved",
-                                 "views": names, "observations": f"contours, jitter {args.jitter} px"},
-                         settings={"method": args.method, "pose": "rigid", "seed": args.seed,
-                                   "detector": [args.size, args.size]},
-                         measurements={"length_mm": length}, extra=extra)
+    summary = write_case(
+        out,
+        post,
+        views,
+        names,
+        sim.masks,
+        ["mask"] * len(views),
+        points=sim.contours,
+        truth=truth,
+        tolerance_mm=args.tolerance,
+        n_samples=10,
+        inputs={
+            "model": f"PCA of {args.train} example shapes (seed 0)",
+            "truth": f"example shape, seed {args.seed + 1000}, moved",
+            "views": names,
+            "observations": f"contours, jitter {args.jitter} px",
+        },
+        settings={"method": args.method, "pose": "rigid", "seed": args.seed, "detector": [args.size, args.size]},
+        measurements={"length_mm": length},
+        extra=extra,
+    )
     make_report(out, title="bayesshape demo: biplanar reconstruction of an unseen example shape")
-    diag = post.diagnostics
-    print(f"\nsurface error of the posterior mean: mean {d.mean():.2f} mm, 95th percentile "
-          f"{np.quantile(d, 0.95):.2f} mm")
-    print(f"95% credible radius: median {np.median(r95):.2f} mm; the truth lies inside it at "
-          f"{100 * summary['error_mm']['coverage_95']:.1f}% of the vertices")
-    if args.method == "nuts":
-        print(f"diagnostics: max R-hat {diag.get('max_rhat', float('nan')):.3f}, min bulk ESS "
-              f"{diag.get('min_ess_bulk', float('nan')):.0f}, divergences {diag.get('divergences')}")
-    elif args.method == "importance":
-        print(f"diagnostics: importance-sampling ESS {diag['is_ess']:.0f} of {diag['is_samples']} draws, "
-              f"Pareto k-hat {diag['is_khat']:.2f}")
-    elif args.method == "svi":
-        print(f"diagnostics: SVI converged: {diag.get('converged')}, final loss {diag.get('final_loss'):.1f}")
-    r = rel.summary()
-    print(f"reliability: {'RELIABLE' if r['reliable'] else 'UNRELIABLE'} (score {r['score']:.2f}; "
-          f"{100 * r['fraction_vertices_flagged']:.1f}% of vertices above {args.tolerance} mm; misfit "
-          + ", ".join(f"{m['mean_sq_std_residual']:.2f}" for m in r["misfit"]) + ")")
-    print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}  "
-          f"({time.perf_counter() - t0:.0f} s; open {out / 'report.html'})")
+    print(
+        f"\nsurface error of the posterior mean: mean {d.mean():.2f} mm, 95th percentile {np.quantile(d, 0.95):.2f} mm"
+    )
+    print(
+        f"95% credible radius: median {np.median(r95):.2f} mm; the truth lies inside it at "
+        f"{100 * summary['error_mm']['coverage_95']:.1f}% of the vertices"
+    )
+    line = diagnostics_line(post.diagnostics.to_dict())
+    if line:
+        print(line)
+    print(f"reliability: {rel.verdict()}")
+    print(
+        f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}  "
+        f"({time.perf_counter() - t0:.0f} s; open {out / 'report.html'})"
+    )
     return 0

@@ -22,37 +22,47 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..prior.model import ShapeModel
-from ..projection.pose import rotation_matrix
+from ..projection.pose import RigidPose, SimilarityPose, rotation_matrix, transform_points
 
-__all__ = ["Problem"]
+__all__ = ["Problem", "fixed_problem"]
 
 
 class Problem(eqx.Module):
+    """The model, the bound observations, the pose prior and the noise prior, as one log density
+    over a whitened parameter vector ``theta`` (see the module docstring)."""
+
     model: ShapeModel
     observations: tuple
-    center: Float[Array, "3"]
-    init_rotvec: Float[Array, "3"]
-    init_translation: Float[Array, "3"]
+    center: Float[Array, 3]
+    init_rotvec: Float[Array, 3]
+    init_translation: Float[Array, 3]
     init_log_scale: Float[Array, ""]
-    pose: str | None = eqx.field(static=True)
-    rotation_sd: float = eqx.field(static=True)
-    translation_sd: float = eqx.field(static=True)
-    scale_sd: float = eqx.field(static=True)
-    infer_noise: bool = eqx.field(static=True)
-    noise_sd: float = eqx.field(static=True)
-    #: model vertices kept by the coarse likelihood mesh (``infer(likelihood_faces=...)``), or None
+    #: the pose prior (:class:`~bayesshape.RigidPose`, :class:`~bayesshape.SimilarityPose`) or None
+    pose_prior: RigidPose | SimilarityPose | None = eqx.field(static=True)
+    #: the sd of each inferred log noise scale, or None (noise scales fixed)
+    noise_sd: float | None = eqx.field(static=True)
+    #: model vertices kept by the coarse likelihood mesh, or None
     likelihood_index: Array | None = None
     #: per observation: does it see the coarse mesh?
     on_coarse: tuple = eqx.field(static=True, default=())
 
     # ----------------------------------------------------------- layout
     @property
+    def pose(self) -> str | None:
+        """``None``, ``"rigid"`` or ``"similarity"``."""
+        return None if self.pose_prior is None else self.pose_prior.kind
+
+    @property
     def n_modes(self) -> int:
         return self.model.n_modes
 
     @property
     def n_pose(self) -> int:
-        return {None: 0, "rigid": 6, "similarity": 7}[self.pose]
+        return 0 if self.pose_prior is None else self.pose_prior.n_params
+
+    @property
+    def infer_noise(self) -> bool:
+        return self.noise_sd is not None
 
     @property
     def n_noise(self) -> int:
@@ -80,21 +90,20 @@ class Problem(eqx.Module):
         k = self.n_modes
         dt = theta.dtype
         r0 = rotation_matrix(self.init_rotvec.astype(dt))
-        if self.pose is None:
+        prior = self.pose_prior
+        if prior is None:
             return r0, self.init_translation.astype(dt), jnp.exp(self.init_log_scale.astype(dt))
-        rot = rotation_matrix(self.rotation_sd * theta[k : k + 3]) @ r0
-        trans = self.init_translation.astype(dt) + self.translation_sd * theta[k + 3 : k + 6]
+        rot = rotation_matrix(prior.rotation_sd * theta[k : k + 3]) @ r0
+        trans = self.init_translation.astype(dt) + prior.translation_sd * theta[k + 3 : k + 6]
         ls = self.init_log_scale.astype(dt)
-        if self.pose == "similarity":
-            ls = ls + self.scale_sd * theta[k + 6]
+        if prior.kind == "similarity":
+            ls = ls + prior.scale_sd * theta[k + 6]
         return rot, trans, jnp.exp(ls)
 
     def vertices(self, theta: Float[Array, " dim"]) -> Float[Array, "n_vert 3"]:
         """World-frame vertices (mm) for ``theta``."""
-        x = self.model.instance(self.alpha(theta))
         rot, trans, scale = self.pose_params(theta)
-        c = self.center.astype(x.dtype)
-        return scale * (x - c[None, :]) @ rot.T + (c + trans)[None, :]
+        return transform_points(self.model.instance(self.alpha(theta)), rot, trans, scale, self.center)
 
     def observation_vertices(self, vertices) -> list:
         """The vertices each observation sees: the model's, or the coarse likelihood mesh's
@@ -105,7 +114,7 @@ class Problem(eqx.Module):
         return [coarse if c else vertices for c in self.on_coarse]
 
     def sigmas(self, theta):
-        if not self.infer_noise:
+        if self.noise_sd is None:
             return [None] * len(self.observations)
         z = theta[self.n_modes + self.n_pose :]
         return [o.sigma * jnp.exp(self.noise_sd * z[i]) for i, o in enumerate(self.observations)]
@@ -126,3 +135,14 @@ class Problem(eqx.Module):
     def vertices_batch(self, thetas, batch_size: int = 64):
         """``(n, n_vert, 3)`` vertices for ``(n, dim)`` parameter vectors."""
         return jax.lax.map(self.vertices, thetas, batch_size=batch_size)
+
+    def with_observations(self, observations) -> Problem:
+        """A copy with other (bound) observations of the same layout."""
+        return eqx.tree_at(lambda p: p.observations, self, tuple(observations))
+
+
+def fixed_problem(model: ShapeModel, observations) -> Problem:
+    """A problem of the shape alone: pose fixed at the identity, noise scales fixed."""
+    dt = model.variance.dtype
+    z = jnp.zeros(3, dt)
+    return Problem(model, tuple(observations), z, z, z, jnp.zeros((), dt), None, None)

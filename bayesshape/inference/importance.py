@@ -123,8 +123,9 @@ def importance_sample(
     cov = jnp.asarray(cov, dtype=mean.dtype)
     dim = problem.dim
     if mean.shape != (dim,) or cov.shape != (dim, dim):
-        raise ValueError(f"mean, cov: expected shapes ({dim},) and ({dim}, {dim}) for this problem, "
-                         f"got {mean.shape} and {cov.shape}")
+        raise ValueError(
+            f"mean, cov: expected shapes ({dim},) and ({dim}, {dim}) for this problem, got {mean.shape} and {cov.shape}"
+        )
     rounds, n = as_count(rounds, "rounds", 1), as_count(samples_per_round, "samples_per_round", 50)
     num_samples = as_count(num_samples, "num_samples", 1)
     chol = jnp.linalg.cholesky(0.5 * (cov + cov.T))
@@ -142,8 +143,10 @@ def importance_sample(
         lq = jax.scipy.special.logsumexp(jnp.stack([_log_gauss(x_all, m, c) for m, c in proposals]), axis=0)
         lw = lp_all - (lq - np.log(len(proposals)))
         if not bool(jnp.any(jnp.isfinite(lw))):
-            raise ValueError("importance sampling: the log density is -inf at every draw; the Laplace "
-                             "approximation does not overlap the posterior (use method='nuts')")
+            raise ValueError(
+                "importance sampling: the log density is -inf at every draw; the Laplace "
+                "approximation does not overlap the posterior (use method='nuts')"
+            )
         w = jax.nn.softmax(lw)  # draws where the log density is -inf get weight 0
         ess = float(1.0 / jnp.sum(w * w))
         ess_rounds.append(ess)
@@ -157,6 +160,11 @@ def importance_sample(
         cov_next = (ess * cov_w + dim * (chol @ chol.T)) / (ess + dim)
         mean, chol = mean_w, jnp.linalg.cholesky(0.5 * (cov_next + cov_next.T))
     idx = jax.random.choice(key, x_all.shape[0], (num_samples,), replace=True, p=w)
-    diag = {"is_ess": ess_rounds[-1], "is_khat": pareto_khat(lw), "is_ess_rounds": ess_rounds,
-            "is_rounds": rounds, "is_samples": int(x_all.shape[0])}
+    diag = {
+        "is_ess": ess_rounds[-1],
+        "is_khat": pareto_khat(lw),
+        "is_ess_rounds": ess_rounds,
+        "is_rounds": rounds,
+        "is_samples": int(x_all.shape[0]),
+    }
     return x_all[idx][None], diag

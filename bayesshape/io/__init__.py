@@ -1,8 +1,11 @@
-"""File input and output: model files (own format and Statismo HDF5) and meshes."""
+"""File input and output: model files (own format and Statismo HDF5), posterior files, view-geometry
+files and meshes. Every bayesshape file carries a format tag and a version, checked on reading."""
 
 from .mesh import MESH_SUFFIXES, read_mesh, write_mesh
 from .native import load_model, save_model
+from .posterior import load_posterior, save_posterior
 from .statismo import load_statismo, save_statismo
+from .views import read_views, view_from_dict, view_to_dict, write_views
 from .vtk import read_vtk_polydata, write_vtk_polydata
 from .vtp import read_vtp_polydata, write_vtp_polydata
 
@@ -11,6 +14,12 @@ __all__ = [
     "load_model",
     "load_statismo",
     "save_statismo",
+    "save_posterior",
+    "load_posterior",
+    "read_views",
+    "write_views",
+    "view_to_dict",
+    "view_from_dict",
     "read_mesh",
     "write_mesh",
     "read_vtk_polydata",

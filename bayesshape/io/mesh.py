@@ -84,4 +84,4 @@ def write_mesh(path, mesh_or_vertices, faces=None, *, point_data: dict | None = 
             mesh.vertex_attributes[k] = np.asarray(v)
     blob = mesh.export(file_type=suffix[1:])
     with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(blob if isinstance(blob, bytes) else blob.encode())
+        Path(tmp).write_bytes(blob if isinstance(blob, bytes) else str(blob).encode())

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .._atomic import atomic_path
 from ..prior.model import ShapeModel
+from ._format import check_format
 
 __all__ = ["save_model", "load_model"]
 
@@ -31,7 +33,7 @@ def save_model(model: ShapeModel, path) -> None:
     """
     if not isinstance(model, ShapeModel):
         raise ValueError(f"model: expected a ShapeModel, got {type(model).__name__}")
-    arrays = {
+    arrays: dict[str, Any] = {
         "format": np.array(_FORMAT),
         "format_version": np.array(_VERSION),
         "mean": np.asarray(model.mean, np.float64),
@@ -63,17 +65,25 @@ def load_model(path) -> ShapeModel:
         raise ValueError(f"{path}: not a bayesshape model file (corrupt or truncated?): {e}") from None
     except ValueError as e:  # object arrays refuse to load without pickle
         raise ValueError(f"{path}: refused to load: {e}") from None
-    if str(data.get("format", "")) != _FORMAT:
-        raise ValueError(f"{path}: not a bayesshape model file (format tag {str(data.get('format'))!r})")
-    if int(data.get("format_version", -1)) != _VERSION:
-        raise ValueError(f"{path}: model format version {data.get('format_version')} is not supported ({_VERSION})")
+    check_format(
+        path,
+        "model",
+        str(data["format"]) if "format" in data else None,
+        data["format_version"].item() if "format_version" in data else None,
+        _FORMAT,
+        (_VERSION,),
+    )
     missing = {"mean", "basis", "variance", "noise_variance", "total_variance"} - set(data)
     if missing:
         raise ValueError(f"{path}: missing arrays {sorted(missing)}")
     try:
         return ShapeModel(
-            data["mean"], data["basis"], data["variance"], data["noise_variance"],
-            faces=data.get("faces"), total_variance=data["total_variance"],
+            data["mean"],
+            data["basis"],
+            data["variance"],
+            data["noise_variance"],
+            faces=data.get("faces"),
+            total_variance=data["total_variance"],
         )
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None

@@ -11,6 +11,7 @@ Polygons with more than three corners are fan-triangulated.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -19,10 +20,22 @@ from .._atomic import atomic_path
 __all__ = ["read_vtk_polydata", "write_vtk_polydata"]
 
 _TYPES = {
-    "bit": "u1", "unsigned_char": "u1", "char": "i1", "unsigned_short": "u2", "short": "i2",
-    "unsigned_int": "u4", "int": "i4", "unsigned_long": "u8", "long": "i8", "float": "f4",
-    "double": "f8", "vtkidtype": "i4", "vtktypeint64": "i8", "vtktypeuint64": "u8",
-    "vtktypeint32": "i4", "vtktypeuint32": "u4",
+    "bit": "u1",
+    "unsigned_char": "u1",
+    "char": "i1",
+    "unsigned_short": "u2",
+    "short": "i2",
+    "unsigned_int": "u4",
+    "int": "i4",
+    "unsigned_long": "u8",
+    "long": "i8",
+    "float": "f4",
+    "double": "f8",
+    "vtkidtype": "i4",
+    "vtktypeint64": "i8",
+    "vtktypeuint64": "u8",
+    "vtktypeint32": "i4",
+    "vtktypeuint32": "u4",
 }
 
 
@@ -30,7 +43,7 @@ class _Reader:
     def __init__(self, data: bytes, binary: bool, path):
         self.data, self.binary, self.pos, self.path = data, binary, 0, path
 
-    def fail(self, msg):
+    def fail(self, msg) -> NoReturn:
         raise ValueError(f"{self.path}: {msg}")
 
     def line(self) -> str | None:
@@ -160,8 +173,17 @@ def read_vtk_polydata(path):
                 save = rd.pos
                 nxt = rd.line()
                 if nxt is None or nxt.split()[0].upper() in (
-                    "POINT_DATA", "CELL_DATA", "SCALARS", "FIELD", "NORMALS", "VECTORS", "POLYGONS",
-                    "LINES", "VERTICES", "TRIANGLE_STRIPS"):
+                    "POINT_DATA",
+                    "CELL_DATA",
+                    "SCALARS",
+                    "FIELD",
+                    "NORMALS",
+                    "VECTORS",
+                    "POLYGONS",
+                    "LINES",
+                    "VERTICES",
+                    "TRIANGLE_STRIPS",
+                ):
                     rd.pos = save
                     break
         elif key in ("SCALARS", "NORMALS", "VECTORS", "TENSORS", "FIELD", "TEXTURE_COORDINATES", "COLOR_SCALARS"):
@@ -211,8 +233,9 @@ def read_vtk_polydata(path):
     return points, faces, point_data
 
 
-def write_vtk_polydata(path, points, faces, point_data: dict | None = None, *, binary: bool = True,
-                       title: str = "bayesshape") -> None:
+def write_vtk_polydata(
+    path, points, faces, point_data: dict | None = None, *, binary: bool = True, title: str = "bayesshape"
+) -> None:
     """Write points, triangles and per-vertex arrays as legacy VTK POLYDATA (atomic).
 
     ``point_data`` maps names (no spaces) to arrays of shape ``(N,)`` or ``(N, c)``

@@ -19,8 +19,16 @@ from .._atomic import atomic_path
 __all__ = ["read_vtp_polydata", "write_vtp_polydata"]
 
 _TYPE_OF = {
-    "f4": "Float32", "f8": "Float64", "i1": "Int8", "u1": "UInt8", "i2": "Int16", "u2": "UInt16",
-    "i4": "Int32", "u4": "UInt32", "i8": "Int64", "u8": "UInt64",
+    "f4": "Float32",
+    "f8": "Float64",
+    "i1": "Int8",
+    "u1": "UInt8",
+    "i2": "Int16",
+    "u2": "UInt16",
+    "i4": "Int32",
+    "u4": "UInt32",
+    "i8": "Int64",
+    "u8": "UInt64",
 }
 _CODE_OF = {v: k for k, v in _TYPE_OF.items()}
 
@@ -64,11 +72,21 @@ def write_vtp_polydata(path, points, faces, point_data: dict | None = None) -> N
     if fc.ndim != 2 or fc.shape[1] != 3:
         raise ValueError(f"faces: expected shape (F, 3), got {fc.shape}")
     n = pts.shape[0]
-    root = ET.Element("VTKFile", {"type": "PolyData", "version": "1.0", "byte_order": "LittleEndian",
-                                  "header_type": "UInt64"})
+    root = ET.Element(
+        "VTKFile", {"type": "PolyData", "version": "1.0", "byte_order": "LittleEndian", "header_type": "UInt64"}
+    )
     poly = ET.SubElement(root, "PolyData")
-    piece = ET.SubElement(poly, "Piece", {"NumberOfPoints": str(n), "NumberOfVerts": "0", "NumberOfLines": "0",
-                                          "NumberOfStrips": "0", "NumberOfPolys": str(fc.shape[0])})
+    piece = ET.SubElement(
+        poly,
+        "Piece",
+        {
+            "NumberOfPoints": str(n),
+            "NumberOfVerts": "0",
+            "NumberOfLines": "0",
+            "NumberOfStrips": "0",
+            "NumberOfPolys": str(fc.shape[0]),
+        },
+    )
     if point_data:
         pd = ET.SubElement(piece, "PointData")
         for name, arr in point_data.items():
@@ -108,8 +126,10 @@ def _read_array(el, path, header: str) -> np.ndarray:
             raise ValueError(f"{path}: DataArray {el.get('Name')!r} is truncated")
         arr = np.frombuffer(raw[hsize : hsize + nbytes], dtype=code)
     else:
-        raise ValueError(f"{path}: DataArray format {fmt!r} is not supported (only inline ascii and binary); "
-                         "re-save the file with inline, uncompressed data")
+        raise ValueError(
+            f"{path}: DataArray format {fmt!r} is not supported (only inline ascii and binary); "
+            "re-save the file with inline, uncompressed data"
+        )
     arr = arr.astype(code[1:])
     return arr.reshape(-1, ncomp) if ncomp > 1 else arr
 
@@ -153,8 +173,11 @@ def read_vtp_polydata(path):
     if np.all(counts == 3):
         faces = conn.reshape(-1, 3)
     else:
-        tris = [np.stack([np.full(c - 2, conn[s]), conn[s + 1 : s + c - 1], conn[s + 2 : s + c]], axis=1)
-                for s, c in zip(starts, counts) if c >= 3]
+        tris = [
+            np.stack([np.full(c - 2, conn[s]), conn[s + 1 : s + c - 1], conn[s + 2 : s + c]], axis=1)
+            for s, c in zip(starts, counts)
+            if c >= 3
+        ]
         faces = np.concatenate(tris) if tris else np.zeros((0, 3), dtype=np.int64)
     if faces.size and (faces.min() < 0 or faces.max() >= n):
         raise ValueError(f"{path}: polygon vertex index out of range (0..{n - 1})")

@@ -23,5 +23,15 @@ from .drr import DRR
 from .landmarks import Landmarks2D, Landmarks3D, SurfacePoints
 from .silhouette import Silhouette, boundary_band
 
-__all__ = ["Observation", "Landmarks3D", "Landmarks2D", "SurfacePoints", "Contour", "Silhouette", "DRR",
-           "mask_contour_points", "composite_weights", "boundary_band"]
+__all__ = [
+    "Observation",
+    "Landmarks3D",
+    "Landmarks2D",
+    "SurfacePoints",
+    "Contour",
+    "Silhouette",
+    "DRR",
+    "mask_contour_points",
+    "composite_weights",
+    "boundary_band",
+]

@@ -8,16 +8,23 @@ import jax.numpy as jnp
 from jax.scipy.special import gammaln
 
 
+def gaussian_log_density(sum_sq, n, sigma):
+    """The log density of ``n`` i.i.d. Gaussian residuals of sd ``sigma`` whose squares sum to
+    ``sum_sq``: the one Gaussian log-density of the package."""
+    return -0.5 * sum_sq / sigma**2 - n * jnp.log(sigma) - 0.5 * n * math.log(2 * math.pi)
+
+
 def log_density(resid, sigma, df: float | None):
     """Sum of i.i.d. log densities of residuals ``resid`` with scale ``sigma``.
 
     Gaussian when ``df`` is None, else Student-t with ``df`` degrees of freedom
     (heavier tails: robust to outliers).
     """
-    r = resid / sigma
     n = resid.size
     if df is None:
-        return -0.5 * jnp.sum(r * r) - n * jnp.log(sigma) - 0.5 * n * math.log(2 * math.pi)
+        r = resid / sigma
+        return gaussian_log_density(jnp.sum(r * r) * sigma**2, n, sigma)
+    r = resid / sigma
     nu = float(df)
     const = gammaln((nu + 1) / 2) - gammaln(nu / 2) - 0.5 * math.log(nu * math.pi)
     return n * const - n * jnp.log(sigma) - 0.5 * (nu + 1) * jnp.sum(jnp.log1p(r * r / nu))

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
+import numpy as np
 from jaxtyping import Array, Float
 
-__all__ = ["Observation", "check_visible"]
+__all__ = ["Observation", "PoseAnchor", "check_visible"]
 
 
 def check_visible(view, reference_vertices, what: str) -> None:
     """Raise ``ValueError`` when no reference vertex projects inside the view's detector."""
     import jax.numpy as jnp
-    import numpy as np
 
     refs = np.asarray(reference_vertices, dtype=np.float64).reshape(-1, 3)
     px = np.asarray(view.project(jnp.asarray(refs)))
@@ -26,53 +26,110 @@ def check_visible(view, reference_vertices, what: str) -> None:
         )
 
 
+class PoseAnchor(NamedTuple):
+    """Where an observation says the model should sit, for the initial pose.
+
+    Either 3D correspondences (``model_points`` ``(L, 3)`` on the model mean onto
+    ``world_points`` ``(L, 3)``, mm; a similarity fit needs ``L >= 3``), or a 2D one (``view``,
+    ``model_points`` ``(1, 3)`` a model point, ``pixels`` ``(1, 2)`` where it is seen in that view).
+    """
+
+    model_points: np.ndarray
+    world_points: np.ndarray | None = None
+    view: object | None = None
+    pixels: np.ndarray | None = None
+
+
 class Observation(eqx.Module):
-    """Base class: data, its view (if any) and its noise model.
+    """Base class of every observation: data, its view (if any) and its noise model.
 
-    Subclasses implement:
+    :func:`bayesshape.infer` uses an observation only through the methods below, so a
+    user-written subclass gets the same initial pose, unit check, composite weights and
+    overflow warning as the built-in ones.
 
-    * ``log_likelihood(vertices) -> scalar``: jit- and grad-safe, vertices ``(n_vert, 3)`` mm;
-    * ``residuals(vertices) -> array``: the standardised residuals (residual / sigma)
-      the likelihood is built from, for posterior-predictive checks;
-    * ``bind(faces, reference_vertices)``: a copy prepared for one model's mesh
-      (topology, static sizes); observations that need no mesh return themselves.
+    Must implement:
 
-    and may implement, for the Gauss-Newton Laplace approximation
-    (``infer(method="laplace")``; without them it falls back to a finite-difference Hessian):
+    * ``log_likelihood(vertices, sigma=None) -> scalar``: jit- and grad-safe, vertices
+      ``(n_vert, 3)`` mm; ``sigma`` overrides the stored noise sd (inferred noise scales);
+    * ``residuals(vertices) -> (n,)``: the standardised residuals (residual / sigma) the
+      likelihood is built from, for posterior-predictive checks;
+    * ``n_data``: the number of scalar data the likelihood counts.
 
-    * ``whitened_residuals(vertices, sigma=None) -> array``: residuals ``r`` whose
-      Jacobian ``J`` (with respect to the vertices) gives the Fisher information
-      ``J^T J`` of the data about the shape; for Gaussian noise
-      ``log_likelihood = -|r|^2 / 2 + (terms free of the vertices)``;
-    * ``log_sigma_information() -> float``: the Fisher information about ``log(sigma)``
-      (for inferred noise scales); ``2 n_data`` for Gaussian noise;
+    May implement (the defaults say what happens without them):
+
+    * ``bind(faces, reference_vertices) -> Observation``: a copy prepared for one model's mesh
+      (topology, static buffer sizes sized on the ``(R, n_vert, 3)`` reference shapes). Default:
+      itself (no mesh needed).
+    * ``overflow(vertices) -> bool``: whether a shape needs more than a static buffer that
+      ``bind`` sized (then part of the data is ignored; ``infer`` warns when the posterior
+      mean overflows). Default: never.
+    * ``whitened_residuals(vertices, sigma=None)`` and ``log_sigma_information()``: the
+      Gauss-Newton form of the likelihood, for the Laplace approximation (without it, a
+      finite-difference Hessian).
+    * ``correlated_residuals`` (class flag) and ``with_weight(w)``: observations whose
+      neighbouring residuals are correlated get a composite-likelihood weight at the MAP
+      (:class:`~bayesshape.LikelihoodOptions`); they implement ``with_weight`` and
+      ``residual_vectors``.
+    * ``check_units(model_mean)``: raise ``ValueError`` when the data and the model cannot
+      share units (mm). Default: no check.
+    * ``pose_anchor(model_mean, centroid) -> PoseAnchor | None``: where the data put the model,
+      for the initial pose. Default: None (no hint).
     * ``warm_start() -> Observation | None``: a stand-in with a wider capture range for the
-      first MAP fit (default None).
+      first MAP fit. Default: None.
 
     ``renders_mesh`` is True for observations computed from a rendering of the whole
     surface (contours, DRRs): :func:`bayesshape.infer` may give them a coarse copy of the
-    mesh (``likelihood_faces``); the others always see the model's own vertices.
+    mesh (:class:`~bayesshape.LikelihoodOptions` ``coarse_faces``); the others always see the
+    model's own vertices.
     """
 
     renders_mesh: ClassVar[bool] = False
+    correlated_residuals: ClassVar[bool] = False
 
     def log_likelihood(self, vertices: Float[Array, "n_vert 3"], sigma=None) -> Float[Array, ""]:
         """Log-likelihood; ``sigma`` overrides the stored noise sd (for inferred noise scales)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement log_likelihood")
 
     def residuals(self, vertices: Float[Array, "n_vert 3"]) -> Float[Array, " n"]:
-        raise NotImplementedError
+        """Standardised residuals (residual / sigma) of the data at ``vertices``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement residuals")
 
     def whitened_residuals(self, vertices: Float[Array, "n_vert 3"], sigma=None) -> Float[Array, " n"]:
-        """Residuals whose Jacobian gives the Fisher information about the shape (see above)."""
-        raise NotImplementedError
+        """Residuals ``r`` whose Jacobian ``J`` with respect to the vertices gives the Fisher
+        information ``J^T J`` about the shape; for Gaussian noise
+        ``log_likelihood = -|r|^2 / 2 + (terms free of the vertices)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no Gauss-Newton form")
+
+    @classmethod
+    def has_gauss_newton(cls) -> bool:
+        """Whether this observation type implements :meth:`whitened_residuals`."""
+        return cls.whitened_residuals is not Observation.whitened_residuals
 
     def log_sigma_information(self) -> float:
         """Fisher information about ``log(sigma)``; Gaussian noise: ``2 n_data``."""
         return 2.0 * self.n_data
 
     def bind(self, faces, reference_vertices) -> Observation:
+        """A copy prepared for a model's mesh (``faces`` may be None for a point set)."""
         return self
+
+    def overflow(self, vertices) -> bool:
+        """True when ``vertices`` need more than the static buffer :meth:`bind` sized (part of the
+        data is then ignored)."""
+        return False
+
+    def with_weight(self, weight: float) -> Observation:
+        """A copy whose log-likelihood is multiplied by ``weight`` in (0, 1]."""
+        raise NotImplementedError(f"{type(self).__name__} takes no composite-likelihood weight")
+
+    def check_units(self, model_mean: np.ndarray) -> None:
+        """Raise ``ValueError`` when these data and the ``(n_vert, 3)`` model mean (mm) disagree
+        in scale by more than 5x (a model or data in the wrong units)."""
+        return None
+
+    def pose_anchor(self, model_mean: np.ndarray, centroid: np.ndarray) -> PoseAnchor | None:
+        """Where the data put the model (for the initial pose), or None."""
+        return None
 
     def warm_start(self) -> Observation | None:
         """An observation of the same data with a wider capture range, or None (the default).
@@ -86,4 +143,16 @@ class Observation(eqx.Module):
     @property
     def n_data(self) -> int:
         """Number of scalar data the likelihood counts."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement n_data")
+
+
+def span(points) -> float:
+    """Largest coordinate extent of a point set."""
+    return float(np.ptp(np.asarray(points, dtype=np.float64).reshape(-1, np.shape(points)[-1]), axis=0).max())
+
+
+def check_ratio(obs_span: float, mod_span: float, message) -> None:
+    """``ValueError(message(ratio))`` when observed and model extents differ by more than 5x."""
+    ratio = obs_span / max(mod_span, 1e-12)
+    if not 0.2 < ratio < 5.0:
+        raise ValueError(message(ratio))

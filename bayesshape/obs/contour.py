@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -15,7 +13,8 @@ from .._checks import as_points, as_positive
 from ..projection.render import contour_weights
 from ..projection.topology import Topology
 from ..projection.views import XRayView
-from .base import Observation, check_visible
+from ._noise import gaussian_log_density
+from .base import Observation, PoseAnchor, check_ratio, check_visible, span
 
 __all__ = ["Contour", "mask_contour_points", "composite_weights"]
 
@@ -141,8 +140,10 @@ def edge_tiles(points, size: float = 6.0, k: int = 160) -> EdgeTiles:
     """
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2 or not np.all(np.isfinite(pts)):
-        raise ValueError(f"edge_tiles: points: expected finite (M, 2) pixel coordinates (row, col), "
-                         f"got shape {pts.shape}" + ("" if np.all(np.isfinite(pts)) else " with NaN or inf"))
+        raise ValueError(
+            f"edge_tiles: points: expected finite (M, 2) pixel coordinates (row, col), "
+            f"got shape {pts.shape}" + ("" if np.all(np.isfinite(pts)) else " with NaN or inf")
+        )
     if not (size > 0 and k >= 1):
         raise ValueError(f"edge_tiles: expected size > 0 px and k >= 1, got size {size}, k {k}")
     _, tile_of = np.unique(np.floor(pts / size).astype(np.int64), axis=0, return_inverse=True)
@@ -166,7 +167,7 @@ def _nearest_edge_tiled(points, tiles: EdgeTiles, a, b, score, brute):
     bound = jnp.sqrt(jnp.sum(gap * gap, axis=-1)) + score[None]
     neg, idx = jax.lax.top_k(-bound, tiles.k + 1)
     # in edge order, so that ties go to the lowest index, as in the brute force's argmin
-    cand = jnp.sort(idx[:, :tiles.k], axis=1)[tiles.tile_of]                # (M, k)
+    cand = jnp.sort(idx[:, : tiles.k], axis=1)[tiles.tile_of]  # (M, k)
     d = _segment_distance(points[:, None, :], a[cand], b[cand]) + score[cand]
     j = jnp.argmin(d, axis=1)
     rows = jnp.arange(points.shape[0])
@@ -254,6 +255,7 @@ class Contour(Observation):
     """
 
     renders_mesh = True
+    correlated_residuals = True
 
     view: XRayView
     points: Float[Array, "n_pt 2"]
@@ -263,9 +265,19 @@ class Contour(Observation):
     weight: Float[Array, ""]
     capacity: int = eqx.field(static=True)
 
-    def __init__(self, view: XRayView, mask_or_points, sigma: float = 1.0, *, n_points: int = 256,
-                 fold_tolerant: bool = True, weight: float = 1.0, topology: Topology | None = None,
-                 capacity: int = 0, _arrays=None):
+    def __init__(
+        self,
+        view: XRayView,
+        mask_or_points,
+        sigma: float = 1.0,
+        *,
+        n_points: int = 256,
+        fold_tolerant: bool = True,
+        weight: float = 1.0,
+        topology: Topology | None = None,
+        capacity: int = 0,
+        _arrays=None,
+    ):
         self.view, self.sigma, self.weight = checked_view_sigma_weight(view, sigma, weight)
         self.topology = topology
         self.capacity = int(capacity)
@@ -319,13 +331,43 @@ class Contour(Observation):
         check_visible(self.view, reference_vertices, "Contour")
         topo = Topology.from_faces(faces, np.shape(reference_vertices)[-2])
         cap = edge_capacity(topo, self.view, reference_vertices)
-        return Contour(self.view, None, float(self.sigma), weight=float(self.weight), topology=topo, capacity=cap,
-                       _arrays=(self.points, self.distance))
+        return Contour(
+            self.view,
+            None,
+            float(self.sigma),
+            weight=float(self.weight),
+            topology=topo,
+            capacity=cap,
+            _arrays=(self.points, self.distance),
+        )
 
     def with_weight(self, weight: float) -> Contour:
         """A copy whose log-likelihood is multiplied by ``weight`` (a composite-likelihood weight)."""
-        return Contour(self.view, None, float(self.sigma), weight=weight, topology=self.topology,
-                       capacity=self.capacity, _arrays=(self.points, self.distance))
+        _, _, w = checked_view_sigma_weight(self.view, float(self.sigma), weight)
+        return eqx.tree_at(lambda o: o.weight, self, w)
+
+    def check_units(self, model_mean) -> None:
+        obs_span, mod_span = span(self.points), span(self.view.project(jnp.asarray(model_mean)))
+        check_ratio(
+            obs_span,
+            mod_span,
+            lambda r: (
+                f"Contour: the observed contour spans {obs_span:.1f} px but the model's mean shape projects to "
+                f"{mod_span:.1f} px in that view (ratio {r:.3g}); check the units of the model (mm) and the "
+                "view's pixel spacing (mm per pixel)"
+            ),
+        )
+
+    def pose_anchor(self, model_mean, centroid) -> PoseAnchor:
+        """The model's centroid onto the centroid of the observed region (of the points, for a contour
+        given as points)."""
+        d = np.asarray(self.distance)
+        inside = d <= 0
+        if inside.any() and not inside.all():
+            q = np.argwhere(inside).mean(0)
+        else:
+            q = np.asarray(self.points).mean(0)
+        return PoseAnchor(np.asarray(centroid)[None], view=self.view, pixels=np.asarray(q)[None])
 
     def _terms(self, vertices):
         """``(d_img (M,), d_model (capacity,), frac (capacity,), count)``: the image -> model
@@ -370,7 +412,7 @@ class Contour(Observation):
         d_img, d_model, frac, count = self._terms(vertices)
         m = self.points.shape[0]
         c = 0.5 * (jnp.mean(d_img**2) + jnp.sum(frac * d_model**2))
-        ll = -m * c / (2 * s**2) - m * jnp.log(s) - 0.5 * m * math.log(2 * math.pi)
+        ll = gaussian_log_density(m * c, m, s)
         return jnp.where(count > 0, self.weight * ll, -jnp.inf)
 
     def whitened_residuals(self, vertices, sigma=None):

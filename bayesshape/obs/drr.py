@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +10,8 @@ from jaxtyping import Array, Float
 from .._checks import as_positive
 from ..projection.render import PIXEL_MODES, drr_face_groups, render_drr, render_drr_flagged
 from ..projection.views import XRayView
-from .base import Observation, check_visible
+from ._noise import gaussian_log_density
+from .base import Observation, PoseAnchor, check_visible
 
 __all__ = ["DRR"]
 
@@ -58,8 +57,18 @@ class DRR(Observation):
     fit_scale_offset: bool = eqx.field(static=True)
     pixel: str = eqx.field(static=True)
 
-    def __init__(self, view: XRayView, image, sigma: float, *, mu: float = 1.0, fit_scale_offset: bool = False,
-                 face_groups=None, footprint: tuple = (), pixel: str = "centre"):
+    def __init__(
+        self,
+        view: XRayView,
+        image,
+        sigma: float,
+        *,
+        mu: float = 1.0,
+        fit_scale_offset: bool = False,
+        face_groups=None,
+        footprint: tuple = (),
+        pixel: str = "centre",
+    ):
         if not isinstance(view, XRayView):
             raise ValueError(f"view: expected an XRayView, got {type(view).__name__}")
         self.view = view.check()
@@ -96,21 +105,29 @@ class DRR(Observation):
             raise ValueError("DRR needs a mesh model (faces); this model is a point set")
         check_visible(self.view, reference_vertices, "DRR")
         groups, fps = drr_face_groups(reference_vertices, np.asarray(faces), self.view, margin=0.5, any_pose=True)
-        return DRR(self.view, self.image, float(self.sigma), mu=float(self.mu), fit_scale_offset=self.fit_scale_offset,
-                   face_groups=groups, footprint=fps, pixel=self.pixel)
+        return DRR(
+            self.view,
+            self.image,
+            float(self.sigma),
+            mu=float(self.mu),
+            fit_scale_offset=self.fit_scale_offset,
+            face_groups=groups,
+            footprint=fps,
+            pixel=self.pixel,
+        )
 
     def render(self, vertices):
         """The model image ``mu * L`` (before scale/offset)."""
         if self.face_groups is None:
             raise ValueError("DRR: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
-        return render_drr(vertices, self.face_groups, self.view, footprint=self.footprint, mu=self.mu,
-                          pixel=self.pixel)
+        return render_drr(vertices, self.face_groups, self.view, footprint=self.footprint, mu=self.mu, pixel=self.pixel)
 
     def _resid(self, vertices):
         if self.face_groups is None:
             raise ValueError("DRR: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
-        pred, too_big, behind = render_drr_flagged(vertices, self.face_groups, self.view, footprint=self.footprint,
-                                                   mu=self.mu, pixel=self.pixel)
+        pred, too_big, behind = render_drr_flagged(
+            vertices, self.face_groups, self.view, footprint=self.footprint, mu=self.mu, pixel=self.pixel
+        )
         # a shape the renderer cannot image exactly (a triangle beyond the static footprint, a vertex
         # behind the source) lies outside the likelihood's support: -inf, never a wrong image
         imaged = ~(too_big | behind)
@@ -126,15 +143,19 @@ class DRR(Observation):
 
     def residuals(self, vertices):
         r, _, imaged = self._resid(vertices)
-        r = eqx.error_if(r, ~imaged, "DRR: the shape does not fit the renderer's static footprint (or lies behind "
-                         "the source); bind with reference shapes closer to it")
+        r = eqx.error_if(
+            r,
+            ~imaged,
+            "DRR: the shape does not fit the renderer's static footprint (or lies behind "
+            "the source); bind with reference shapes closer to it",
+        )
         return (r / self.sigma).reshape(-1)
 
     def log_likelihood(self, vertices, sigma=None):
         s = self.sigma if sigma is None else sigma
         r, ok, _ = self._resid(vertices)
         n = r.size
-        ll = -0.5 * jnp.sum(r * r) / s**2 - n * jnp.log(s) - 0.5 * n * math.log(2 * math.pi)
+        ll = gaussian_log_density(jnp.sum(r * r), n, s)
         return jnp.where(ok, ll, -jnp.inf)
 
     def whitened_residuals(self, vertices, sigma=None):
@@ -143,6 +164,15 @@ class DRR(Observation):
         s = self.sigma if sigma is None else sigma
         r, _, _ = self._resid(vertices)
         return (r / s).reshape(-1)
+
+    def pose_anchor(self, model_mean, centroid) -> PoseAnchor | None:
+        """The model's centroid onto the intensity-weighted centroid of the image (None for an empty image)."""
+        img = np.clip(np.asarray(self.image), 0, None)
+        if img.sum() <= 0:
+            return None
+        g = np.indices(img.shape).reshape(2, -1)
+        w = img.reshape(-1)
+        return PoseAnchor(np.asarray(centroid)[None], view=self.view, pixels=((g * w).sum(1) / w.sum())[None])
 
     @property
     def n_data(self) -> int:

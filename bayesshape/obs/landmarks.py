@@ -12,7 +12,7 @@ from .._geometry import points_to_surface
 from ..projection.views import XRayView
 from ._noise import check_df, fisher_scale, log_density
 from ._noise import log_sigma_information as _log_sigma_info
-from .base import Observation, check_visible
+from .base import Observation, PoseAnchor, check_ratio, check_visible, span
 
 __all__ = ["Landmarks3D", "Landmarks2D", "SurfacePoints"]
 
@@ -20,7 +20,9 @@ __all__ = ["Landmarks3D", "Landmarks2D", "SurfacePoints"]
 def _ids(ids, n):
     a = np.asarray(ids)
     if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer) or a.size == 0:
-        raise ValueError(f"ids: expected a non-empty 1-D integer array of vertex indices, got shape {a.shape}, dtype {a.dtype}")
+        raise ValueError(
+            f"ids: expected a non-empty 1-D integer array of vertex indices, got shape {a.shape}, dtype {a.dtype}"
+        )
     if a.size != n:
         raise ValueError(f"ids: {a.size} vertex ids but {n} observed points; they must match one to one")
     if a.min() < 0:
@@ -74,6 +76,27 @@ class Landmarks3D(Observation):
     def log_sigma_information(self) -> float:
         return _log_sigma_info(self.n_data, self.df)
 
+    def check_units(self, model_mean) -> None:
+        if self.ids.shape[0] < 2:
+            return
+        obs_span, mod_span = span(self.points), span(np.asarray(model_mean)[np.asarray(self.ids)])
+        check_ratio(
+            obs_span,
+            mod_span,
+            lambda r: (
+                f"Landmarks3D: the observed landmarks span {obs_span:.4g} but the model's landmarks span "
+                f"{mod_span:.4g} (ratio {r:.3g}); model and observations must share units (mm). "
+                "Metres against mm give a ratio of 1000 or 1/1000."
+            ),
+        )
+
+    def pose_anchor(self, model_mean, centroid) -> PoseAnchor:
+        """The model mean's landmarks onto the observed points (3D correspondences)."""
+        return PoseAnchor(
+            np.asarray(model_mean, dtype=np.float64)[np.asarray(self.ids)],
+            world_points=np.asarray(self.points, dtype=np.float64),
+        )
+
     @property
     def n_data(self) -> int:
         return 3 * self.ids.shape[0]
@@ -120,6 +143,11 @@ class Landmarks2D(Observation):
 
     def log_sigma_information(self) -> float:
         return _log_sigma_info(self.n_data, self.df)
+
+    def pose_anchor(self, model_mean, centroid) -> PoseAnchor:
+        """The landmarks' centroid on the model mean onto the observed pixels' centroid."""
+        p3 = np.asarray(model_mean, dtype=np.float64)[np.asarray(self.ids)].mean(0)
+        return PoseAnchor(p3[None], view=self.view, pixels=np.asarray(self.pixels).mean(0)[None])
 
     @property
     def n_data(self) -> int:
@@ -169,6 +197,14 @@ class SurfacePoints(Observation):
 
     def log_sigma_information(self) -> float:
         return _log_sigma_info(self.n_data, self.df)
+
+    def check_units(self, model_mean) -> None:
+        obs_span, extent = span(self.points), span(model_mean)
+        if obs_span > 5.0 * extent:
+            raise ValueError(
+                f"SurfacePoints: the observed points span {obs_span:.4g} mm but the whole model spans "
+                f"{extent:.4g} mm; check the units (mm expected)"
+            )
 
     @property
     def n_data(self) -> int:

@@ -14,9 +14,18 @@ from jaxtyping import Array, Bool, Float
 from ..projection.render import drr_footprint, render_drr_flagged
 from ..projection.topology import Topology
 from ..projection.views import XRayView
-from .base import Observation, check_visible
-from .contour import (Contour, EdgeTiles, candidate_edges, checked_view_sigma_weight, edge_capacity, edge_tiles,
-                      mask_contour_points, nearest_edge_distance)
+from .base import Observation, PoseAnchor, check_ratio, check_visible, span
+from .contour import (
+    Contour,
+    EdgeTiles,
+    _edge_count,
+    candidate_edges,
+    checked_view_sigma_weight,
+    edge_capacity,
+    edge_tiles,
+    mask_contour_points,
+    nearest_edge_distance,
+)
 
 __all__ = ["Silhouette", "boundary_band"]
 
@@ -30,7 +39,7 @@ def boundary_band(mask, band: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
     from scipy.ndimage import distance_transform_edt
 
     m = np.asarray(mask, dtype=bool)
-    d_in = distance_transform_edt(m)    # inside pixels: distance to the nearest outside pixel centre
+    d_in = distance_transform_edt(m)  # inside pixels: distance to the nearest outside pixel centre
     d_out = distance_transform_edt(~m)  # outside pixels: distance to the nearest inside pixel centre
     sel = np.where(m, d_in, d_out) <= float(band)
     r, c = np.nonzero(sel)
@@ -105,16 +114,28 @@ class Silhouette(Observation):
     footprint: int = eqx.field(static=True)
     band: float = eqx.field(static=True)
 
-    def __init__(self, view: XRayView, mask, sigma: float = 0.5, *, band: float = 2.0, weight: float = 1.0,
-                 topology: Topology | None = None, capacity: int = 0, footprint: int = 0, _arrays=None):
+    def __init__(
+        self,
+        view: XRayView,
+        mask,
+        sigma: float = 0.5,
+        *,
+        band: float = 2.0,
+        weight: float = 1.0,
+        topology: Topology | None = None,
+        capacity: int = 0,
+        footprint: int = 0,
+        _arrays=None,
+    ):
         self.view, self.sigma, self.weight = checked_view_sigma_weight(view, sigma, weight)
         self.topology = topology
         self.capacity = int(capacity)
         self.footprint = int(footprint)
         band = float(band)
         if not (math.isfinite(band) and band >= 1.0):
-            raise ValueError(f"band: expected a distance of at least 1 px (the pixels next to the boundary), "
-                             f"got {band}")
+            raise ValueError(
+                f"band: expected a distance of at least 1 px (the pixels next to the boundary), got {band}"
+            )
         self.band = band
         if _arrays is not None:  # internal copy (bind, with_weight)
             self.mask, self.outline, self.pixels, self.labels, self.tiles = _arrays
@@ -123,8 +144,10 @@ class Silhouette(Observation):
         h, w = view.detector_shape
         arr = np.asarray(mask)
         if arr.shape != (h, w) or not (arr.dtype == bool or np.isin(arr, (0, 1)).all()):
-            raise ValueError(f"mask: expected a boolean (or 0/1) mask of the view's detector shape {(h, w)}, "
-                             f"got shape {arr.shape} and dtype {arr.dtype}")
+            raise ValueError(
+                f"mask: expected a boolean (or 0/1) mask of the view's detector shape {(h, w)}, "
+                f"got shape {arr.shape} and dtype {arr.dtype}"
+            )
         m = arr.astype(bool)
         if not m.any():
             raise ValueError("mask: the segmentation mask is empty; the shape is not visible in this view")
@@ -147,15 +170,44 @@ class Silhouette(Observation):
         topo = Topology.from_faces(faces, np.shape(reference_vertices)[-2])
         refs = np.asarray(reference_vertices, dtype=np.float64).reshape(-1, *np.shape(reference_vertices)[-2:])
         fp = max(drr_footprint(v, np.asarray(faces), self.view, margin=0.5, any_pose=True) for v in refs)
-        return Silhouette(self.view, None, float(self.sigma), band=self.band, weight=float(self.weight), topology=topo,
-                          capacity=edge_capacity(topo, self.view, refs), footprint=fp,
-                          _arrays=(self.mask, self.outline, self.pixels, self.labels, self.tiles))
+        return Silhouette(
+            self.view,
+            None,
+            float(self.sigma),
+            band=self.band,
+            weight=float(self.weight),
+            topology=topo,
+            capacity=edge_capacity(topo, self.view, refs),
+            footprint=fp,
+            _arrays=(self.mask, self.outline, self.pixels, self.labels, self.tiles),
+        )
 
     def with_weight(self, weight: float) -> Silhouette:
         """A copy whose log-likelihood is multiplied by ``weight``."""
-        return Silhouette(self.view, None, float(self.sigma), band=self.band, weight=weight, topology=self.topology,
-                          capacity=self.capacity, footprint=self.footprint,
-                          _arrays=(self.mask, self.outline, self.pixels, self.labels, self.tiles))
+        _, _, w = checked_view_sigma_weight(self.view, float(self.sigma), weight)
+        return eqx.tree_at(lambda o: o.weight, self, w)
+
+    def overflow(self, vertices) -> bool:
+        """True when the shape has more contour edges in this view than the capacity (the extra
+        edges are ignored by the signed distance)."""
+        return bool(_edge_count(self, vertices) > self.capacity)
+
+    def check_units(self, model_mean) -> None:
+        obs_span, mod_span = span(self.pixels), span(self.view.project(jnp.asarray(model_mean)))
+        check_ratio(
+            obs_span,
+            mod_span,
+            lambda r: (
+                f"Silhouette: the observed contour spans {obs_span:.1f} px but the model's mean shape projects to "
+                f"{mod_span:.1f} px in that view (ratio {r:.3g}); check the units of the model (mm) and the "
+                "view's pixel spacing (mm per pixel)"
+            ),
+        )
+
+    def pose_anchor(self, model_mean, centroid) -> PoseAnchor:
+        """The model's centroid onto the centroid of the mask."""
+        q = np.argwhere(np.asarray(self.mask)).mean(0)
+        return PoseAnchor(np.asarray(centroid)[None], view=self.view, pixels=q[None])
 
     def warm_start(self) -> Contour:
         """The chamfer :class:`Contour` of the same mask (sigma at least 0.5 px), whose model-to-image
@@ -173,8 +225,9 @@ class Silhouette(Observation):
         d = nearest_edge_distance(self.pixels, (a, b, wgt, ramp, valid), self.view.detector_shape, self.tiles)
         # which side: the coverage of the pixel centre, a step of the shape (no gradient; s is
         # continuous across it because the outline passes through the centre there, d = 0)
-        img, too_big, behind = render_drr_flagged(jax.lax.stop_gradient(vertices), self.topology.faces, self.view,
-                                                  footprint=self.footprint)
+        img, too_big, behind = render_drr_flagged(
+            jax.lax.stop_gradient(vertices), self.topology.faces, self.view, footprint=self.footprint
+        )
         r = self.pixels[:, 0].astype(jnp.int32)
         c = self.pixels[:, 1].astype(jnp.int32)
         covered = img[r, c] > 0
@@ -193,8 +246,8 @@ class Silhouette(Observation):
         ``sqrt(sigma^2 + 1/12)``: the outline's error at a pixel centre plus the half-pixel quantisation of
         a midpoint. Their mean square is the misfit of the reliability check, on the scale of
         :class:`Contour`'s: 0.13 to 0.33 for noise-free masks of in-model truths at ``sigma = 0.5``, 0.75 to
-        0.98 for masks drawn from the probit model with sd 0.5 px, large for a shape the model cannot explain. (Residuals of the
-        labels themselves would be diluted by the band's many certain pixels.)"""
+        0.98 for masks drawn from the probit model with sd 0.5 px, large for a shape the model cannot
+        explain. (Residuals of the labels themselves would be diluted by the band's many certain pixels.)"""
         if self.topology is None:
             raise ValueError("Silhouette: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
         edges = candidate_edges(vertices, self.topology, self.view, self.capacity)

@@ -1,8 +1,6 @@
-"""Posterior shape distributions: summaries, uncertainty maps, reliability, closed form, files."""
+"""Posterior shape distributions: samples, summaries, uncertainty maps and reliability flags."""
 
-from .closed_form import posterior_from_landmarks
 from .posterior import Posterior
-from .samples import Measurement, Reliability, ShapeSamples, load_posterior, save_posterior
+from .samples import Measurement, Reliability, ShapeSamples
 
-__all__ = ["Posterior", "ShapeSamples", "Reliability", "Measurement", "posterior_from_landmarks",
-           "save_posterior", "load_posterior"]
+__all__ = ["Posterior", "ShapeSamples", "Reliability", "Measurement"]

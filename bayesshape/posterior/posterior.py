@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import warnings
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -12,7 +12,7 @@ import numpy as np
 
 from .samples import ShapeSamples
 
-__all__ = ["Posterior"]
+__all__ = ["Posterior", "observation_vertices"]
 
 
 @jax.jit
@@ -31,26 +31,30 @@ class Posterior(ShapeSamples):
     Attributes:
         method: ``"nuts"``, ``"svi"``, ``"laplace"``, ``"importance"`` or ``"closed_form"``.
         theta: ``(chains, draws, dim)`` samples of the whitened parameters.
-        diagnostics: dict (R-hat, ESS, divergences, loss curve, warnings, timings).
+        diagnostics: the run's :class:`~bayesshape.inference.Diagnostics` record (R-hat, ESS,
+            divergences, loss curve, warnings, timings; ``.to_dict()`` for JSON).
 
     Example:
         >>> post = bs.infer(model, observations, method="laplace", seed=0)   # doctest: +SKIP
         >>> mesh = post.mean_mesh(); r95 = post.credible_radius(0.95)        # doctest: +SKIP
     """
 
-    def __init__(self, problem, theta, method: str, diagnostics: dict | None = None, *,
-                 theta_map=None, gaussian=None):
+    def __init__(self, problem, theta, method: str, diagnostics=None, *, theta_map=None, gaussian=None):
         theta = jnp.asarray(theta)
         if theta.ndim == 2:
             theta = theta[None]
+        model = problem.model
+        self._init(method, diagnostics, model.faces, model.n_vertices)
+        if theta.ndim != 3 or theta.shape[-1] != problem.dim or theta.shape[0] * theta.shape[1] < 1:
+            raise ValueError(f"theta: expected shape (chains, draws, {problem.dim}), got {theta.shape}")
+        if not bool(jnp.all(jnp.isfinite(theta))):
+            raise ValueError("theta: samples contain NaN or inf")
         self.problem = problem
         self.theta = theta
-        self.method = method
-        self.diagnostics = dict(diagnostics or {})
         self.theta_map = theta_map
         self.gaussian = gaussian  # (mean, cov) of theta when the posterior is Gaussian
-        self._vertices = None
-        self._misfit = None
+        self._vertices: Any = None
+        self._misfit: Any = None
 
     # ------------------------------------------------------------ samples
     @property
@@ -74,8 +78,11 @@ class Posterior(ShapeSamples):
         from scipy.spatial.transform import Rotation
 
         rots, trans, scales = jax.vmap(self.problem.pose_params)(self.flat_theta())
-        return {"rotvec": Rotation.from_matrix(np.asarray(rots)).as_rotvec(),
-                "translation": np.asarray(trans), "scale": np.asarray(scales)}
+        return {
+            "rotvec": Rotation.from_matrix(np.asarray(rots)).as_rotvec(),
+            "translation": np.asarray(trans),
+            "scale": np.asarray(scales),
+        }
 
     def vertex_samples(self) -> jnp.ndarray:
         """``(n_samples, n_vert, 3)`` world-frame vertices of every sample (cached)."""
@@ -102,20 +109,23 @@ class Posterior(ShapeSamples):
         Exact for a closed-form posterior without pose; otherwise from the samples.
         """
         if self.gaussian is not None and self.method == "closed_form" and self.problem.pose is None:
+
             def exact():
                 _, cov = self.gaussian
                 k = self.problem.n_modes
-                b = (self.model.basis.reshape(self.model.n_vertices, 3, k)
-                     * jnp.sqrt(self.model.variance)[None, None, :])
+                b = self.model.basis.reshape(self.model.n_vertices, 3, k) * jnp.sqrt(self.model.variance)[None, None, :]
                 return jnp.einsum("nik,kl,njl->nij", b, cov[:k, :k], b)
 
             return self._cached("exact_covariance", exact)
         return super().vertex_covariance()
 
-    # ----------------------------------------------------------- checks
-    @property
-    def faces(self) -> np.ndarray | None:
-        return None if self.model.faces is None else np.asarray(self.model.faces)
+    def with_diagnostics(self, diagnostics) -> Posterior:
+        """The same posterior with another diagnostics record (the samples are shared)."""
+        out = Posterior(
+            self.problem, self.theta, self.method, diagnostics, theta_map=self.theta_map, gaussian=self.gaussian
+        )
+        out._vertices, out._misfit = self._vertices, self._misfit
+        return out
 
     def mean_mesh(self):
         """The posterior mean shape as a ``trimesh.Trimesh`` (needs a mesh model)."""
@@ -126,12 +136,13 @@ class Posterior(ShapeSamples):
         if self._misfit is not None:
             return self._misfit
         theta_mean = jnp.mean(self.flat_theta(), axis=0)
-        vs = _observation_vertices(self.problem, jnp.asarray(self.mean_vertices()))
+        vs = observation_vertices(self.problem, jnp.asarray(self.mean_vertices()))
         out = []
         for o, s, v in zip(self.problem.observations, self.problem.sigmas(theta_mean), vs):
             r = _residuals(o, v) if s is None else _residuals(o, v) * (o.sigma / s)
-            out.append({"type": type(o).__name__, "n_data": int(o.n_data),
-                        "mean_sq_std_residual": float(jnp.mean(r * r))})
+            out.append(
+                {"type": type(o).__name__, "n_data": int(o.n_data), "mean_sq_std_residual": float(jnp.mean(r * r))}
+            )
         self._misfit = out
         return out
 
@@ -144,53 +155,24 @@ class Posterior(ShapeSamples):
         th = np.asarray(self.theta)
         k = self.problem.n_modes
         post = {"alpha": th[..., :k]}
-        if self.problem.pose:
-            post["rotation"] = th[..., k : k + 3] * self.problem.rotation_sd
-            post["translation"] = th[..., k + 3 : k + 6] * self.problem.translation_sd
+        prior = self.problem.pose_prior
+        if prior is not None:
+            post["rotation"] = th[..., k : k + 3] * prior.rotation_sd
+            post["translation"] = th[..., k + 3 : k + 6] * prior.translation_sd
         if self.problem.pose == "similarity":
-            post["log_scale"] = th[..., k + 6] * self.problem.scale_sd
+            post["log_scale"] = th[..., k + 6] * prior.scale_sd
         return az.from_dict(posterior=post)
 
     def summary(self) -> dict:
         """JSON-ready summary: method, sample counts, diagnostics (no large arrays)."""
         out = super().summary()
-        out.update({"chains": int(self.theta.shape[0]), "draws": int(self.theta.shape[1]),
-                    "n_modes": self.problem.n_modes, "pose": self.problem.pose})
+        if self.method == "nuts":
+            out.update({"chains": int(self.theta.shape[0]), "draws": int(self.theta.shape[1])})
+        out.update({"n_modes": self.problem.n_modes, "pose": self.problem.pose})
         return out
-
-
-def warn_diagnostics(diag: dict) -> list[str]:
-    """Emit (and return) warnings for bad sampler diagnostics."""
-    msgs = []
-    if diag.get("max_rhat", 1.0) > 1.01:
-        msgs.append(f"R-hat {diag['max_rhat']:.3f} > 1.01: chains disagree; run longer (num_samples, num_warmup) "
-                    "or check for a multimodal posterior")
-    if diag.get("min_ess_bulk", np.inf) < 100:
-        msgs.append(f"bulk ESS {diag['min_ess_bulk']:.0f} < 100: too few effective samples; run longer")
-    if diag.get("divergences", 0) > 0:
-        msgs.append(f"{diag['divergences']} divergent transitions: the posterior has regions NUTS cannot "
-                    "explore; raise target_accept_prob (e.g. 0.95), or check for contradicting observations")
-    if diag.get("tree_depth_saturated", 0.0) > 0.01:
-        d = diag["max_tree_depth"]
-        msgs.append(f"{diag['tree_depth_saturated']:.0%} of NUTS draws reached the maximum tree depth {d} "
-                    f"({2 ** (d - 1)} to {2 ** d - 1} gradients each): the step size is small against the "
-                    "posterior's extent (a log density rough at the step's scale, e.g. observations the model "
-                    "cannot explain, or a poor mass matrix), so draws are slow and the chains may not mix; check "
-                    "the misfit warnings, try nuts_mass='adapt' with a longer warm-up, or method='laplace'")
-    if diag.get("is_khat", 0.0) > 0.7:
-        msgs.append(f"importance sampling: Pareto k-hat {diag['is_khat']:.2f} > 0.7: a few draws carry the "
-                    "weight and the posterior is far from the Laplace Gaussian; raise is_rounds, or use NUTS")
-    elif diag.get("is_ess", np.inf) < 100:
-        msgs.append(f"importance sampling: ESS {diag['is_ess']:.0f} < 100; raise is_samples or is_rounds, "
-                    "or use NUTS")
-    if diag.get("converged") is False:
-        msgs.append("SVI did not converge (loss still changing); raise num_steps or lower the learning rate")
-    for m in msgs:
-        warnings.warn(m, UserWarning, stacklevel=3)
-    return msgs
 
 
 # compiled once per observation type and shape: posterior summaries hold concrete arrays, and
 # op-by-op evaluation of a contour or DRR likelihood costs seconds
 _residuals = eqx.filter_jit(lambda o, v: o.residuals(v))
-_observation_vertices = eqx.filter_jit(lambda problem, v: problem.observation_vertices(v))
+observation_vertices = eqx.filter_jit(lambda problem, v: problem.observation_vertices(v))

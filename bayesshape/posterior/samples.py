@@ -11,18 +11,11 @@ exports, pictures and reports need.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import jax
 import numpy as np
 
-from .._atomic import atomic_path, json_default, read_npz
-
-__all__ = ["ShapeSamples", "Reliability", "Measurement", "save_posterior", "load_posterior"]
-
-POSTERIOR_FORMAT = "bayesshape-posterior"
-POSTERIOR_VERSION = 1
+__all__ = ["ShapeSamples", "Reliability", "Measurement", "verdict_sentence"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +31,13 @@ class Measurement:
 
     def as_dict(self) -> dict:
         f = lambda a: np.asarray(a).tolist()  # noqa: E731
-        return {"mean": f(self.mean), "sd": f(self.sd), "lower": f(self.lower), "upper": f(self.upper),
-                "level": self.level}
+        return {
+            "mean": f(self.mean),
+            "sd": f(self.sd),
+            "lower": f(self.lower),
+            "upper": f(self.upper),
+            "level": self.level,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,10 +70,16 @@ class Reliability:
     uncertain: bool
     misfitting: bool
     score: float
+    max_fraction: float = 0.05
+    misfit_threshold: float = 4.0
 
     @property
     def reliable(self) -> bool:
         return not (self.uncertain or self.misfitting)
+
+    def verdict(self) -> str:
+        """The case's verdict as one sentence that states its rule (see :func:`verdict_sentence`)."""
+        return verdict_sentence(self.summary())
 
     def summary(self) -> dict:
         return {
@@ -89,7 +93,52 @@ class Reliability:
             "mean_credible_radius_mm": float(np.mean(self.credible_radius)),
             "max_credible_radius_mm": float(np.max(self.credible_radius)),
             "misfit": self.misfit,
+            "max_fraction": self.max_fraction,
+            "misfit_threshold": self.misfit_threshold,
         }
+
+
+def verdict_sentence(summary: dict) -> str:
+    """The verdict of a reliability summary (:meth:`Reliability.summary`, as in ``summary.json``)
+    in one sentence that states the rule it applied.
+
+    A case is UNRELIABLE when it is too uncertain (more than ``max_fraction`` of the vertices
+    have a credible radius above the tolerance) or misfitting (an observation's mean squared
+    standardised residual above ``misfit_threshold``); otherwise RELIABLE. The score only ranks
+    cases and is not part of the rule.
+
+    Example:
+        >>> verdict_sentence({"reliable": False, "uncertain": True, "misfitting": False, "level": 0.95,
+        ...                   "tolerance_mm": 2.0, "fraction_vertices_flagged": 0.143, "max_fraction": 0.05,
+        ...                   "misfit": [], "misfit_threshold": 4.0, "score": 0.74})
+        ... # doctest: +NORMALIZE_WHITESPACE
+        'UNRELIABLE: too uncertain: 14.3% of the vertices have a 95% credible radius above 2 mm
+         (more than 5% is flagged); ranking score 0.74'
+    """
+    level = 100 * float(summary.get("level", 0.95))
+    tol = float(summary.get("tolerance_mm", 2.0))
+    frac = 100 * float(summary.get("fraction_vertices_flagged", 0.0))
+    max_frac = 100 * float(summary.get("max_fraction", 0.05))
+    thr = float(summary.get("misfit_threshold", 4.0))
+    worst = max((float(m["mean_sq_std_residual"]) for m in summary.get("misfit", [])), default=0.0)
+    why = []
+    if summary.get("uncertain"):
+        why.append(
+            f"too uncertain: {frac:.1f}% of the vertices have a {level:.0f}% credible radius above {tol:g} mm "
+            f"(more than {max_frac:g}% is flagged)"
+        )
+    if summary.get("misfitting"):
+        why.append(
+            f"misfitting: an observation's mean squared standardised residual is {worst:.1f} (above "
+            f"{thr:g} is flagged; the shape may lie outside the model, or the inputs are wrong)"
+        )
+    if not why:
+        why.append(
+            f"{frac:.1f}% of the vertices have a {level:.0f}% credible radius above {tol:g} mm (at most "
+            f"{max_frac:g}% allowed) and every observation fits (misfit {worst:.2f}, at most {thr:g})"
+        )
+    head = "RELIABLE" if summary.get("reliable") else "UNRELIABLE"
+    return f"{head}: " + "; ".join(why) + f"; ranking score {float(summary.get('score', float('nan'))):.2f}"
 
 
 class ShapeSamples:
@@ -99,7 +148,7 @@ class ShapeSamples:
         vertices: ``(n_samples, n_vert, 3)`` sample vertices, mm.
         faces: ``(n_face, 3)`` triangles shared by all samples (or None).
         method: how the samples were made (``"nuts"``, ``"svi"``, ...).
-        diagnostics: sampler diagnostics (JSON-ready dict).
+        diagnostics: the run's :class:`~bayesshape.inference.Diagnostics` record, or None.
         misfit: per observation, the posterior-predictive misfit (see :class:`Reliability`).
 
     Example:
@@ -108,18 +157,39 @@ class ShapeSamples:
         (4,)
     """
 
-    def __init__(self, vertices, faces=None, *, method: str = "samples", diagnostics: dict | None = None,
-                 misfit: list | None = None):
+    def __init__(self, vertices, faces=None, *, method: str = "samples", diagnostics=None, misfit: list | None = None):
         v = np.asarray(vertices)
+        self._init(method, diagnostics, faces, v.shape[1] if v.ndim == 3 else None)
         if v.ndim != 3 or v.shape[-1] != 3 or v.shape[0] < 2:
             raise ValueError(f"vertices: expected shape (n_samples >= 2, n_vert, 3), got {v.shape}")
         if not np.all(np.isfinite(v)):
             raise ValueError("vertices: samples contain NaN or inf")
         self._vertices = v
-        self._faces = None if faces is None else np.asarray(faces, dtype=np.int64)
-        self.method = method
-        self.diagnostics = dict(diagnostics or {})
         self._misfit = list(misfit or [])
+
+    def _init(self, method: str, diagnostics, faces, n_vertices: int | None) -> None:
+        """What every distribution over shapes validates and holds, whatever holds its samples."""
+        if not isinstance(method, str) or not method:
+            raise ValueError(f"method: expected a non-empty name, got {method!r}")
+        if diagnostics is not None and not callable(getattr(diagnostics, "to_dict", None)):
+            raise ValueError(f"diagnostics: expected a Diagnostics record or None, got {type(diagnostics).__name__}")
+        f = None
+        if faces is not None:
+            f = np.asarray(faces)
+            if (
+                f.ndim != 2
+                or f.shape[1] != 3
+                or not np.issubdtype(f.dtype, np.integer)
+                or (f.size and (f.min() < 0 or (n_vertices is not None and f.max() >= n_vertices)))
+            ):
+                raise ValueError(
+                    f"faces: expected (n_face, 3) vertex indices below {n_vertices}, got shape "
+                    f"{f.shape} and dtype {f.dtype}"
+                )
+            f = f.astype(np.int64)
+        self._faces = f
+        self.method = method
+        self.diagnostics = diagnostics
 
     # ------------------------------------------------------------ samples
     @property
@@ -173,8 +243,13 @@ class ShapeSamples:
         root = v * np.sqrt(np.maximum(w, 0.0))[:, None, :]
         z = np.random.default_rng(seed).standard_normal(x.shape)
         noisy = x + np.einsum("nij,snj->sni", root, z)
-        return ShapeSamples(noisy, self.faces, method=f"{self.method}+model_error", diagnostics=self.diagnostics,
-                            misfit=self.predictive_misfit())
+        return ShapeSamples(
+            noisy,
+            self.faces,
+            method=f"{self.method}+model_error",
+            diagnostics=self.diagnostics,
+            misfit=self.predictive_misfit(),
+        )
 
     # ----------------------------------------------------------- summaries
     def mean_vertices(self) -> np.ndarray:
@@ -191,6 +266,7 @@ class ShapeSamples:
 
     def vertex_covariance(self) -> np.ndarray:
         """Per-vertex 3 x 3 covariance, ``(n_vert, 3, 3)`` mm^2, from the samples."""
+
         def compute():
             x = np.asarray(self.vertex_samples(), dtype=np.float64)
             d = x - self.mean_vertices()[None]
@@ -204,6 +280,7 @@ class ShapeSamples:
 
     def normal_std(self) -> np.ndarray:
         """Posterior sd (mm) of every vertex along the mean surface's normal, ``(n_vert,)``."""
+
         def compute():
             n = np.asarray(self.mean_mesh().vertex_normals)
             return np.sqrt(np.maximum(np.einsum("ni,nij,nj->n", n, self.vertex_covariance(), n), 0.0))
@@ -215,6 +292,7 @@ class ShapeSamples:
         vertex with posterior probability ``level``, ``(n_vert,)``."""
         if not 0 < level < 1:
             raise ValueError(f"level: expected a probability in (0, 1), got {level}")
+
         def sorted_distances():
             x = np.asarray(self.vertex_samples(), dtype=np.float64)
             return np.sort(np.linalg.norm(x - self.mean_vertices()[None], axis=-1), axis=0)
@@ -229,8 +307,14 @@ class ShapeSamples:
 
         return self._cached(("credible_radius", float(level)), compute)
 
-    def reliability(self, tolerance_mm: float = 2.0, *, level: float = 0.95, max_fraction: float = 0.05,
-                    misfit_threshold: float = 4.0) -> Reliability:
+    def reliability(
+        self,
+        tolerance_mm: float = 2.0,
+        *,
+        level: float = 0.95,
+        max_fraction: float = 0.05,
+        misfit_threshold: float = 4.0,
+    ) -> Reliability:
         """Flag vertices and the case as unreliable.
 
         Args:
@@ -251,8 +335,19 @@ class ShapeSamples:
         worst = max((m["mean_sq_std_residual"] for m in misfit), default=0.0)
         frac = float(flags.mean())
         score = max(float(r.mean()) / tolerance_mm, worst / misfit_threshold)
-        return Reliability(flags, r, float(tolerance_mm), float(level), frac, misfit, frac > max_fraction,
-                           worst > misfit_threshold, score)
+        return Reliability(
+            flags,
+            r,
+            float(tolerance_mm),
+            float(level),
+            frac,
+            misfit,
+            frac > max_fraction,
+            worst > misfit_threshold,
+            score,
+            float(max_fraction),
+            float(misfit_threshold),
+        )
 
     def measure(self, fn, level: float = 0.95) -> Measurement:
         """Credible interval of a derived measurement ``fn(vertices (n_vert, 3)) -> scalar or array``.
@@ -265,59 +360,16 @@ class ShapeSamples:
             raise ValueError(f"level: expected a probability in (0, 1), got {level}")
         vals = np.asarray(jax.lax.map(fn, self.vertex_samples(), batch_size=64))
         a = (1 - level) / 2
-        return Measurement(np.asarray(vals.mean(0)), np.asarray(vals.std(0, ddof=1)),
-                           np.asarray(np.quantile(vals, a, axis=0)), np.asarray(np.quantile(vals, 1 - a, axis=0)),
-                           float(level), vals)
+        return Measurement(
+            np.asarray(vals.mean(0)),
+            np.asarray(vals.std(0, ddof=1)),
+            np.asarray(np.quantile(vals, a, axis=0)),
+            np.asarray(np.quantile(vals, 1 - a, axis=0)),
+            float(level),
+            vals,
+        )
 
     def summary(self) -> dict:
         """JSON-ready summary: method, number of samples, diagnostics (no large arrays)."""
-        diag = {k: v for k, v in self.diagnostics.items() if k not in ("loss", "rhat", "ess_bulk")}
+        diag = {} if self.diagnostics is None else self.diagnostics.to_dict(compact=True)
         return {"method": self.method, "n_samples": int(self.vertex_samples().shape[0]), "diagnostics": diag}
-
-
-def save_posterior(posterior: ShapeSamples, path, *, max_samples: int = 1000, seed: int = 0) -> None:
-    """Write a posterior's vertex samples, faces, diagnostics and misfit to ``.npz`` (atomic).
-
-    At most ``max_samples`` samples are kept (drawn without replacement with ``seed``),
-    as float32 (about 12 bytes per vertex and sample). Everything else is stored as JSON
-    text inside the file, so :func:`load_posterior` never needs pickles.
-
-    Example:
-        >>> save_posterior(post, "out/posterior.npz"); s = load_posterior("out/posterior.npz")  # doctest: +SKIP
-    """
-    path = Path(path)
-    if path.suffix != ".npz":
-        raise ValueError(f"{path}: posterior files are .npz")
-    x = np.asarray(posterior.vertex_samples())
-    if x.shape[0] > max_samples:
-        idx = np.sort(np.random.default_rng(seed).choice(x.shape[0], max_samples, replace=False))
-        x = x[idx]
-    meta = {"format": POSTERIOR_FORMAT, "version": POSTERIOR_VERSION, "method": posterior.method,
-            "diagnostics": posterior.diagnostics, "misfit": posterior.predictive_misfit()}
-    arrays = {"vertices": x.astype(np.float32), "meta": np.array(json.dumps(meta, default=json_default))}
-    if posterior.faces is not None:
-        arrays["faces"] = np.asarray(posterior.faces, dtype=np.int64)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-
-
-def load_posterior(path) -> ShapeSamples:
-    """Read a file written by :func:`save_posterior` (no pickles) as :class:`ShapeSamples`."""
-    path = Path(path)
-    data = read_npz(path, "posterior")
-    if "meta" not in data or "vertices" not in data:
-        raise ValueError(f"{path}: not a bayesshape posterior file (needs 'vertices' and 'meta')")
-    try:
-        meta = json.loads(str(data["meta"]))
-    except json.JSONDecodeError:
-        raise ValueError(f"{path}: corrupt metadata") from None
-    if meta.get("format") != POSTERIOR_FORMAT:
-        raise ValueError(f"{path}: not a bayesshape posterior file (format {meta.get('format')!r})")
-    x = data["vertices"].astype(np.float64)
-    faces = data.get("faces")
-    if faces is not None and (faces.ndim != 2 or faces.shape[1] != 3 or faces.min() < 0
-                              or faces.max() >= x.shape[1]):
-        raise ValueError(f"{path}: faces do not match the {x.shape[1]} vertices")
-    return ShapeSamples(x, faces, method=meta.get("method", "samples"), diagnostics=meta.get("diagnostics"),
-                        misfit=meta.get("misfit"))

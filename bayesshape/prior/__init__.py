@@ -1,8 +1,8 @@
 """Shape priors: the ShapeModel distribution, PCA building, kernels and GP models."""
 
 from . import kernels
-from .coarsen import coarsen_mesh
 from .build import build_pca_model, procrustes_align, similarity_transform
+from .coarsen import coarsen_mesh
 from .gp import augment, gp_model, low_rank_kernel
 from .model import ShapeModel
 from .residual import best_fit, loo_residual_covariance, loo_variance_ratio

@@ -26,8 +26,16 @@ def _unit(x):
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
 
 
-def flip_slivers(vertices, faces, *, bad: float = 0.3, max_bend_deg: float = 20.0, min_gain: float = 1.2,
-                 max_height: float = 0.05, max_passes: int = 50) -> np.ndarray:
+def flip_slivers(
+    vertices,
+    faces,
+    *,
+    bad: float = 0.3,
+    max_bend_deg: float = 20.0,
+    min_gain: float = 1.2,
+    max_height: float = 0.05,
+    max_passes: int = 50,
+) -> np.ndarray:
     """Flip interior edges of poor triangles where that raises the worse quality of the two.
 
     An edge ``a-b`` shared by the (consistently oriented) triangles ``(a, b, c)`` and
@@ -84,15 +92,22 @@ def flip_slivers(vertices, faces, *, bad: float = 0.3, max_bend_deg: float = 20.
         u = _unit(n[f1] + n[f2])
         bend_ok = (np.sum(_unit(n1) * u, axis=1) > cos_bend) & (np.sum(_unit(n2) * u, axis=1) > cos_bend)
         valence = np.bincount(f.reshape(-1), minlength=n_vert)  # faces per vertex (= neighbours, closed mesh)
-        exists = np.isin(np.minimum(c, d) * n_vert + np.maximum(c, d),
-                         np.minimum(i, j) * n_vert + np.maximum(i, j))
+        exists = np.isin(np.minimum(c, d) * n_vert + np.maximum(c, d), np.minimum(i, j) * n_vert + np.maximum(i, j))
         # the flip replaces the surface over the tetrahedron (a, b, c, d): its height over the pair,
         # relative to the edge, bounds how far the surface moves (small for a sliver: c lies near a-b)
         vol = np.abs(np.sum((v[b] - v[a]) * np.cross(v[c] - v[a], v[d] - v[a]), axis=1)) / 6.0
         area = 0.5 * (np.linalg.norm(n[f1], axis=1) + np.linalg.norm(n[f2], axis=1))
         height = 3.0 * vol / np.maximum(area * np.linalg.norm(v[b] - v[a], axis=1), 1e-300)
-        good = ((old < bad) & (height < max_height) & (new > min_gain * old) & bend_ok & ~exists & (c != d)
-                & (valence[a] > 3) & (valence[b] > 3))
+        good = (
+            (old < bad)
+            & (height < max_height)
+            & (new > min_gain * old)
+            & bend_ok
+            & ~exists
+            & (c != d)
+            & (valence[a] > 3)
+            & (valence[b] > 3)
+        )
         if not good.any():
             break
         # every face keeps its best candidate edge (ties broken by edge order, so each face's best

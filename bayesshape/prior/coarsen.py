@@ -56,8 +56,9 @@ def coarsen_mesh(vertices, faces, n_faces: int) -> tuple[np.ndarray, np.ndarray]
     pts = v.astype(np.float32)
     tri = f.astype(np.int32)
     reduction = 1.0 - n_faces / f.shape[0]
-    out_pts, out_faces, collapses = fast_simplification.simplify(pts, tri, target_reduction=reduction,
-                                                                  return_collapses=True)
+    out_pts, out_faces, collapses = fast_simplification.simplify(
+        pts, tri, target_reduction=reduction, return_collapses=True
+    )
     _, faces2, cluster = fast_simplification.replay_simplification(pts, tri, collapses)
     out_pts = np.asarray(out_pts, dtype=np.float64)
     cluster = np.asarray(cluster)

@@ -77,6 +77,7 @@ def low_rank_kernel(points, kernel: Kernel, *, rank: int | None = None, retained
     tol = trace * max(0.0, 1.0 - retained) * 0.1 if rank is None else 0.0
 
     if kernel.is_isotropic:
+
         def column(p):
             return np.asarray(kernel.diagonal_matrix(xj, xj[p : p + 1])[:, 0, 0], dtype=np.float64)
 
@@ -88,6 +89,7 @@ def low_rank_kernel(points, kernel: Kernel, *, rank: int | None = None, retained
         for a in range(3):
             basis[a::3, a::3] = u
     else:
+
         def column(c):
             p, a = divmod(c, 3)
             col = np.zeros(3 * n)
@@ -102,13 +104,14 @@ def low_rank_kernel(points, kernel: Kernel, *, rank: int | None = None, retained
     lam_all, basis = lam_all[order], basis[:, order]
     if rank is None:
         cum = np.cumsum(lam_all) / trace
-        rank = int(min(np.searchsorted(cum, retained) + 1, lam_all.size))
+        rank = min(int(np.searchsorted(cum, retained)) + 1, int(lam_all.size))
     rank = min(rank, lam_all.size)
     return lam_all[:rank], basis[:, :rank], trace
 
 
-def gp_model(reference_mesh, kernel: Kernel, rank: int | None = None, *, retained: float = 0.99,
-             noise_variance: float = 0.0) -> ShapeModel:
+def gp_model(
+    reference_mesh, kernel: Kernel, rank: int | None = None, *, retained: float = 0.99, noise_variance: float = 0.0
+) -> ShapeModel:
     """A Gaussian-process shape model: the reference shape deformed by a GP.
 
     ``x = reference + u``, ``u ~ GP(0, kernel)`` on the reference vertices,

@@ -58,9 +58,7 @@ class ShapeModel(eqx.Module):
             basis_np = np.asarray(basis, dtype=np.float64)
             var_np = np.asarray(variance, dtype=np.float64)
             if basis_np.ndim != 2 or basis_np.shape[0] != 3 * n:
-                raise ValueError(
-                    f"basis: expected shape (3 * n_vert, n_modes) = ({3 * n}, K), got {basis_np.shape}"
-                )
+                raise ValueError(f"basis: expected shape (3 * n_vert, n_modes) = ({3 * n}, K), got {basis_np.shape}")
             if var_np.shape != (basis_np.shape[1],):
                 raise ValueError(
                     f"variance: expected shape ({basis_np.shape[1]},) to match the basis's "
@@ -86,9 +84,7 @@ class ShapeModel(eqx.Module):
             self.mean, self.basis, self.variance = mean, basis, variance
             self.noise_variance = jnp.asarray(noise_variance)
             self.faces = faces
-            self.total_variance = jnp.asarray(
-                jnp.sum(variance) if total_variance is None else total_variance
-            )
+            self.total_variance = jnp.asarray(jnp.sum(variance) if total_variance is None else total_variance)
 
     # ------------------------------------------------------------------ sizes
     @property

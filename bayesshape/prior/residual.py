@@ -14,7 +14,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from .build import _as_shapes, build_pca_model, procrustes_align, similarity_transform
+from ._shapes import as_shapes, pca, procrustes_align, similarity_transform
+from .model import ShapeModel
 
 __all__ = ["loo_residual_covariance", "loo_variance_ratio", "best_fit"]
 
@@ -52,13 +53,15 @@ def _loo_fits(shapes, align, n_modes=None):
     """For each of the (aligned) ``shapes``: the model of the others, the left-out shape moved onto it
     and its fit, ``(model, x, fit)``."""
     for i in range(shapes.shape[0]):
-        model = build_pca_model(list(np.delete(shapes, i, axis=0)), align=None, n_modes=n_modes)
+        mean, basis, var, total = pca(np.delete(shapes, i, axis=0), n_modes)
+        model = ShapeModel(mean, basis, var, total_variance=total)
         x, fit = best_fit(model, shapes[i], align=align)
         yield model, x, fit
 
 
-def loo_residual_covariance(meshes, *, align: str | None = "rigid", n_modes: int | None = None,
-                            shrinkage: float = 0.3) -> np.ndarray:
+def loo_residual_covariance(
+    meshes, *, align: str | None = "rigid", n_modes: int | None = None, shrinkage: float = 0.3
+) -> np.ndarray:
     """Per-vertex covariance ``(N, 3, 3)`` (mm^2) of the leave-one-out model residual.
 
     Args:
@@ -77,7 +80,7 @@ def loo_residual_covariance(meshes, *, align: str | None = "rigid", n_modes: int
         >>> shapes = bs.datasets.example_shapes(12, seed=0)
         >>> cov = loo_residual_covariance(shapes)            # (3202, 3, 3) mm^2
     """
-    shapes, _ = _as_shapes(meshes, None)
+    shapes, _ = as_shapes(meshes, None)
     n = shapes.shape[0]
     if n < 3:
         raise ValueError(f"meshes: leave-one-out needs at least 3 shapes, got {n}")
@@ -120,7 +123,7 @@ def loo_variance_ratio(meshes, *, align: str | None = "rigid", n_modes: int | No
         >>> r = loo_variance_ratio(bs.datasets.example_shapes(20, seed=0))   # doctest: +SKIP
         >>> r[:3], r[-3:]          # about 1 for the leading modes, 10 to 60 for the last
     """
-    shapes, _ = _as_shapes(meshes, None)
+    shapes, _ = as_shapes(meshes, None)
     n = shapes.shape[0]
     if n < 4:
         raise ValueError(f"meshes: leave-one-out mode variances need at least 4 shapes, got {n}")
@@ -128,14 +131,14 @@ def loo_variance_ratio(meshes, *, align: str | None = "rigid", n_modes: int | No
         raise ValueError(f"align: expected None, 'rigid' or 'similarity', got {align!r}")
     if align is not None:
         shapes = procrustes_align(shapes, scale=align == "similarity")
-    full = build_pca_model(list(shapes), align=None).n_modes
+    full = pca(shapes)[2].shape[0]
     k = full if n_modes is None else int(n_modes)
     if not 1 <= k <= full:
         raise ValueError(f"n_modes: expected 1..{full} (the modes with non-zero variance), got {k}")
-    return _loo_variance_ratio(shapes, align, k)
+    return variance_ratio_of_aligned(shapes, align, k)
 
 
-def _loo_variance_ratio(shapes, align, k: int) -> np.ndarray:
+def variance_ratio_of_aligned(shapes, align, k: int) -> np.ndarray:
     """:func:`loo_variance_ratio` of already aligned ``(n, N, 3)`` shapes, for ``k`` checked modes."""
     from scipy.optimize import isotonic_regression
 

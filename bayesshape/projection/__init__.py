@@ -1,6 +1,6 @@
 """Projection: imaging geometry, pose, mesh topology and renderers."""
 
-from .pose import Pose, rotation_matrix
+from .pose import Pose, RigidPose, SimilarityPose, as_pose_prior, rotation_matrix, transform_points
 from .render import (
     beer_lambert,
     contour_generator,
@@ -15,19 +15,18 @@ from .render import (
 )
 from .topology import Topology
 from .views import XRayView, biplanar, carm_view, stack_views
-from .views_file import read_views, view_from_dict, view_to_dict, write_views
 
 __all__ = [
     "XRayView",
     "biplanar",
     "carm_view",
     "stack_views",
-    "read_views",
-    "write_views",
-    "view_to_dict",
-    "view_from_dict",
     "Pose",
+    "RigidPose",
+    "SimilarityPose",
+    "as_pose_prior",
     "rotation_matrix",
+    "transform_points",
     "Topology",
     "project_points",
     "face_facing",

@@ -19,14 +19,16 @@ equally far from 1).
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-__all__ = ["Pose", "rotation_matrix"]
+__all__ = ["Pose", "RigidPose", "SimilarityPose", "as_pose_prior", "rotation_matrix", "transform_points"]
 
 
-def rotation_matrix(rotvec: Float[Array, "3"]) -> Float[Array, "3 3"]:
+def rotation_matrix(rotvec: Float[Array, 3]) -> Float[Array, "3 3"]:
     """Rodrigues' formula, smooth (and with exact gradients) through ``rotvec = 0``."""
     theta2 = jnp.sum(rotvec * rotvec)
     small = theta2 < 1e-8
@@ -54,8 +56,8 @@ class Pose(eqx.Module):
         >>> moved = pose.apply(vertices, center=vertices.mean(0))     # doctest: +SKIP
     """
 
-    rotvec: Float[Array, "3"]
-    translation: Float[Array, "3"]
+    rotvec: Float[Array, 3]
+    translation: Float[Array, 3]
     log_scale: Float[Array, ""]
 
     @classmethod
@@ -68,7 +70,119 @@ class Pose(eqx.Module):
         """``s R``."""
         return jnp.exp(self.log_scale) * rotation_matrix(self.rotvec)
 
-    def apply(self, points: Float[Array, "n 3"], center: Float[Array, "3"]) -> Float[Array, "n 3"]:
+    def apply(self, points: Float[Array, "n 3"], center: Float[Array, 3]) -> Float[Array, "n 3"]:
         """Transform ``(n, 3)`` points (mm) about ``center``."""
-        m = self.matrix()
-        return (points - center[None, :]) @ m.T + (center + self.translation)[None, :]
+        return transform_points(points, rotation_matrix(self.rotvec), self.translation, jnp.exp(self.log_scale), center)
+
+
+def transform_points(points, rotation, translation, scale, center):
+    """``scale * rotation @ (x - center) + center + translation`` for ``(n, 3)`` points: the one
+    pose transform of the package (:meth:`Pose.apply` and the inference parameterisation)."""
+    c = center.astype(points.dtype)
+    return scale * (points - c[None, :]) @ rotation.T + (c + translation)[None, :]
+
+
+def _initial(initial):
+    """``(rotvec, translation, log_scale)`` as float64 numpy values from a :class:`Pose` or a triple."""
+    import numpy as np
+
+    if initial is None:
+        return None
+    if isinstance(initial, Pose):
+        initial = (initial.rotvec, initial.translation, initial.log_scale)
+    try:
+        rv, tr, ls = initial
+        rv, tr, ls = np.asarray(rv, np.float64), np.asarray(tr, np.float64), float(ls)
+    except (TypeError, ValueError):
+        raise ValueError("initial: expected a Pose or (rotvec (3,) rad, translation (3,) mm, log_scale)") from None
+    if (
+        rv.shape != (3,)
+        or tr.shape != (3,)
+        or not (np.all(np.isfinite(rv)) and np.all(np.isfinite(tr)) and np.isfinite(ls))
+    ):
+        raise ValueError(
+            f"initial: expected finite rotvec (3,) rad, translation (3,) mm and log_scale; got {rv}, {tr}, {ls}"
+        )
+    return (tuple(rv.tolist()), tuple(tr.tolist()), ls)
+
+
+def _sd(value, name: str) -> float:
+    from .._checks import as_positive
+
+    return as_positive(value, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class RigidPose:
+    """A prior on the rigid pose of the shape in the world (the views' frame).
+
+    The pose is ``R(r) R0`` about the model mean's centroid and ``t0 + t``, with the rotation
+    vector ``r ~ N(0, rotation_sd^2 I)`` (radians) and ``t ~ N(0, translation_sd^2 I)`` (mm)
+    around an initial pose ``(R0, t0)``.
+
+    Args:
+        rotation_sd: prior sd of each rotation-vector component, radians.
+        translation_sd: prior sd of each translation component, mm.
+        initial: the initial pose, a :class:`Pose` or ``(rotvec, translation, log_scale)``;
+            default: estimated from the observations (each observation's
+            :meth:`~bayesshape.obs.Observation.pose_anchor`: 3D landmarks by a Procrustes fit,
+            2D data by centring the model on the observed outlines).
+    """
+
+    rotation_sd: float = 0.1
+    translation_sd: float = 10.0
+    initial: Pose | tuple | None = None
+
+    kind = "rigid"
+    n_params = 6
+
+    def __post_init__(self):
+        object.__setattr__(self, "rotation_sd", _sd(self.rotation_sd, "rotation_sd"))
+        object.__setattr__(self, "translation_sd", _sd(self.translation_sd, "translation_sd"))
+        object.__setattr__(self, "initial", _initial(self.initial))
+
+    @property
+    def scale_sd(self) -> float:
+        return 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SimilarityPose:
+    """A prior on a similarity pose: :class:`RigidPose` and an isotropic scale
+    ``exp(log_scale0 + s)``, ``s ~ N(0, scale_sd^2)``.
+
+    Args:
+        rotation_sd, translation_sd, initial: as :class:`RigidPose`.
+        scale_sd: prior sd of the log scale (0.05: about 5%).
+    """
+
+    rotation_sd: float = 0.1
+    translation_sd: float = 10.0
+    scale_sd: float = 0.05
+    initial: Pose | tuple | None = None
+
+    kind = "similarity"
+    n_params = 7
+
+    def __post_init__(self):
+        object.__setattr__(self, "rotation_sd", _sd(self.rotation_sd, "rotation_sd"))
+        object.__setattr__(self, "translation_sd", _sd(self.translation_sd, "translation_sd"))
+        object.__setattr__(self, "scale_sd", _sd(self.scale_sd, "scale_sd"))
+        object.__setattr__(self, "initial", _initial(self.initial))
+
+
+PosePrior = RigidPose | SimilarityPose
+
+
+def as_pose_prior(pose) -> PosePrior | None:
+    """A pose prior from itself, its name (``"rigid"``, ``"similarity"``: the defaults) or None
+    (the pose is fixed at the identity: the model frame is the world frame)."""
+    if pose is None or isinstance(pose, (RigidPose, SimilarityPose)):
+        return pose
+    if pose == "rigid":
+        return RigidPose()
+    if pose == "similarity":
+        return SimilarityPose()
+    raise ValueError(
+        f"pose: expected bs.RigidPose(...), bs.SimilarityPose(...), 'rigid', 'similarity' or None, got {pose!r}"
+    )

@@ -54,6 +54,8 @@ gradient of two 128 x 128 femur views: 410 against 52 ms on a 2-core CPU).
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -88,7 +90,9 @@ def project_points(points: Float[Array, "n 3"], view: XRayView) -> Float[Array, 
     return view.project(points)
 
 
-def face_facing(vertices: Float[Array, "n_vert 3"], faces: Int[Array, "n_face 3"], view: XRayView) -> Float[Array, " n_face"]:
+def face_facing(
+    vertices: Float[Array, "n_vert 3"], faces: Int[Array, "n_face 3"], view: XRayView
+) -> Float[Array, " n_face"]:
     """Per face, ``n . (a - source)`` (cone) or ``n . d`` (parallel) with ``n`` the
     unnormalised outward normal: positive where rays leave the volume through the
     face (it faces away from the source), negative where they enter."""
@@ -236,7 +240,7 @@ def drr_face_groups(vertices, faces, view: XRayView, *, margin: float = 0.5, any
     top = int(k.max())
     # at most two groups (each is compiled separately): the split with the least work
     cost = {int(s): int((k <= s).sum()) * int(s) ** 2 + int((k > s).sum()) * top**2 for s in np.unique(k)}
-    small = min(cost, key=cost.get)
+    small = min(cost, key=lambda s: cost[s])
     if small == top:
         return (jnp.asarray(f),), (top,)
     return (jnp.asarray(f[k <= small]), jnp.asarray(f[k > small])), (small, top)
@@ -282,8 +286,7 @@ def _rasterise(vertices, z, faces, view, k, pixel):
     ii = i0[:, None, None] + off[None, :, None]
     in_image = (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
     if pixel == "centre":
-        inside, depth = _centre_depths(x, y, tz, safe_area, valid_face, ii.astype(dt), jj.astype(dt),
-                                       view.is_parallel)
+        inside, depth = _centre_depths(x, y, tz, safe_area, valid_face, ii.astype(dt), jj.astype(dt), view.is_parallel)
         inside = inside & in_image
         contrib = jnp.where(inside, sigma[:, None, None] * depth, 0.0)
     else:
@@ -351,8 +354,11 @@ def render_drr(
             footprint = drr_footprint(vertices, faces, view)
     img, too_big, behind = render_drr_flagged(vertices, faces, view, footprint=footprint, mu=mu, pixel=pixel)
     img = eqx.error_if(img, behind, "render_drr: vertices lie at or behind the X-ray source")
-    img = eqx.error_if(img, too_big, "render_drr: a triangle is larger than the footprint window; "
-                       "pass a larger footprint (see drr_footprint)")
+    img = eqx.error_if(
+        img,
+        too_big,
+        "render_drr: a triangle is larger than the footprint window; pass a larger footprint (see drr_footprint)",
+    )
     return img
 
 
@@ -394,7 +400,9 @@ def render_drr_flagged(
         z = (vertices - view.origin[None, :]) @ view.direction
     else:
         z = view.depth(vertices)
-    img, too_big, volume = 0.0, jnp.asarray(False), 0.0
+    img: Any = 0.0
+    volume: Any = 0.0
+    too_big = jnp.asarray(False)
     for g, k in zip(groups, sizes):
         part, big = _rasterise(vertices, z, g, view, int(k), pixel)
         tri = vertices[g]

@@ -91,12 +91,12 @@ class XRayView(eqx.Module):
         Array([[127.5, 127.5]], dtype=float32)
     """
 
-    source: Float[Array, "3"]
-    origin: Float[Array, "3"]
-    u: Float[Array, "3"]
-    v: Float[Array, "3"]
-    direction: Float[Array, "3"]
-    spacing: Float[Array, "2"]
+    source: Float[Array, 3]
+    origin: Float[Array, 3]
+    u: Float[Array, 3]
+    v: Float[Array, 3]
+    direction: Float[Array, 3]
+    spacing: Float[Array, 2]
     detector_shape: tuple[int, int] = eqx.field(static=True)
     is_parallel: bool = eqx.field(static=True)
 
@@ -139,16 +139,20 @@ class XRayView(eqx.Module):
         iso = np.asarray(isocenter, dtype=np.float64).reshape(3)
         if not np.all(np.isfinite(iso)):
             raise ValueError(f"isocenter: expected finite mm coordinates, got {isocenter}")
-        pp = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2]) if principal_point is None else np.asarray(
-            principal_point, dtype=np.float64)
+        pp = (
+            np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2])
+            if principal_point is None
+            else np.asarray(principal_point, dtype=np.float64)
+        )
         source = iso - sid * d
         centre = source + sdd * d
         origin = centre - pp[1] * sp[1] * u - pp[0] * sp[0] * v
         return cls._make(source, origin, u, v, d, sp, shape, False)
 
     @classmethod
-    def parallel(cls, direction, up=(0.0, 0.0, 1.0), detector_shape=(256, 256), pixel_spacing=1.0,
-                 center=(0.0, 0.0, 0.0)) -> XRayView:
+    def parallel(
+        cls, direction, up=(0.0, 0.0, 1.0), detector_shape=(256, 256), pixel_spacing=1.0, center=(0.0, 0.0, 0.0)
+    ) -> XRayView:
         """An orthographic view: rays along ``direction``; ``center`` (mm) maps to the image centre."""
         shape = _shape(detector_shape)
         sp = _spacing(pixel_spacing)
@@ -163,7 +167,14 @@ class XRayView(eqx.Module):
     @classmethod
     def _make(cls, source, origin, u, v, d, sp, shape, par):
         obj = object.__new__(cls)
-        for name, val in (("source", source), ("origin", origin), ("u", u), ("v", v), ("direction", d), ("spacing", sp)):
+        for name, val in (
+            ("source", source),
+            ("origin", origin),
+            ("u", u),
+            ("v", v),
+            ("direction", d),
+            ("spacing", sp),
+        ):
             object.__setattr__(obj, name, jnp.asarray(val))
         object.__setattr__(obj, "detector_shape", shape)
         object.__setattr__(obj, "is_parallel", par)
@@ -197,8 +208,11 @@ class XRayView(eqx.Module):
 
     def pixel_to_world(self, pixels: Float[Array, "n 2"]) -> Float[Array, "n 3"]:
         """Pixel coordinates ``(row, col)`` to the world point on the detector plane, mm."""
-        return (self.origin[None, :] + (pixels[:, 1:2] * self.spacing[1]) * self.u[None, :]
-                + (pixels[:, 0:1] * self.spacing[0]) * self.v[None, :])
+        return (
+            self.origin[None, :]
+            + (pixels[:, 1:2] * self.spacing[1]) * self.u[None, :]
+            + (pixels[:, 0:1] * self.spacing[0]) * self.v[None, :]
+        )
 
     def rays(self, pixels: Float[Array, "n 2"]):
         """Rays through pixel centres: ``(start (n, 3), unit direction (n, 3))``, mm."""
@@ -213,8 +227,9 @@ class XRayView(eqx.Module):
     def pixel_grid(self) -> Float[Array, "H W 2"]:
         """All pixel centres as ``(row, col)``, shape ``(H, W, 2)``."""
         h, w = self.detector_shape
-        rr, cc = jnp.meshgrid(jnp.arange(h, dtype=self.origin.dtype), jnp.arange(w, dtype=self.origin.dtype),
-                              indexing="ij")
+        rr, cc = jnp.meshgrid(
+            jnp.arange(h, dtype=self.origin.dtype), jnp.arange(w, dtype=self.origin.dtype), indexing="ij"
+        )
         return jnp.stack([rr, cc], axis=-1)
 
     def ray_length_factor(self) -> Float[Array, "H W"]:
@@ -281,8 +296,16 @@ def biplanar(
             out.append(XRayView.parallel(d, (0, 0, 1), shape, fov / max(shape), center=isocenter))
         elif projection == "cone":
             mag = source_to_detector / source_to_isocenter
-            out.append(XRayView.cone_beam(source_to_detector, source_to_isocenter, shape, fov * mag / max(shape),
-                                          isocenter=isocenter, direction=d))
+            out.append(
+                XRayView.cone_beam(
+                    source_to_detector,
+                    source_to_isocenter,
+                    shape,
+                    fov * mag / max(shape),
+                    isocenter=isocenter,
+                    direction=d,
+                )
+            )
         else:
             raise ValueError(f"projection: expected 'parallel' or 'cone', got {projection!r}")
     return out[0], out[1]
@@ -310,5 +333,6 @@ def carm_view(
     d = np.array([math.sin(a) * math.cos(c), math.cos(a) * math.cos(c), math.sin(c)])
     # up: +z made orthogonal to d (for |cranial| < 90 deg this is well defined)
     up = np.array([0.0, 0.0, 1.0])
-    return XRayView.cone_beam(source_to_detector, source_to_isocenter, detector_shape, pixel_spacing,
-                              isocenter=isocenter, direction=d, up=up)
+    return XRayView.cone_beam(
+        source_to_detector, source_to_isocenter, detector_shape, pixel_spacing, isocenter=isocenter, direction=d, up=up
+    )

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .._atomic import atomic_path, read_npz
 from ..export import COLORMAP, colour_scale, export_confidence_mesh, export_samples, write_summary
 from ..io.mesh import read_mesh, write_mesh
-from ..posterior.samples import load_posterior, save_posterior
-from ..projection.views_file import read_views, write_views
+from ..io.posterior import load_posterior, save_posterior
+from ..io.views import read_views, write_views
 from .html import write_report
 from .pictures import confidence_png, drr_residual_png, overlay_png
 
@@ -32,7 +33,7 @@ __all__ = ["write_case", "export_case", "make_report", "save_inputs", "load_inpu
 def save_inputs(path, images, kinds, points=None, mu: float = 0.05) -> None:
     """Store the input images (one ``(H, W)`` per view), their kinds (``"contour"``,
     ``"drr"``, ``"mask"``, ``"landmarks"``) and optional observed points per view."""
-    arrays = {"kinds": np.array([str(k) for k in kinds]), "mu": np.array(float(mu))}
+    arrays: dict[str, Any] = {"kinds": np.array([str(k) for k in kinds]), "mu": np.array(float(mu))}
     for i, img in enumerate(images):
         arrays[f"image_{i}"] = np.asarray(img, dtype=np.float32)
     for i, p in enumerate(points or []):
@@ -52,22 +53,42 @@ def load_inputs(path):
     return images, kinds, points, float(data.get("mu", 0.05))
 
 
-def export_case(posterior, out, *, truth=None, n_samples: int = 10, level: float = 0.95, tolerance_mm: float = 2.0,
-                inputs: dict | None = None, settings: dict | None = None, measurements: dict | None = None,
-                extra: dict | None = None) -> dict:
+def export_case(
+    posterior,
+    out,
+    *,
+    truth=None,
+    n_samples: int = 10,
+    level: float = 0.95,
+    tolerance_mm: float = 2.0,
+    inputs: dict | None = None,
+    settings: dict | None = None,
+    measurements: dict | None = None,
+    extra: dict | None = None,
+) -> dict:
     """Confidence meshes (``.ply``, ``.vtk``, ``.vtp``), sample meshes and ``summary.json``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for suffix in (".ply", ".vtk", ".vtp"):
-        export_confidence_mesh(posterior, out / f"confidence{suffix}", truth=truth, level=level,
-                               tolerance_mm=tolerance_mm)
+        export_confidence_mesh(
+            posterior, out / f"confidence{suffix}", truth=truth, level=level, tolerance_mm=tolerance_mm
+        )
     export_samples(posterior, out / "samples", n_samples)
     if truth is not None:
         write_mesh(out / "truth.ply", truth)
-    settings = dict(settings or {}, level=level, tolerance_mm=tolerance_mm,
-                    colour_scale=f"{COLORMAP}, 0 to {2 * tolerance_mm} mm")
-    return write_summary(posterior, out / "summary.json", inputs=inputs, settings=settings,
-                         measurements=measurements, truth=truth, tolerance_mm=tolerance_mm, extra=extra)
+    settings = dict(
+        settings or {}, level=level, tolerance_mm=tolerance_mm, colour_scale=f"{COLORMAP}, 0 to {2 * tolerance_mm} mm"
+    )
+    return write_summary(
+        posterior,
+        out / "summary.json",
+        inputs=inputs,
+        settings=settings,
+        measurements=measurements,
+        truth=truth,
+        tolerance_mm=tolerance_mm,
+        extra=extra,
+    )
 
 
 def write_case(out, posterior, views, names, images, kinds, *, points=None, mu: float = 0.05, **export_kw) -> dict:
@@ -110,16 +131,23 @@ def make_report(case_dir, *, n_overlay_samples: int = 8, title: str | None = Non
     r = post.credible_radius(level)
     pictures = {}
     pictures[f"{100 * level:.0f}% credible radius"] = confidence_png(
-        mean, post.faces, r, pics / "credible_radius.png", vmax=2 * tol,
-        label=f"{100 * level:.0f}% credible radius (mm)")
+        mean,
+        post.faces,
+        r,
+        pics / "credible_radius.png",
+        vmax=2 * tol,
+        label=f"{100 * level:.0f}% credible radius (mm)",
+    )
     pictures["Standard deviation along the surface normal"] = confidence_png(
-        mean, post.faces, post.normal_std(), pics / "normal_std.png", vmax=tol, label="normal sd (mm)")
+        mean, post.faces, post.normal_std(), pics / "normal_std.png", vmax=tol, label="normal sd (mm)"
+    )
     if (case / "truth.ply").exists():
         truth = read_mesh(case / "truth.ply")
         if truth.vertices.shape == mean.shape:
             err = np.linalg.norm(mean - truth.vertices, axis=1)
             pictures["Error of the posterior mean against the truth"] = confidence_png(
-                mean, post.faces, err, pics / "error.png", vmax=2 * tol, label="vertex error (mm)")
+                mean, post.faces, err, pics / "error.png", vmax=2 * tol, label="vertex error (mm)"
+            )
     if (case / "views.json").exists() and (case / "inputs.npz").exists():
         views, names = read_views(case / "views.json")
         images, kinds, points, mu = load_inputs(case / "inputs.npz")
@@ -128,12 +156,30 @@ def make_report(case_dir, *, n_overlay_samples: int = 8, title: str | None = Non
         samples = post.sample_vertices(n_overlay_samples, seed=0) if n_overlay_samples else None
         for i, (view, name, img, kind, pts) in enumerate(zip(views, names, images, kinds, points)):
             pictures[f"View {name}: posterior-predictive contours on the input"] = overlay_png(
-                img, view, mean, post.faces, pics / f"overlay_{i}.png", sample_vertices=samples,
-                observed_points=pts, title=f"{name} ({kind})")
+                img,
+                view,
+                mean,
+                post.faces,
+                pics / f"overlay_{i}.png",
+                sample_vertices=samples,
+                observed_points=pts,
+                title=f"{name} ({kind})",
+            )
             if kind == "drr":
                 pictures[f"View {name}: DRR residual"] = drr_residual_png(
-                    img, view, mean, post.faces, pics / f"drr_residual_{i}.png", mu=mu, title=name)
-    mesh = {"vertices": mean, "faces": post.faces, "colours": colour_scale(r, 2 * tol),
-            "label": f"{100 * level:.0f}% credible radius", "vmax": 2 * tol}
-    return write_report(case / "report.html", title=title or f"bayesshape reconstruction: {case.name}",
-                        summary=summary, pictures=pictures, mesh=mesh)
+                    img, view, mean, post.faces, pics / f"drr_residual_{i}.png", mu=mu, title=name
+                )
+    mesh = {
+        "vertices": mean,
+        "faces": post.faces,
+        "colours": colour_scale(r, 2 * tol),
+        "label": f"{100 * level:.0f}% credible radius",
+        "vmax": 2 * tol,
+    }
+    return write_report(
+        case / "report.html",
+        title=title or f"bayesshape reconstruction: {case.name}",
+        summary=summary,
+        pictures=pictures,
+        mesh=mesh,
+    )

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_path
+from ..posterior.samples import verdict_sentence
 
 __all__ = ["write_report", "READY_MESSAGE"]
 
@@ -33,7 +34,8 @@ img{max-width:100%;border:1px solid #eee;margin:.3em 0}
 .muted{color:#666;font-size:.85em}
 """
 
-_VIEWER_JS = r"""
+_VIEWER_JS = (
+    r"""
 (function(){
   function b64(s, T){var bin=atob(s), u=new Uint8Array(bin.length);
     for(var i=0;i<bin.length;i++)u[i]=bin.charCodeAt(i); return new T(u.buffer);}
@@ -87,9 +89,12 @@ _VIEWER_JS = r"""
   draw();
   document.getElementById('viewer-status').textContent='3D view: '+nv+' vertices, '+nf+' triangles';
   document.body.setAttribute('data-rendered','1');
-  console.log('""" + READY_MESSAGE + r"""');
+  console.log('"""
+    + READY_MESSAGE
+    + r"""');
 })();
 """
+)
 
 
 def _fmt(v) -> str:
@@ -139,47 +144,55 @@ def write_report(path, *, title: str, summary: dict, pictures: dict | None = Non
             to zoom).
 
     Example:
-        >>> write_report("out/report.html", title="case 1", summary=s, pictures={"mesh": "out/mesh.png"})  # doctest: +SKIP
+        >>> write_report("out/report.html", title="case 1", summary=s,
+        ...              pictures={"mesh": "out/mesh.png"})  # doctest: +SKIP
     """
     path = Path(path)
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+    ]
     rel = summary.get("reliability")
     if rel:
         ok = bool(rel.get("reliable"))
-        why = []
-        if rel.get("uncertain"):
-            why.append(f"{100 * rel.get('fraction_vertices_flagged', 0):.1f}% of the vertices have a "
-                       f"{100 * rel.get('level', 0.95):.0f}% credible radius above {rel.get('tolerance_mm')} mm")
-        if rel.get("misfitting"):
-            why.append("the observations are not explained by the posterior (misfit), the shape may lie outside "
-                       "the model or the inputs are wrong")
-        text = "RELIABLE" if ok else "UNRELIABLE: " + "; ".join(why)
-        parts.append(f"<p class='verdict {'ok' if ok else 'bad'}'>{html.escape(text)} "
-                     f"(score {rel.get('score', float('nan')):.2f}; above 1 is flagged)</p>")
+        text = verdict_sentence(rel)
+        parts.append(f"<p class='verdict {'ok' if ok else 'bad'}'>{html.escape(text)}</p>")
     if mesh is not None:
         v = np.ascontiguousarray(mesh["vertices"], dtype="<f4")
         f = np.ascontiguousarray(mesh["faces"], dtype="<u4")
         c = np.ascontiguousarray(mesh["colours"], dtype=np.uint8)
         if c.shape != v.shape:
             raise ValueError(f"mesh colours: expected shape {v.shape}, got {c.shape}")
-        payload = json.dumps({k: base64.b64encode(a.tobytes()).decode("ascii")
-                              for k, a in (("vertices", v), ("faces", f), ("colours", c))})
+        payload = json.dumps(
+            {
+                k: base64.b64encode(a.tobytes()).decode("ascii")
+                for k, a in (("vertices", v), ("faces", f), ("colours", c))
+            }
+        )
         label = html.escape(str(mesh.get("label", "")))
         vmax = float(mesh.get("vmax", 1.0))
-        parts.append("<h2>Confidence mesh</h2>"
-                     "<p class='muted'>Drag to rotate, scroll to zoom. Colour: " + label +
-                     f", viridis, 0 mm (dark blue) to {vmax:.3g} mm (yellow) and above.</p>"
-                     "<div class='cbar'></div><p><button data-yaw='0'>anterior</button> "
-                     "<button data-yaw='1.5708'>lateral</button> <button data-yaw='3.1416'>posterior</button> "
-                     "<button data-yaw='-1.5708'>medial</button></p>"
-                     "<canvas id='viewer' width='640' height='640'></canvas>"
-                     "<p id='viewer-status' class='muted'>3D view: needs JavaScript</p>"
-                     f"<script type='application/json' id='mesh-data'>{payload}</script>"
-                     f"<script>{_VIEWER_JS}</script>")
-    sections = (("Accuracy against the truth (mm)", "error_mm"), ("Uncertainty (mm)", "uncertainty_mm"),
-                ("Reliability", "reliability"), ("Measurements", "measurements"),
-                ("Posterior and diagnostics", "posterior"), ("Inputs", "inputs"), ("Settings", "settings"))
+        parts.append(
+            "<h2>Confidence mesh</h2>"
+            "<p class='muted'>Drag to rotate, scroll to zoom. Colour: "
+            + label
+            + f", viridis, 0 mm (dark blue) to {vmax:.3g} mm (yellow) and above.</p>"
+            "<div class='cbar'></div><p><button data-yaw='0'>anterior</button> "
+            "<button data-yaw='1.5708'>lateral</button> <button data-yaw='3.1416'>posterior</button> "
+            "<button data-yaw='-1.5708'>medial</button></p>"
+            "<canvas id='viewer' width='640' height='640'></canvas>"
+            "<p id='viewer-status' class='muted'>3D view: needs JavaScript</p>"
+            f"<script type='application/json' id='mesh-data'>{payload}</script>"
+            f"<script>{_VIEWER_JS}</script>"
+        )
+    sections = (
+        ("Accuracy against the truth (mm)", "error_mm"),
+        ("Uncertainty (mm)", "uncertainty_mm"),
+        ("Reliability", "reliability"),
+        ("Measurements", "measurements"),
+        ("Posterior and diagnostics", "posterior"),
+        ("Inputs", "inputs"),
+        ("Settings", "settings"),
+    )
     for name, key in sections:
         if summary.get(key):
             parts.append(f"<h2>{html.escape(name)}</h2>{_fmt(summary[key])}")

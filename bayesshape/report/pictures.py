@@ -41,8 +41,18 @@ def save_figure(fig, path, dpi: int = 110) -> Path:
     return path
 
 
-def confidence_png(vertices, faces, values, path, *, vmax: float, label: str = "95% credible radius (mm)",
-                   angles=VIEW_ANGLES, names=VIEW_NAMES, title: str | None = None) -> Path:
+def confidence_png(
+    vertices,
+    faces,
+    values,
+    path,
+    *,
+    vmax: float,
+    label: str = "95% credible radius (mm)",
+    angles=VIEW_ANGLES,
+    names=VIEW_NAMES,
+    title: str | None = None,
+) -> Path:
     """Render a mesh coloured by a per-vertex field from several angles, with a colourbar.
 
     An orthographic view per ``(elevation, azimuth)`` (degrees; azimuth about +z, the
@@ -85,8 +95,9 @@ def confidence_png(vertices, faces, values, path, *, vmax: float, label: str = "
         cols = base.copy()
         cols[:, :3] *= (0.55 + 0.45 * np.abs(n @ toward))[:, None]
         order = np.argsort(depth[f].mean(axis=1))  # far to near
-        ax.add_collection(PolyCollection(tri2[order], facecolors=cols[order], edgecolors=cols[order],
-                                         linewidths=0.2))
+        ax.add_collection(
+            PolyCollection(list(tri2[order]), facecolors=cols[order], edgecolors=cols[order], linewidths=0.2)
+        )
         ax.set_xlim(-0.55 * wxy, 0.55 * wxy)
         ax.set_ylim(-0.52 * ext[2], 0.52 * ext[2])
         ax.set_aspect("equal")
@@ -113,8 +124,9 @@ def _contour_segments(vertex_sets, faces, view) -> list:
     return [s[m] for s, m in zip(np.asarray(seg), np.asarray(is_c))]
 
 
-def overlay_png(image, view, mean_vertices, faces, path, *, sample_vertices=None, observed_points=None,
-                title: str = "") -> Path:
+def overlay_png(
+    image, view, mean_vertices, faces, path, *, sample_vertices=None, observed_points=None, title: str = ""
+) -> Path:
     """The input X-ray with the posterior-predictive contours on top.
 
     Draws the occluding contour of a few posterior samples (thin, translucent orange),
@@ -139,8 +151,11 @@ def overlay_png(image, view, mean_vertices, faces, path, *, sample_vertices=None
     sets = [np.asarray(mean_vertices)] + ([] if sample_vertices is None else list(np.asarray(sample_vertices)))
     segs = [s[..., ::-1] for s in _contour_segments(np.stack(sets), faces, view)]
     for k, seg in enumerate(segs[1:]):
-        ax.add_collection(LineCollection(seg, colors="orange", linewidths=0.6, alpha=0.35,
-                                         label="posterior samples" if k == 0 else None))
+        ax.add_collection(
+            LineCollection(
+                seg, colors="orange", linewidths=0.6, alpha=0.35, label="posterior samples" if k == 0 else None
+            )
+        )
     seg = segs[0]
     ax.add_collection(LineCollection(seg, colors="cyan", linewidths=1.0, label="posterior mean"))
     if observed_points is not None:
@@ -174,9 +189,11 @@ def drr_residual_png(image, view, mean_vertices, faces, path, *, mu: float = 0.0
     res = img - fit
     lim = float(np.quantile(np.abs(res), 0.995)) or 1.0
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
-    for ax, data, name, kw in ((axes[0], img, "observed", {"cmap": "gray"}),
-                               (axes[1], fit, "posterior mean", {"cmap": "gray"}),
-                               (axes[2], res, "residual", {"cmap": "RdBu_r", "vmin": -lim, "vmax": lim})):
+    for ax, data, name, kw in (
+        (axes[0], img, "observed", {"cmap": "gray"}),
+        (axes[1], fit, "posterior mean", {"cmap": "gray"}),
+        (axes[2], res, "residual", {"cmap": "RdBu_r", "vmin": -lim, "vmax": lim}),
+    ):
         im = ax.imshow(data, interpolation="nearest", **kw)
         ax.set_title(name, fontsize=10)
         ax.set_axis_off()
@@ -187,8 +204,14 @@ def drr_residual_png(image, view, mean_vertices, faces, path, *, mu: float = 0.0
     return save_figure(fig, path)
 
 
-def calibration_png(levels, coverage: dict, path, *, title: str = "Calibration of per-vertex credible regions",
-                    counts: dict | None = None) -> Path:
+def calibration_png(
+    levels,
+    coverage: dict,
+    path,
+    *,
+    title: str = "Calibration of per-vertex credible regions",
+    counts: dict | None = None,
+) -> Path:
     """Reliability diagram: empirical coverage against nominal credible level.
 
     Args:

@@ -7,14 +7,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import as_points, as_positive
+from ..obs import Landmarks3D
+from ..posterior.posterior import Posterior
 from ..prior.model import ShapeModel
-from .posterior import Posterior
+from ._problem import fixed_problem
+from .diagnostics import ClosedFormInfo, Diagnostics
 
 __all__ = ["posterior_from_landmarks"]
 
 
-def posterior_from_landmarks(model: ShapeModel, ids, points, noise_std: float, *, n_samples: int = 4000,
-                             seed: int = 0) -> Posterior:
+def posterior_from_landmarks(
+    model: ShapeModel, ids, points, noise_std: float, *, n_samples: int = 4000, seed: int = 0
+) -> Posterior:
     """Exact posterior of the shape given 3D landmarks (the posterior shape model).
 
     With ``x = mean + U D alpha`` (``D = diag(sqrt(variance))``), landmarks
@@ -32,9 +36,6 @@ def posterior_from_landmarks(model: ShapeModel, ids, points, noise_std: float, *
         points: ``(L, 3)`` observed positions, mm, in the model's frame.
         noise_std: landmark noise sd per coordinate, mm.
     """
-    from ..inference._problem import Problem
-    from ..obs import Landmarks3D
-
     pts = as_points(points, "points")
     s = as_positive(noise_std, "noise_std (mm)")
     obs = Landmarks3D(ids, pts, s).bind(model.faces, np.asarray(model.mean))
@@ -50,8 +51,7 @@ def posterior_from_landmarks(model: ShapeModel, ids, points, noise_std: float, *
     cov = 0.5 * (cov + cov.T)
     resid = (jnp.asarray(pts, dtype=dt) - model.mean[ids_np]).reshape(-1)
     mean = cov @ (a.T @ resid) / var
-    problem = Problem(model, (obs,), jnp.zeros(3, dt), jnp.zeros(3, dt), jnp.zeros(3, dt), jnp.zeros((), dt),
-                      None, 0.1, 10.0, 0.05, False, 0.5)
+    problem = fixed_problem(model, (obs,))
     theta = jax.random.multivariate_normal(jax.random.key(seed), mean, cov, (n_samples,), method="eigh")
-    return Posterior(problem, theta[None], "closed_form", {"n_data": obs.n_data, "n_params": k},
-                     theta_map=mean, gaussian=(mean, cov))
+    diag = Diagnostics("closed_form", obs.n_data, k, ClosedFormInfo())
+    return Posterior(problem, theta[None], "closed_form", diag, theta_map=mean, gaussian=(mean, cov))

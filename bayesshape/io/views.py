@@ -22,21 +22,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .._atomic import atomic_path
-from .views import XRayView, biplanar, carm_view
+from ..projection.views import XRayView, biplanar, carm_view
+from ._format import check_format
 
 __all__ = ["read_views", "write_views", "view_to_dict", "view_from_dict"]
 
 FORMAT = "bayesshape-views"
+VERSION = 1
 
 
-def view_to_dict(view: XRayView, name: str | None = None) -> dict:
+def view_to_dict(view: XRayView, name: str | None = None) -> dict[str, Any]:
     """Explicit geometry of a view (mm), JSON-ready."""
-    d = {"projection": "parallel" if view.is_parallel else "cone",
-         "detector_shape": [int(x) for x in view.detector_shape]}
+    d: dict[str, Any] = {
+        "projection": "parallel" if view.is_parallel else "cone",
+        "detector_shape": [int(x) for x in view.detector_shape],
+    }
     if name is not None:
         d = {"name": name, **d}
     for key in ("source", "origin", "u", "v", "direction", "spacing"):
@@ -85,8 +90,10 @@ def view_from_dict(d: dict, where: str = "view") -> XRayView:
     source, origin = _vec(d, "source", 3, where), _vec(d, "origin", 3, where)
     u, v, spacing = _vec(d, "u", 3, where), _vec(d, "v", 3, where), _vec(d, "spacing", 2, where)
     if abs(np.linalg.norm(u) - 1) > 1e-6 or abs(np.linalg.norm(v) - 1) > 1e-6 or abs(u @ v) > 1e-6:
-        raise ValueError(f"{where}: u and v must be orthogonal unit vectors (|u|={np.linalg.norm(u):.6g}, "
-                         f"|v|={np.linalg.norm(v):.6g}, u.v={u @ v:.3g})")
+        raise ValueError(
+            f"{where}: u and v must be orthogonal unit vectors (|u|={np.linalg.norm(u):.6g}, "
+            f"|v|={np.linalg.norm(v):.6g}, u.v={u @ v:.3g})"
+        )
     if np.any(spacing <= 0):
         raise ValueError(f"{where}.spacing: expected positive mm per pixel, got {spacing}")
     direction = np.cross(u, v)
@@ -131,6 +138,9 @@ def read_views(path) -> tuple[list[XRayView], list[str]]:
     doc = _load(path)
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: expected a mapping with 'views' (or a 'preset')")
+    check_format(
+        path, "view-geometry", doc.get("format"), doc.get("version"), FORMAT, (VERSION,), version_required=False
+    )
     units = doc.get("units", "mm")
     if units != "mm":
         raise ValueError(f"{path}: units {units!r}; view geometry must be in mm")
@@ -159,8 +169,12 @@ def write_views(path, views, names=None) -> None:
     names = [f"view{i}" for i in range(len(views))] if names is None else list(names)
     if len(names) != len(views):
         raise ValueError(f"names: expected {len(views)} names, got {len(names)}")
-    doc = {"format": FORMAT, "version": 1, "units": "mm",
-           "views": [view_to_dict(v, n) for v, n in zip(views, names)]}
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "units": "mm",
+        "views": [view_to_dict(v, n) for v, n in zip(views, names)],
+    }
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
