@@ -261,3 +261,8 @@ def test_help_shows_an_example(command, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "example:" in out and f"bayesshape {command} " in out
+    # every example is a complete command: a line that continues ends with a backslash
+    lines = out[out.index("example:") :].splitlines()[1:]
+    for line, following in zip(lines, lines[1:]):
+        if following.startswith("      --"):
+            assert line.rstrip().endswith("\\"), f"{command} --help: {line!r} lacks its line continuation"

@@ -9,15 +9,23 @@ import bayesshape as bs
 from bayesshape import obs
 
 
-@pytest.fixture(scope="module")
-def femur_setup(femur_meshes):
-    model = bs.build_pca_model(femur_meshes, align=None)
+def _landmark_setup(model):
     rng = np.random.default_rng(0)
     ids = np.linspace(0, model.n_vertices - 1, 10).astype(int)
     truth = np.asarray(model.instance(jnp.asarray(rng.standard_normal(model.n_modes))))
     points = truth[ids] + rng.standard_normal((10, 3))  # sigma 1 mm
     exact = bs.posterior_from_landmarks(model, ids, points, 1.0, n_samples=4000, seed=1)
     return model, ids, points, exact
+
+
+@pytest.fixture(scope="module", params=["femur10", "example"])
+def femur_setup(request):
+    """Ten noisy 3D landmarks and their closed-form posterior: on the real femur model where
+    ../shared/data is present, and always on the built-in example model, so these never all skip."""
+    if request.param == "femur10":
+        meshes = request.getfixturevalue("femur_meshes")
+        return _landmark_setup(bs.build_pca_model(meshes, align=None))
+    return _landmark_setup(request.getfixturevalue("example_model"))
 
 
 def test_closed_form_matches_dense_gaussian_conditioning(example_model):

@@ -1,5 +1,7 @@
 """Pictures and the HTML report; the report is loaded in headless Chromium when it is installed."""
 
+import html as html_module
+import json
 import re
 import shutil
 import subprocess
@@ -69,7 +71,12 @@ def test_report_is_self_contained(case, page):
     assert html.count("data:image/png;base64,") == 6
     # nothing is fetched at view time: no external scripts, styles or images
     assert not re.search(r"""(src|href)\s*=\s*['"]?(https?:)?//""", html)
-    assert "UNRELIABLE" in html or "RELIABLE" in html
+    # the verdict printed is the one summary.json holds, with the rule it applied
+    rel = json.loads((case / "summary.json").read_text())["reliability"]
+    from bayesshape.posterior.samples import verdict_sentence
+
+    assert html_module.escape(verdict_sentence(rel)) in html
+    assert ("UNRELIABLE" in html) == (not rel["reliable"])
     assert "Accuracy against the truth" in html and "Software" in html
 
 

@@ -40,7 +40,7 @@ in the order of the view geometry file.
 example:
   bayesshape infer --model example.npz --views xray/views.json \\
       --masks xray/AP_mask.png xray/LAT_mask.png --method laplace --pose rigid --out case1
-  bayesshape infer --model example.npz --views xray/views.json \
+  bayesshape infer --model example.npz --views xray/views.json \\
       --masks xray/AP_mask.png xray/LAT_mask.png --mask-likelihood silhouette --out case1s
   bayesshape infer --model example.npz --views xray/views.json \\
       --images xray/AP_drr.npy xray/LAT_drr.npy --mu 0.05 --out case2 --report

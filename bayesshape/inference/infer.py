@@ -210,12 +210,15 @@ def infer(
 
     Example:
         >>> import bayesshape as bs
-        >>> model = bs.build_pca_model(bs.datasets.example_shapes(12, seed=0, subdivisions=2))
-        >>> truth = bs.datasets.example_shapes(1, seed=7, subdivisions=2)[0]
-        >>> landmarks = bs.obs.Landmarks3D([0, 40, 80, 120], truth.vertices[[0, 40, 80, 120]], sigma=1.0)
+        >>> model = bs.build_pca_model(bs.datasets.example_shapes(12, seed=0))
+        >>> truth = bs.datasets.example_shapes(1, seed=7)[0]
+        >>> ids = [0, 400, 800, 1200, 1600, 2000]
+        >>> landmarks = bs.obs.Landmarks3D(ids, truth.vertices[ids], sigma=1.0)
         >>> post = bs.infer(model, landmarks, method=bs.Laplace(), num_samples=200, seed=0)
         >>> post.credible_radius(0.95).shape == (len(truth.vertices),)
         True
+        >>> post.diagnostics.info
+        LaplaceInfo(hessian='gauss-newton')
     """
     if not isinstance(model, ShapeModel):
         raise ValueError(f"model: expected a ShapeModel, got {type(model).__name__}")

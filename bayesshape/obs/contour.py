@@ -454,7 +454,8 @@ def composite_weights(contours, vertices, *, block_size: int = 16, seed: int = 0
     Args:
         contours: bound :class:`Contour` observations.
         vertices: the shape each one sees, ``(n_vert, 3)`` mm (one array, or one per contour).
-        block_size, seed: block size (points) and the k-means seed.
+        block_size: block size (points).
+        seed: the k-means seed.
     """
     from scipy.cluster.vq import kmeans2
 

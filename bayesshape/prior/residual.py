@@ -121,7 +121,7 @@ def loo_variance_ratio(meshes, *, align: str | None = "rigid", n_modes: int | No
 
     Example:
         >>> r = loo_variance_ratio(bs.datasets.example_shapes(20, seed=0))   # doctest: +SKIP
-        >>> r[:3], r[-3:]          # about 1 for the leading modes, 10 to 60 for the last
+        >>> r[:3], r[-3:]  # about 1 for the leading modes, 10 to 60 for the last  # doctest: +SKIP
     """
     shapes, _ = as_shapes(meshes, None)
     n = shapes.shape[0]

@@ -152,7 +152,9 @@ class SimilarityPose:
     ``exp(log_scale0 + s)``, ``s ~ N(0, scale_sd^2)``.
 
     Args:
-        rotation_sd, translation_sd, initial: as :class:`RigidPose`.
+        rotation_sd: as :class:`RigidPose`.
+        translation_sd: as :class:`RigidPose`.
+        initial: as :class:`RigidPose`.
         scale_sd: prior sd of the log scale (0.05: about 5%).
     """
 

@@ -87,8 +87,8 @@ class XRayView(eqx.Module):
 
     Example:
         >>> view = XRayView.cone_beam(1300.0, 1000.0, (256, 256), 0.5)
-        >>> view.project(jnp.zeros((1, 3)))          # the isocentre -> principal point
-        Array([[127.5, 127.5]], dtype=float32)
+        >>> view.project(jnp.zeros((1, 3))).tolist()          # the isocentre -> principal point
+        [[127.5, 127.5]]
     """
 
     source: Float[Array, 3]
@@ -281,7 +281,8 @@ def biplanar(
         field_of_view: extent in mm (at the isocentre) covered by the larger image side.
         detector_shape: ``(rows, cols)`` pixels.
         projection: ``"parallel"`` (EOS-like slot scanner) or ``"cone"``.
-        source_to_isocenter, source_to_detector: cone-beam distances, mm.
+        source_to_isocenter: cone-beam source to isocentre distance, mm.
+        source_to_detector: cone-beam source to detector distance, mm.
 
     Returns:
         ``(ap, lateral)``: AP looks along +y, lateral along +x; image up is +z.
