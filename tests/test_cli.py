@@ -20,6 +20,7 @@ def _run(argv):
         return main(argv)
 
 
+@pytest.mark.slow
 def test_demo_writes_outputs(tmp_path):
     # 64 px and 10 training shapes: the same compiled likelihood as the end-to-end test below
     assert _run(["demo", "--out", str(tmp_path), "--size", "64", "--train", "10", "--quiet"]) == 0
@@ -48,6 +49,7 @@ def test_demo_writes_outputs(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_simulate_infer_export_report(tmp_path):
     model, xray, case = tmp_path / "m.npz", tmp_path / "xray", tmp_path / "case"
     assert _run(["build-model", "--example", "10", "--out", str(model)]) == 0

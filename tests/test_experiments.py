@@ -52,6 +52,7 @@ def test_calibration_refuses_a_headline_of_no_cases(tmp_path, capsys):
     assert not (tmp_path / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_sampler_efficiency_functions_on_a_gaussian():
     """The script's samplers on a 6-d correlated Gaussian: both recover the covariance, and NUTS
     gives more effective draws per log-density gradient than random-walk MH per evaluation."""
@@ -249,6 +250,7 @@ def test_exact_contours_lie_on_the_truths_occluding_contour():
                 assert 0.25 < np.sqrt(np.mean(d**2)) < 0.55
 
 
+@pytest.mark.slow
 def test_noisy_masks_follow_the_probit_model():
     """The in-model masks of ``--mask-noise``: without noise they are the rasterised masks (the fine mask's
     distance transform puts every pixel centre on the right side); with noise sd 0.5 px, the pixels

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import bayesshape as bs
 from bayesshape._geometry import inside_grid, volume_dice, winding_numbers
@@ -17,6 +18,7 @@ def test_inside_grid_matches_winding_numbers_and_volume():
     assert abs(inside.sum() * 27.0 / s.volume - 1.0) < 0.02
 
 
+@pytest.mark.slow
 def test_volume_dice_of_shifted_spheres():
     r, d = 30.0, 20.0
     a = bs.datasets.icosphere(r, 4)

@@ -14,6 +14,7 @@ def reference():
     return bs.datasets.make_shape()
 
 
+@pytest.mark.slow
 def test_gp_samples_match_kernel(reference):
     k = kernels.GaussianKernel(scale=16.0, length=120.0)
     model = bs.gp_model(reference, k, retained=0.99)

@@ -38,6 +38,7 @@ def test_gaussian_target_from_the_exact_proposal_has_equal_weights(landmark_case
     assert np.median(err / sd_exact) < 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shift, scale", [(1.0, 1.0), (0.0, 0.6), (0.5, 1.8)])
 def test_adaptation_corrects_a_wrong_start(landmark_case, shift, scale):
     """Started off-centre (by ``shift`` posterior sd in every coordinate: sqrt(dim) sd in all)

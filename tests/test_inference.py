@@ -53,6 +53,7 @@ def test_closed_form_matches_dense_gaussian_conditioning(example_model):
     assert np.median(err / sd) < 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, tol", [("nuts", 0.10), ("svi", 0.20)])
 def test_sampling_methods_match_closed_form(femur_setup, method, tol):
     model, ids, points, exact = femur_setup
@@ -76,6 +77,7 @@ def test_sampling_methods_match_closed_form(femur_setup, method, tol):
         assert post.diagnostics.info.converged
 
 
+@pytest.mark.slow
 def test_svi_optimises_from_a_wrong_start(femur_setup):
     """infer's SVI starts at the Laplace approximation, which is exact for landmarks; started instead 1.5
     posterior sd off in every parameter with a covariance 3 times too wide, it must reach the closed form."""
@@ -112,6 +114,7 @@ def test_svi_refuses_a_covariance_without_a_cholesky_factor(example_model):
         run_svi(lap.problem, theta_map, bad, jax.random.key(0), bs.SVI(10, 0.01), 10, False)
 
 
+@pytest.mark.slow
 def test_contour_inference_recovers_shape_and_pose(example_model):
     from scipy.spatial.transform import Rotation
 
@@ -190,6 +193,7 @@ def test_gauss_newton_laplace_is_exact_for_linear_gaussian_landmarks(example_mod
     np.testing.assert_allclose(fd.gaussian[1], exact.gaussian[1], atol=1e-8)
 
 
+@pytest.mark.slow
 def test_gauss_newton_laplace_equals_the_hessian_on_a_noise_free_drr(example_shapes):
     """Where the model reproduces the image exactly the residuals vanish and the Hessian of the
     negative log density is exactly ``I + J^T J``: the Gauss-Newton Laplace precision (autodiff
@@ -233,6 +237,7 @@ def test_gauss_newton_laplace_equals_the_hessian_on_a_noise_free_drr(example_sha
     np.testing.assert_allclose(ends[0], ends[1], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_measure_matches_exact_marginal(femur_setup):
     model, ids, points, exact = femur_setup
     m = exact.measure(lambda v: v[123, 0], level=0.9)
@@ -379,6 +384,7 @@ def test_ess_is_positive_and_capped_like_stan():
     np.testing.assert_allclose(bulk, 200 * np.log10(200))
 
 
+@pytest.mark.slow
 def test_in_model_coverage_of_credible_balls(example_model):
     """Shapes drawn from the model, 3D landmarks with noise, the exact posterior: the truth falls
     inside the per-vertex credible balls at the nominal rate. 100 cases; the per-case coverage of this
@@ -403,6 +409,7 @@ def test_in_model_coverage_of_credible_balls(example_model):
     np.testing.assert_allclose(cov, levels, atol=0.05)
 
 
+@pytest.mark.slow
 def test_silhouette_inference_recovers_an_in_model_shape(example_model):
     """Masks observed pixel by pixel (``obs.Silhouette``) of a shape drawn from the model, moved by a
     rigid motion: the MAP is first fitted with the masks' chamfer contours (the warm start), the
@@ -431,3 +438,80 @@ def test_silhouette_inference_recovers_an_in_model_shape(example_model):
     start = np.linalg.norm(np.asarray(model.mean) - tv, axis=1)
     assert err.mean() < 1.0 and err.mean() < 0.15 * start.mean()
     assert not post.reliability(tolerance_mm=3.0).misfitting
+
+
+def test_a_user_written_observation_gets_the_contract(example_model):
+    """infer uses an observation only through the base class's contract, so a user-written one gets
+    the initial pose from its pose_anchor, its unit check before any work, and the overflow warning;
+    without them it gets the defaults (no anchor: the identity pose)."""
+    model = example_model
+    ids = np.arange(0, model.n_vertices, 200)
+    shift = np.array([20.0, -5.0, 8.0])
+    pts = np.asarray(model.mean)[ids] + shift
+
+    class Plain(obs.Observation):  # log-likelihood, residuals and n_data only
+        inner: obs.Landmarks3D
+
+        def log_likelihood(self, vertices, sigma=None):
+            return self.inner.log_likelihood(vertices, sigma)
+
+        def residuals(self, vertices):
+            return self.inner.residuals(vertices)
+
+        @property
+        def n_data(self):
+            return self.inner.n_data
+
+    class Anchored(Plain):
+        def pose_anchor(self, model_mean, centroid):
+            return obs.PoseAnchor(np.asarray(model_mean)[ids], world_points=np.asarray(self.inner.points))
+
+    class Overflowing(Anchored):
+        def overflow(self, vertices):
+            return True
+
+    class WrongUnits(Plain):
+        def check_units(self, model_mean):
+            raise ValueError("WrongUnits: these data are in metres")
+
+    from bayesshape.inference import build_problem
+
+    lm = obs.Landmarks3D(ids, pts, 1.0)
+    plain, _ = build_problem(model, [Plain(lm)], bs.RigidPose())
+    anchored, _ = build_problem(model, [Anchored(lm)], bs.RigidPose())
+    builtin, _ = build_problem(model, [lm], bs.RigidPose())
+    np.testing.assert_allclose(np.asarray(plain.init_translation), 0.0)
+    np.testing.assert_allclose(np.asarray(anchored.init_translation), shift, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(anchored.init_translation), np.asarray(builtin.init_translation))
+    with pytest.raises(ValueError, match="in metres"):
+        bs.infer(model, WrongUnits(lm), method="laplace")
+    with pytest.warns(UserWarning, match="capacity"):
+        post = bs.infer(model, Overflowing(lm), method="laplace", pose="rigid", num_samples=10)
+    assert any("capacity" in w for w in post.diagnostics.warnings)
+    assert not Plain(lm).correlated_residuals and not Plain.has_gauss_newton()
+    with pytest.raises(NotImplementedError, match="Plain takes no composite-likelihood weight"):
+        Plain(lm).with_weight(0.5)
+
+
+def test_silhouette_overflow_is_detected(example_model):
+    """A Silhouette whose edge buffer is smaller than a shape's contour edges says so (it had no
+    overflow check, so infer never warned for it); bound as infer binds it, the mean does not overflow."""
+    from bayesshape.inference import reference_shapes
+
+    model = example_model
+    view = bs.biplanar(field_of_view=480, detector_shape=(96, 96))[0]
+    sim = bs.simulate_xray(model.mesh(model.mean), [view], seed=0)
+    sil = obs.Silhouette(view, sim.masks[0], 0.5).bind(model.faces, reference_shapes(model))
+    v = jnp.asarray(model.mean)
+    assert not sil.overflow(v)
+    small = obs.Silhouette(
+        view,
+        None,
+        float(sil.sigma),
+        band=sil.band,
+        topology=sil.topology,
+        capacity=8,
+        footprint=sil.footprint,
+        _arrays=(sil.mask, sil.outline, sil.pixels, sil.labels, sil.tiles),
+    )
+    assert small.overflow(v)

@@ -52,10 +52,10 @@ def _observations(model, truth, sim):
         "surface",
         "contour",
         "contour_points",
-        "silhouette",
-        "drr",
-        "drr_scaled",
-        "drr_area",
+        pytest.param("silhouette", marks=pytest.mark.slow),
+        pytest.param("drr", marks=pytest.mark.slow),
+        pytest.param("drr_scaled", marks=pytest.mark.slow),
+        pytest.param("drr_area", marks=pytest.mark.slow),
     ],
 )
 def test_gradients_match_finite_differences(setup, kind):
@@ -134,6 +134,7 @@ def test_landmark_likelihood_closed_form():
     assert float(t.log_likelihood(v)) == pytest.approx(student.logpdf(r, 3.0, scale=2.0).sum(), rel=1e-10)
 
 
+@pytest.mark.slow
 def test_drr_likelihood_is_exact_at_the_truth(setup):
     model, truth, sim = setup
     o = obs.DRR(sim.views[0], sim.clean_drr[0], 0.01, mu=sim.mu).bind(truth.faces, truth.vertices[None])
@@ -275,6 +276,7 @@ def test_composite_weights_see_correlated_contour_errors(example_model):
         bs.obs.Contour(views[0], clean.contours[0], 0.5, weight=0.0)
 
 
+@pytest.mark.slow
 def test_contour_likelihood_has_no_jumps_along_a_line(setup):
     """Along lines through shape space the log-likelihood changes only as its gradient says.
 
@@ -312,6 +314,7 @@ def test_contour_likelihood_has_no_jumps_along_a_line(setup):
         assert err < max(2 * kink, 1e-3), (err, kink)
 
 
+@pytest.mark.slow
 def test_tiled_nearest_edge_search_is_exact():
     """The tiled nearest-edge search (:func:`edge_tiles`) returns the brute-force distances, values and
     gradients, on a dense random polyline (600 short segments, 2000 query points) with some padding and
@@ -369,6 +372,7 @@ def sphere_silhouette():
     return sphere, view, v, center, mask, o
 
 
+@pytest.mark.slow
 def test_silhouette_signed_distance_of_a_sphere(sphere_silhouette):
     """A sphere projects to a disc: the signed distance of a pixel centre to its outline is
     ``R - |p - c|`` (px), up to the polygon's error (icosphere level 4: the outline lies within
@@ -392,6 +396,7 @@ def test_silhouette_signed_distance_of_a_sphere(sphere_silhouette):
         assert ll == pytest.approx(float(np.sum(log_ndtr(np.asarray(o.labels) * exact / sigma))), rel=2e-2)
 
 
+@pytest.mark.slow
 def test_silhouette_fisher_information_equals_the_score_variance(sphere_silhouette):
     """Information equality for the sphere's position along the detector's rows: labels drawn from the
     probit model at the truth, the variance of the score ``d log L / d t`` over 4000 draws against

@@ -52,6 +52,7 @@ def test_drr_inward_mesh_and_translation_invariance(sphere):
     np.testing.assert_allclose(np.asarray(a), np.asarray(c), atol=1e-9)
 
 
+@pytest.mark.slow
 def test_femur_drr_integral_equals_volume(femur_meshes):
     for m in femur_meshes:
         c = m.bounds.mean(0)
@@ -214,6 +215,7 @@ def tilted_sphere():
     return jnp.asarray(s.vertices @ rot.T + np.array([0.123, 0.0, -0.272])), jnp.asarray(s.faces), s.volume
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("projection", ["parallel", "cone"])
 def test_area_drr_is_the_pixel_average_of_the_path_length(tilted_sphere, projection):
     v, f, volume = tilted_sphere
@@ -255,6 +257,7 @@ def test_area_drr_gradient_matches_finite_differences(tilted_sphere):
         assert float(jnp.sum(g * d)) == pytest.approx(float(fd), rel=1e-6, abs=1e-8)
 
 
+@pytest.mark.slow
 def test_area_drr_is_smooth_where_the_centre_drr_creases(tilted_sphere):
     """Along a line of translations the area DRR's squared misfit has a bounded second
     derivative; the centre DRR's has spikes that grow as 1/h (creases where pixel centres
@@ -280,6 +283,7 @@ def test_area_drr_is_smooth_where_the_centre_drr_creases(tilted_sphere):
     assert second["centre"].max() > 1000 * second["area"].max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pixel", ["centre", "area"])
 def test_face_groups_render_the_same_image(pixel):
     m = bs.datasets.example_shapes(1, seed=3)[0]

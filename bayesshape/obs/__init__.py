@@ -17,7 +17,7 @@ type               data                                        noise sd (units)
 =================  ==========================================  ==================
 """
 
-from .base import Observation
+from .base import Observation, PoseAnchor
 from .contour import Contour, composite_weights, mask_contour_points
 from .drr import DRR
 from .landmarks import Landmarks2D, Landmarks3D, SurfacePoints
@@ -25,6 +25,7 @@ from .silhouette import Silhouette, boundary_band
 
 __all__ = [
     "Observation",
+    "PoseAnchor",
     "Landmarks3D",
     "Landmarks2D",
     "SurfacePoints",

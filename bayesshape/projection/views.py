@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._checks import is_concrete
+
 __all__ = ["XRayView", "biplanar", "carm_view", "stack_views"]
 
 
@@ -58,13 +60,28 @@ def _spacing(pixel_spacing):
     return s
 
 
+#: the most pixels a detector may have (a 16384 x 16384 image; one float32 image is 1 GiB)
+MAX_PIXELS = 2**28
+
+
 def _shape(detector_shape):
     try:
-        h, w = (int(x) for x in detector_shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"detector_shape: expected (rows, cols), got {detector_shape!r}") from None
+        h, w = detector_shape
+        ok = all(float(x) == int(x) for x in (h, w))
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(
+            f"detector_shape: expected (rows, cols) whole numbers of pixels, got {detector_shape!r}"
+        ) from None
+    if not ok:
+        raise ValueError(f"detector_shape: expected whole numbers of pixels, got {tuple(detector_shape)!r}")
+    h, w = int(h), int(w)
     if h < 2 or w < 2:
         raise ValueError(f"detector_shape: expected at least 2 x 2 pixels, got {(h, w)}")
+    if h * w > MAX_PIXELS:
+        raise ValueError(
+            f"detector_shape: {h} x {w} = {h * w:.3g} pixels is more than bayesshape allocates for one image "
+            f"({MAX_PIXELS:.3g}, e.g. 16384 x 16384); use a coarser detector"
+        )
     return (h, w)
 
 
@@ -142,8 +159,10 @@ class XRayView(eqx.Module):
         pp = (
             np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2])
             if principal_point is None
-            else np.asarray(principal_point, dtype=np.float64)
+            else np.asarray(principal_point, dtype=np.float64).reshape(-1)
         )
+        if pp.shape != (2,) or not np.all(np.isfinite(pp)):
+            raise ValueError(f"principal_point: expected finite (row, col) pixels, got {principal_point!r}")
         source = iso - sid * d
         centre = source + sdd * d
         origin = centre - pp[1] * sp[1] * u - pp[0] * sp[0] * v
@@ -166,19 +185,25 @@ class XRayView(eqx.Module):
 
     @classmethod
     def _make(cls, source, origin, u, v, d, sp, shape, par):
-        obj = object.__new__(cls)
-        for name, val in (
-            ("source", source),
-            ("origin", origin),
-            ("u", u),
-            ("v", v),
-            ("direction", d),
-            ("spacing", sp),
-        ):
-            object.__setattr__(obj, name, jnp.asarray(val))
-        object.__setattr__(obj, "detector_shape", shape)
-        object.__setattr__(obj, "is_parallel", par)
-        return obj
+        a = jnp.asarray
+        return cls(a(source), a(origin), a(u), a(v), a(d), a(sp), shape, par)
+
+    def __check_init__(self):
+        """The view's invariants, checked whenever a view is built (not when JAX rebuilds one
+        from its leaves inside ``jit`` or ``vmap``); values only where they are concrete."""
+        if not (isinstance(self.detector_shape, tuple) and len(self.detector_shape) == 2):
+            raise ValueError(f"detector_shape: expected a (rows, cols) tuple, got {self.detector_shape!r}")
+        _shape(self.detector_shape)
+        if not all(isinstance(x, int) for x in self.detector_shape):
+            raise ValueError(f"detector_shape: expected whole numbers of pixels, got {self.detector_shape!r}")
+        if not isinstance(self.is_parallel, bool):
+            raise ValueError(f"is_parallel: expected True or False, got {self.is_parallel!r}")
+        for name, n in (("source", 3), ("origin", 3), ("u", 3), ("v", 3), ("direction", 3), ("spacing", 2)):
+            shape = np.shape(getattr(self, name))
+            if shape[-1:] != (n,):
+                raise ValueError(f"view.{name}: expected shape ({n},), got {shape}")
+        if all(is_concrete(getattr(self, n)) for n in ("source", "origin", "u", "v", "direction", "spacing")):
+            self.check()
 
     # ------------------------------------------------------------- geometry
     @property
@@ -242,13 +267,24 @@ class XRayView(eqx.Module):
         return (jnp.linalg.norm(d, axis=-1) / (d @ self.direction)).reshape(h, w)
 
     def check(self) -> XRayView:
-        """Raise ``ValueError`` if the view's arrays are not finite or its axes degenerate."""
+        """Raise ``ValueError`` if the view's arrays are not finite, its axes not an orthonormal
+        frame with ``u x v = direction``, its pixels not positive, or (cone-beam) its detector not
+        in front of the source. Returns the view."""
         for name in ("source", "origin", "u", "v", "direction", "spacing"):
-            a = np.asarray(getattr(self, name))
+            a = np.asarray(getattr(self, name), dtype=np.float64)
             if not np.all(np.isfinite(a)):
                 raise ValueError(f"view.{name}: not finite ({a}); the camera is degenerate")
+        if np.ndim(self.spacing) != 1:
+            return self  # a stack of views (stack_views): checked one by one when built
         if float(np.asarray(self.spacing).min()) <= 0:
-            raise ValueError("view.spacing: pixel spacing must be positive (mm)")
+            raise ValueError(f"view.spacing: pixel spacing must be positive (mm), got {np.asarray(self.spacing)}")
+        u, v, d = (np.asarray(getattr(self, n), dtype=np.float64) for n in ("u", "v", "direction"))
+        gram = np.stack([u, v, d]) @ np.stack([u, v, d]).T
+        if not np.allclose(gram, np.eye(3), atol=1e-5) or not np.allclose(np.cross(u, v), d, atol=1e-5):
+            raise ValueError(
+                "view: u, v and direction must be an orthonormal frame with u x v = direction; got "
+                f"u={u}, v={v}, direction={d} (build views with XRayView.cone_beam or XRayView.parallel)"
+            )
         if not self.is_parallel and float(self.source_to_detector) <= 0:
             raise ValueError("view: the detector must lie in front of the source (source_to_detector > 0 mm)")
         return self
