@@ -7,6 +7,8 @@ received and what was expected.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 __all__ = [
@@ -88,3 +90,27 @@ def as_count(x, name: str, minimum: int) -> int:
     if not ok:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {x!r}")
     return int(x)
+
+
+_STEM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
+
+
+def as_file_stem(name, what: str) -> str:
+    """``name`` if it can be used as part of a file name inside an output folder: letters, digits
+    and ``_ . + -`` (not first), at most 100 characters, no path separators and no ``..``;
+    ``ValueError`` naming ``what`` otherwise (a name from a user's file must never reach outside
+    the folder it is written to)."""
+    s = str(name)
+    if not _STEM.fullmatch(s) or ".." in s:
+        raise ValueError(
+            f"{what}: {s!r} cannot be used in a file name; use letters, digits and _ . + - only "
+            "(no path separators, no '..', at most 100 characters)"
+        )
+    return s
+
+
+def as_seed(seed, what: str = "seed") -> int:
+    """A seed as a non-negative integer below 2**63, or ``ValueError`` naming ``what``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+        raise ValueError(f"{what}: expected a non-negative integer below 2**63, got {seed!r}")
+    return int(seed)

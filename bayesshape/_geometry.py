@@ -161,3 +161,28 @@ def volume_dice(vertices_a, faces_a, vertices_b, faces_b, *, pitch: float = 2.0)
     inb = inside_grid(vb, faces_b, axes)
     total = ina.sum() + inb.sum()
     return float(2.0 * (ina & inb).sum() / total) if total else 1.0
+
+
+def closed_surface_problems(faces, n_vertices: int) -> list[str]:
+    """What keeps a triangle mesh from being a closed, consistently oriented surface (the DRR's
+    path length needs one), by trimesh's edge checks: edges of one triangle only (holes), edges of
+    more than two (non-manifold, duplicated triangles), inconsistent winding. Empty when the
+    surface is closed and oriented."""
+    import trimesh
+    from trimesh.grouping import group_rows
+
+    f = np.asarray(faces, dtype=np.int64)
+    mesh = trimesh.Trimesh(np.zeros((n_vertices, 3)), f, process=False, validate=False)
+    if mesh.is_watertight and mesh.is_winding_consistent:
+        return []
+    problems = []
+    counts = np.array([len(g) for g in group_rows(mesh.edges_sorted)])  # triangles per undirected edge
+    n_single = int((counts == 1).sum())
+    n_multi = int((counts > 2).sum())
+    if n_single:
+        problems.append(f"{n_single} edges belong to one triangle only (the surface has holes)")
+    if n_multi:
+        problems.append(f"{n_multi} edges are shared by more than two triangles (non-manifold or duplicated triangles)")
+    if not n_single and not n_multi and not mesh.is_winding_consistent:
+        problems.append("the triangles are not consistently oriented (some are flipped)")
+    return problems or ["the surface is not closed"]

@@ -7,7 +7,8 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import as_faces, as_points
+from ._checks import as_faces, as_points, as_seed
+from ._geometry import closed_surface_problems
 from .obs import DRR, Contour, Landmarks2D, Silhouette, mask_contour_points
 from .projection.render import PIXEL_MODES, drr_footprint, render_drr_jit
 from .projection.views import XRayView
@@ -130,12 +131,27 @@ def simulate_xray(
             raise ValueError(f"{name}: expected a value >= 0, got {val}")
     if pixel not in PIXEL_MODES:
         raise ValueError(f"pixel: expected one of {PIXEL_MODES}, got {pixel!r}")
-    rng = np.random.default_rng(seed)
+    problems = closed_surface_problems(faces, verts.shape[0])
+    if problems:
+        raise ValueError(
+            "mesh: a DRR needs a closed, consistently oriented surface, and this one is not: "
+            + "; ".join(problems)
+            + " (repair it, e.g. trimesh's fill_holes and fix_normals, or a watertight remesh)"
+        )
+    rng = np.random.default_rng(as_seed(seed))
+    for i, view in enumerate(views):
+        view.check()
+        view.check_in_front(verts, f"mesh in view {i}")
     vj, fj = jnp.asarray(verts), jnp.asarray(faces)
     clean, noisy, masks, contours, lms = [], [], [], [], []
     for view in views:
-        view.check()
         k = drr_footprint(vj, fj, view)
+        h, w = view.detector_shape
+        if k > 2 * max(h, w):
+            raise ValueError(
+                f"simulate_xray: a triangle projects {k} pixels wide on a {h} x {w} detector; the source is "
+                "too close to the mesh (check the source-to-isocentre distance and the units, mm)"
+            )
         length = np.asarray(render_drr_jit(vj, fj, view, footprint=k))
         if not (length > 0).any():
             raise ValueError("simulate_xray: the mesh is not visible in one of the views (empty DRR)")

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import as_file_stem, as_seed
 from ..posterior.samples import verdict_sentence
 from . import _files
 
@@ -111,6 +112,7 @@ def _views(args):
 def simulate(args) -> int:
     import bayesshape as bs
 
+    _files.check_output_folder(args.out)
     if (args.model is None) == (args.mesh is None):
         raise ValueError("give exactly one of --model or --mesh")
     if args.mesh:
@@ -124,6 +126,8 @@ def simulate(args) -> int:
         v = model.sample(jax.random.key(args.sample_seed), 1)[0] if args.sample_seed is not None else model.mean
         mesh = model.mesh(np.asarray(v))
     views, names = _views(args)
+    for name in names:  # view names become file names in --out
+        as_file_stem(name, f"view name in {args.views}" if getattr(args, "views", None) else "view name")
     sim = bs.simulate_xray(
         mesh, views, seed=args.seed, noise=args.noise, contour_jitter=args.jitter, mu=args.mu, pixel=args.drr_pixel
     )
@@ -215,6 +219,8 @@ def infer(args) -> int:
     from ..report import make_report, write_case
 
     t0 = time.perf_counter()
+    _files.check_output_folder(args.out)
+    as_seed(args.seed)
     model = _files.read_model(args.model)
     views, names = bs.read_views(args.views)
     obs, images, kinds, points = _observations(args, views)
@@ -323,6 +329,7 @@ def export(args) -> int:
 
     from ..report import export_case
 
+    _files.check_output_folder(args.out)
     post = bs.load_posterior(args.posterior)
     truth = bs.io.read_mesh(args.truth) if args.truth else None
     summary = export_case(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 DEMO_HELP = """\
 Build a model from the built-in example shapes, simulate a biplanar X-ray of an
@@ -24,13 +23,15 @@ def demo(args) -> int:
     from scipy.spatial.transform import Rotation
 
     import bayesshape as bs
+    from bayesshape._checks import as_seed
     from bayesshape._geometry import surface_distances
     from bayesshape.report import make_report, write_case
 
     from ._commands import diagnostics_line, method_from_args
+    from ._files import check_output_folder
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(args.out)
+    as_seed(args.seed)
     t0 = time.perf_counter()
     print(f"[1/4] building a PCA model from {args.train} example shapes (mode variances calibrated by leave-one-out)")
     model = bs.build_pca_model(bs.datasets.example_shapes(args.train, seed=0), align="rigid", variance="loo")

@@ -105,3 +105,21 @@ def noise_sd_estimate(image) -> float:
     """Robust pixel-noise sd of an image: MAD of horizontal neighbour differences / sqrt(2)."""
     d = np.diff(np.asarray(image, dtype=np.float64), axis=1).ravel()
     return float(np.median(np.abs(d - np.median(d))) / 0.6745 / np.sqrt(2.0))
+
+
+def check_output_folder(path, flag: str = "--out") -> Path:
+    """Refuse an output folder that cannot be written, before any work: a path that is a file, or
+    one whose nearest existing folder is not writable."""
+    import os
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path}: exists and is not a folder")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{flag} {path}: {probe} is a file, so the folder cannot be made")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: {probe} is not writable")
+    return path

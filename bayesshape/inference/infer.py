@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import as_count, as_seed
 from ..obs.base import Observation
 from ..obs.contour import composite_weights as estimate_composite_weights
 from ..obs.drr import DRR
@@ -164,12 +165,6 @@ def _covariance(problem, theta_map, gn_cov, hessian: str = "gauss-newton"):
     return laplace_covariance(problem, theta_map, hessian)
 
 
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
-        raise ValueError(f"seed: expected a non-negative integer below 2**63, got {seed!r}")
-    return int(seed)
-
-
 def infer(
     model: ShapeModel,
     observations,
@@ -228,10 +223,8 @@ def infer(
     if not isinstance(likelihood, LikelihoodOptions):
         raise ValueError(f"likelihood: expected bs.LikelihoodOptions(...), got {type(likelihood).__name__}")
     pose_prior = as_pose_prior(pose)
-    from .._checks import as_count
-
     num_samples = as_count(num_samples, "num_samples", 1)
-    seed = _check_seed(seed)
+    seed = as_seed(seed)
     if progress is None:
         progress = sys.stderr.isatty()
     if config.name == "nuts" and any(isinstance(o, DRR) and o.pixel == "centre" for o in observations):
@@ -254,6 +247,7 @@ def infer(
             stacklevel=2,
         )
     problem, theta_map, gn_cov, map_info = _fit_map(problem, observations, bind, likelihood, seed)
+    pairing = _view_pairing_warnings(model, observations, problem, theta_map, map_info, pose_prior, likelihood)
 
     key = jax.random.key(seed)
     gaussian = None
@@ -296,13 +290,52 @@ def infer(
         info=info,
         map=map_info,
         wall_time_s=time.perf_counter() - t_start,
-        warnings=sampler_warnings(info),
+        warnings=pairing + sampler_warnings(info),
     )
     post = Posterior(problem, theta, config.name, diag, theta_map=theta_map, gaussian=gaussian)
     extra = _misfit_warnings(post) + _overflow_warnings(post)
     if extra:
         post = post.with_diagnostics(dataclasses.replace(diag, warnings=diag.warnings + extra))
     return post
+
+
+def _mean_square_residual(problem: Problem, theta, indices) -> float:
+    vs = _fitted_vertices(problem, theta)
+    return float(np.mean([float(jnp.mean(_residuals(problem.observations[i], vs[i]) ** 2)) for i in indices]))
+
+
+_residuals = eqx.filter_jit(lambda o, v: o.residuals(v))
+
+
+def _view_pairing_warnings(model, observations, problem, theta_map, map_info, pose_prior, likelihood):
+    """Two outlines (observations with correlated residuals, each of one view) that fit the model so
+    badly that their composite weights fall below 0.5 may have been given with each other's views.
+    Then the MAP is fitted once more with the two views swapped; when that fits much better (its mean
+    squared residual below half), warn. Nothing is run when the outlines fit (weights of 0.5 or more)."""
+    weights = map_info.composite_weights
+    outlines = [i for i, o in enumerate(problem.observations) if o.correlated_residuals]
+    if weights is None or min(weights) >= 0.5 or len(outlines) != 2:
+        return ()
+    i, j = outlines
+    vi, vj = observations[i].image_view, observations[j].image_view
+    if vi is None or vj is None or vi is vj or vi.detector_shape != vj.detector_shape:
+        return ()
+    swapped = list(observations)
+    swapped[i], swapped[j] = observations[i].with_view(vj), observations[j].with_view(vi)
+    plain = dataclasses.replace(likelihood, composite_weights=False)
+    problem2, _ = build_problem(model, swapped, pose_prior, plain)
+    theta2, _ = find_map(problem2)
+    given = _mean_square_residual(problem, theta_map, outlines)
+    other = _mean_square_residual(problem2, theta2, outlines)
+    if not other < 0.5 * given:
+        return ()
+    msg = (
+        f"observations {i} and {j} fit badly with their views (mean squared standardised residual {given:.2f}, "
+        f"composite weights {min(weights):.2f}) and fit much better with the views swapped ({other:.2f}): "
+        "check that each mask or contour is given with its own view"
+    )
+    warnings.warn(msg, UserWarning, stacklevel=3)
+    return (msg,)
 
 
 def _overflow_warnings(post: Posterior) -> tuple[str, ...]:

@@ -8,13 +8,11 @@ run code. Keys: ``format`` (``"bayesshape.ShapeModel"``), ``format_version`` (1)
 
 from __future__ import annotations
 
-import zipfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, read_npz
 from ..prior.model import ShapeModel
 from ._format import check_format
 
@@ -55,16 +53,7 @@ def load_model(path) -> ShapeModel:
     Raises:
         ValueError: missing, corrupt or foreign file, or arrays of inconsistent shapes.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: no such file")
-    try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise ValueError(f"{path}: not a bayesshape model file (corrupt or truncated?): {e}") from None
-    except ValueError as e:  # object arrays refuse to load without pickle
-        raise ValueError(f"{path}: refused to load: {e}") from None
+    data = read_npz(path, "model")
     check_format(
         path,
         "model",
@@ -76,6 +65,17 @@ def load_model(path) -> ShapeModel:
     missing = {"mean", "basis", "variance", "noise_variance", "total_variance"} - set(data)
     if missing:
         raise ValueError(f"{path}: missing arrays {sorted(missing)}")
+    basis = np.asarray(data["basis"], dtype=np.float64)
+    if basis.ndim == 2 and basis.shape[1] > 0:
+        gram = basis.T @ basis
+        off = float(np.abs(gram - np.eye(gram.shape[0])).max())
+        if off > 1e-4:
+            norms = np.sqrt(np.diag(gram))
+            raise ValueError(
+                f"{path}: the model's basis columns are not orthonormal (column norms {norms.min():.3g} to "
+                f"{norms.max():.3g}, largest deviation of B^T B from the identity {off:.3g}); the variances would "
+                "not mean what they say. Re-save the model with bayesshape.io.save_model from a ShapeModel"
+            )
     try:
         return ShapeModel(
             data["mean"],

@@ -68,7 +68,13 @@ def load_posterior(path) -> ShapeSamples:
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: corrupt metadata (expected a JSON object)")
     check_format(path, "posterior", meta.get("format"), meta.get("version"), POSTERIOR_FORMAT, (POSTERIOR_VERSION,))
-    x = data["vertices"].astype(np.float64)
+    x = data["vertices"]
+    if x.ndim != 3 or x.shape[-1] != 3 or x.shape[0] < 2 or x.dtype.kind not in "fiu":
+        raise ValueError(
+            f"{path}: the vertex samples have shape {x.shape} and dtype {x.dtype}; a posterior file holds "
+            "(n_samples >= 2, n_vertices, 3) numbers"
+        )
+    x = x.astype(np.float64)
     faces = data.get("faces")
     if faces is not None and (faces.ndim != 2 or faces.shape[1] != 3 or faces.min() < 0 or faces.max() >= x.shape[1]):
         raise ValueError(f"{path}: faces do not match the {x.shape[1]} vertices")

@@ -20,6 +20,7 @@ Presets: ``"cone_beam"`` (arguments of :meth:`XRayView.cone_beam`), ``"parallel"
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_path
-from ..projection.views import XRayView, biplanar, carm_view
+from .._checks import as_file_stem
+from ..projection.views import XRayView, _shape, biplanar, carm_view
 from ._format import check_format
 
 __all__ = ["read_views", "write_views", "view_to_dict", "view_from_dict"]
@@ -61,12 +63,37 @@ def _vec(d: dict, key: str, n: int, where: str) -> np.ndarray:
     return a
 
 
+_EXPLICIT_KEYS = {"projection", "detector_shape", "source", "origin", "u", "v", "direction", "spacing"}
+_PRESET_KEYS = {
+    "cone_beam": {
+        "source_to_detector",
+        "source_to_isocenter",
+        "detector_shape",
+        "pixel_spacing",
+        "isocenter",
+        "direction",
+        "up",
+        "principal_point",
+    },
+    "parallel": {"direction", "up", "detector_shape", "pixel_spacing", "center"},
+    "carm": set(inspect.signature(carm_view).parameters),
+}
+
+
 def view_from_dict(d: dict, where: str = "view") -> XRayView:
     """A view from explicit geometry or a preset (see the module docstring)."""
     if not isinstance(d, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
     kw = {k: v for k, v in d.items() if k not in ("name", "preset")}
     preset = d.get("preset")
+    allowed = _PRESET_KEYS.get(preset, _EXPLICIT_KEYS) if preset is not None else _EXPLICIT_KEYS
+    unknown = sorted(set(kw) - allowed) if preset in _PRESET_KEYS or preset is None else []
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}"
+            + (f" for preset {preset!r}" if preset else "")
+            + f"; expected some of {', '.join(sorted(allowed))}"
+        )
     try:
         if preset == "cone_beam":
             return XRayView.cone_beam(**kw)
@@ -82,11 +109,9 @@ def view_from_dict(d: dict, where: str = "view") -> XRayView:
     if proj not in ("cone", "parallel"):
         raise ValueError(f"{where}.projection: expected 'cone' or 'parallel', got {proj!r}")
     try:
-        h, w = (int(x) for x in d.get("detector_shape", ()))
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}.detector_shape: expected [rows, cols], got {d.get('detector_shape')!r}") from None
-    if h < 2 or w < 2:
-        raise ValueError(f"{where}.detector_shape: expected at least 2 x 2 pixels, got {[h, w]}")
+        h, w = _shape(d.get("detector_shape", ()))
+    except ValueError as e:
+        raise ValueError(f"{where}.{e}") from None
     source, origin = _vec(d, "source", 3, where), _vec(d, "origin", 3, where)
     u, v, spacing = _vec(d, "u", 3, where), _vec(d, "v", 3, where), _vec(d, "spacing", 2, where)
     if abs(np.linalg.norm(u) - 1) > 1e-6 or abs(np.linalg.norm(v) - 1) > 1e-6 or abs(u @ v) > 1e-6:
@@ -156,7 +181,7 @@ def read_views(path) -> tuple[list[XRayView], list[str]]:
     if not isinstance(items, list) or not items:
         raise ValueError(f"{path}: expected a non-empty list under 'views'")
     views = [view_from_dict(d, f"{path.name}: views[{i}]") for i, d in enumerate(items)]
-    names = [str(d.get("name", f"view{i}")) for i, d in enumerate(items)]
+    names = [as_file_stem(d.get("name", f"view{i}"), f"{path}: views[{i}].name") for i, d in enumerate(items)]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: view names must be unique, got {names}")
     return views, names

@@ -16,6 +16,7 @@ def check_visible(view, reference_vertices, what: str) -> None:
     import jax.numpy as jnp
 
     refs = np.asarray(reference_vertices, dtype=np.float64).reshape(-1, 3)
+    view.check_in_front(refs, f"{what}: the model's shapes")
     px = np.asarray(view.project(jnp.asarray(refs)))
     h, w = view.detector_shape
     ok = np.isfinite(px).all(1) & (px[:, 0] >= 0) & (px[:, 0] <= h - 1) & (px[:, 1] >= 0) & (px[:, 1] <= w - 1)
@@ -70,6 +71,9 @@ class Observation(eqx.Module):
       neighbouring residuals are correlated get a composite-likelihood weight at the MAP
       (:class:`~bayesshape.LikelihoodOptions`); they implement ``with_weight`` and
       ``residual_vectors``.
+    * ``image_view`` and ``with_view(view)``: the view an image observation belongs to, and a copy
+      attributed to another view; ``infer`` uses them to test whether outlines that fit badly fit
+      when their views are swapped. Default: no view.
     * ``check_units(model_mean)``: raise ``ValueError`` when the data and the model cannot
       share units (mm). Default: no check.
     * ``pose_anchor(model_mean, centroid) -> PoseAnchor | None``: where the data put the model,
@@ -121,6 +125,15 @@ class Observation(eqx.Module):
     def with_weight(self, weight: float) -> Observation:
         """A copy whose log-likelihood is multiplied by ``weight`` in (0, 1]."""
         raise NotImplementedError(f"{type(self).__name__} takes no composite-likelihood weight")
+
+    @property
+    def image_view(self):
+        """The :class:`~bayesshape.XRayView` whose image these data come from, or None."""
+        return None
+
+    def with_view(self, view) -> Observation:
+        """The same data attributed to another view of the same detector shape (to test a pairing)."""
+        raise NotImplementedError(f"{type(self).__name__} is not tied to a view")
 
     def check_units(self, model_mean: np.ndarray) -> None:
         """Raise ``ValueError`` when these data and the ``(n_vert, 3)`` model mean (mm) disagree

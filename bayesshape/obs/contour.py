@@ -287,6 +287,11 @@ class Contour(Observation):
         view.check()
         h, w = view.detector_shape
         arr = np.asarray(mask_or_points)
+        if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+            raise ValueError(
+                f"mask_or_points: {int(np.sum(~np.isfinite(arr)))} values are NaN or infinite; expected a boolean "
+                f"(or 0/1) mask of the view's detector shape {(h, w)} or finite contour points (M, 2)"
+            )
         if arr.ndim == 2 and arr.shape == (h, w) and (arr.dtype == bool or np.isin(arr, (0, 1)).all()):
             mask = arr.astype(bool)
             if not mask.any():
@@ -301,7 +306,19 @@ class Contour(Observation):
             else:
                 dist = _distance_image(pts, (h, w))
         elif arr.ndim == 2 and arr.shape[1] == 2 and arr.shape != (h, w):
+            if (arr.dtype == bool or arr.dtype.kind in "iu") and np.isin(arr, (0, 1)).all():
+                raise ValueError(
+                    f"mask_or_points: a {arr.shape} array of 0s and 1s looks like a mask, but the view's detector is "
+                    f"{h} x {w}; pass a mask of the detector's shape, or contour points as (row, col) pixel coordinates"
+                )
             pts = as_points(arr, "points", dim=2)
+            off = (pts[:, 0] < -1) | (pts[:, 0] > h) | (pts[:, 1] < -1) | (pts[:, 1] > w)
+            if off.any():
+                raise ValueError(
+                    f"points: {int(off.sum())} of {len(pts)} contour points lie off the view's {h} x {w} detector "
+                    f"(rows {pts[:, 0].min():.1f} to {pts[:, 0].max():.1f}, cols {pts[:, 1].min():.1f} to "
+                    f"{pts[:, 1].max():.1f}); contour points are (row, col) pixel coordinates of this view"
+                )
             dist = _distance_image(pts, (h, w))
         else:
             raise ValueError(
@@ -345,6 +362,15 @@ class Contour(Observation):
         """A copy whose log-likelihood is multiplied by ``weight`` (a composite-likelihood weight)."""
         _, _, w = checked_view_sigma_weight(self.view, float(self.sigma), weight)
         return eqx.tree_at(lambda o: o.weight, self, w)
+
+    @property
+    def image_view(self) -> XRayView:
+        return self.view
+
+    def with_view(self, view: XRayView):
+        if not isinstance(view, XRayView) or view.detector_shape != self.view.detector_shape:
+            raise ValueError(f"view: expected an XRayView of detector shape {self.view.detector_shape}")
+        return eqx.tree_at(lambda o: o.view, self, view)
 
     def check_units(self, model_mean) -> None:
         obs_span, mod_span = span(self.points), span(self.view.project(jnp.asarray(model_mean)))

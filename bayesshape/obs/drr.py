@@ -76,7 +76,14 @@ class DRR(Observation):
         if img.shape != tuple(view.detector_shape):
             raise ValueError(f"image: shape {img.shape} does not match the view's detector shape {view.detector_shape}")
         if not np.all(np.isfinite(img)):
-            raise ValueError("image: contains NaN or inf pixels")
+            raise ValueError(f"image: {int(np.sum(~np.isfinite(img)))} pixels are NaN or infinite")
+        if not fit_scale_offset and not (img > 0).any():
+            raise ValueError(
+                "image: every pixel is zero or negative, so no object is seen; a DRR observation needs line "
+                "integrals (mu * path length, e.g. -log(I / I0) of a radiograph: DRR.from_intensity)"
+            )
+        if fit_scale_offset and float(np.ptp(img)) == 0.0:
+            raise ValueError("image: every pixel has the same value, so no object is seen")
         self.image = jnp.asarray(img)
         self.sigma = jnp.asarray(as_positive(sigma, "sigma"))
         self.mu = jnp.asarray(as_positive(mu, "mu (1/mm)"))

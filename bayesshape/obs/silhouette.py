@@ -143,6 +143,10 @@ class Silhouette(Observation):
         view.check()
         h, w = view.detector_shape
         arr = np.asarray(mask)
+        if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+            raise ValueError(
+                f"mask: {int(np.sum(~np.isfinite(arr)))} pixels are NaN or infinite; expected a boolean (or 0/1) mask"
+            )
         if arr.shape != (h, w) or not (arr.dtype == bool or np.isin(arr, (0, 1)).all()):
             raise ValueError(
                 f"mask: expected a boolean (or 0/1) mask of the view's detector shape {(h, w)}, "
@@ -191,6 +195,15 @@ class Silhouette(Observation):
         """True when the shape has more contour edges in this view than the capacity (the extra
         edges are ignored by the signed distance)."""
         return bool(_edge_count(self, vertices) > self.capacity)
+
+    @property
+    def image_view(self) -> XRayView:
+        return self.view
+
+    def with_view(self, view: XRayView):
+        if not isinstance(view, XRayView) or view.detector_shape != self.view.detector_shape:
+            raise ValueError(f"view: expected an XRayView of detector shape {self.view.detector_shape}")
+        return eqx.tree_at(lambda o: o.view, self, view)
 
     def check_units(self, model_mean) -> None:
         obs_span, mod_span = span(self.pixels), span(self.view.project(jnp.asarray(model_mean)))

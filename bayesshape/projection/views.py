@@ -266,6 +266,22 @@ class XRayView(eqx.Module):
         d = p - self.source[None, :]
         return (jnp.linalg.norm(d, axis=-1) / (d @ self.direction)).reshape(h, w)
 
+    def check_in_front(self, points, what: str, *, margin_mm: float = 1.0) -> None:
+        """Raise ``ValueError`` when any of the ``(..., 3)`` points (mm) lies less than
+        ``margin_mm`` in front of a cone-beam source (a point at or behind the source has no
+        image, and one just in front of it an unbounded one). Parallel views image everything."""
+        if self.is_parallel:
+            return
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        depth = (pts - np.asarray(self.source, dtype=np.float64)[None, :]) @ np.asarray(self.direction, np.float64)
+        bad = depth < margin_mm
+        if bad.any():
+            raise ValueError(
+                f"{what}: {int(bad.sum())} of {len(pts)} points lie at or behind the X-ray source of this cone-beam "
+                f"view (nearest depth {depth.min():.1f} mm along the central ray); the source is inside or behind "
+                "the object: check the source-to-isocentre distance, the isocentre and the units (mm)"
+            )
+
     def check(self) -> XRayView:
         """Raise ``ValueError`` if the view's arrays are not finite, its axes not an orthonormal
         frame with ``u x v = direction``, its pixels not positive, or (cone-beam) its detector not

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_path, read_npz
+from .._atomic import atomic_folder, atomic_path, read_npz, remove_stale_temporaries
 from ..export import COLORMAP, colour_scale, export_confidence_mesh, export_samples, write_summary
 from ..io.mesh import read_mesh, write_mesh
 from ..io.posterior import load_posterior, save_posterior
@@ -66,9 +66,17 @@ def export_case(
     measurements: dict | None = None,
     extra: dict | None = None,
 ) -> dict:
-    """Confidence meshes (``.ply``, ``.vtk``, ``.vtp``), sample meshes and ``summary.json``."""
+    """Confidence meshes (``.ply``, ``.vtk``, ``.vtp``), sample meshes and ``summary.json``.
+
+    ``summary.json`` is written last and removed first: a folder without it is incomplete (a
+    killed export), and :func:`make_report` refuses it."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").unlink(missing_ok=True)
+    remove_stale_temporaries(out)
+    remove_stale_temporaries(out / "samples")
     for suffix in (".ply", ".vtk", ".vtp"):
         export_confidence_mesh(
             posterior, out / f"confidence{suffix}", truth=truth, level=level, tolerance_mm=tolerance_mm
@@ -92,13 +100,43 @@ def export_case(
 
 
 def write_case(out, posterior, views, names, images, kinds, *, points=None, mu: float = 0.05, **export_kw) -> dict:
-    """Write a whole case folder (see the module docstring) and return its summary."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_posterior(posterior, out / "posterior.npz")
-    write_views(out / "views.json", views, names)
-    save_inputs(out / "inputs.npz", images, kinds, points, mu)
-    return export_case(posterior, out, **export_kw)
+    """Write a whole case folder (see the module docstring) and return its summary.
+
+    The folder is written under a temporary name and renamed into place when complete, so a case
+    folder is complete or absent: a killed run never leaves a partial one, nor a mix of an old
+    and a new case."""
+    with atomic_folder(out) as tmp:
+        save_posterior(posterior, tmp / "posterior.npz")
+        write_views(tmp / "views.json", views, names)
+        save_inputs(tmp / "inputs.npz", images, kinds, points, mu)
+        return export_case(posterior, tmp, **export_kw)
+
+
+def _check_summary(summary, path) -> None:
+    """``ValueError`` naming the key when ``summary.json`` does not have the types a report reads."""
+
+    def number(where, key, x):
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise ValueError(f"{path}: {where}{key} must be a number, got {x!r}")
+
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(summary).__name__}")
+    for section in ("settings", "reliability", "inputs", "versions", "posterior", "error_mm", "uncertainty_mm"):
+        if section in summary and not isinstance(summary[section], dict):
+            raise ValueError(f"{path}: {section} must be an object, got {type(summary[section]).__name__}")
+    settings = summary.get("settings", {})
+    for key in ("tolerance_mm", "level"):
+        if key in settings:
+            number("settings.", key, settings[key])
+    rel = summary.get("reliability", {})
+    for key in ("score", "tolerance_mm", "level", "fraction_vertices_flagged", "max_fraction", "misfit_threshold"):
+        if key in rel:
+            number("reliability.", key, rel[key])
+    misfit = rel.get("misfit", [])
+    if not isinstance(misfit, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("mean_sq_std_residual"), (int, float)) for m in misfit
+    ):
+        raise ValueError(f"{path}: reliability.misfit must be a list of objects with a mean_sq_std_residual number")
 
 
 def make_report(case_dir, *, n_overlay_samples: int = 8, title: str | None = None) -> Path:
@@ -123,10 +161,13 @@ def make_report(case_dir, *, n_overlay_samples: int = 8, title: str | None = Non
         raise ValueError(f"{sp}: not valid JSON ({e})") from None
     if post.faces is None:
         raise ValueError(f"{case / 'posterior.npz'}: a report needs a mesh posterior (faces)")
+    _check_summary(summary, sp)
     tol = float(summary.get("settings", {}).get("tolerance_mm", 2.0))
     level = float(summary.get("settings", {}).get("level", 0.95))
     pics = case / "pictures"
     pics.mkdir(exist_ok=True)
+    remove_stale_temporaries(case)
+    remove_stale_temporaries(pics)
     mean = post.mean_vertices()
     r = post.credible_radius(level)
     pictures = {}
