@@ -150,7 +150,7 @@ def read_npz(path, what: str) -> dict:
 
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"{path}: no such {what} file")
+        raise ValueError(f"{path}: no such file (a bayesshape {what} file was expected)")
     if path.is_dir():
         raise ValueError(f"{path}: is a folder, not a {what} file")
     with open(path, "rb") as fh:

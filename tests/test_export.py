@@ -274,7 +274,7 @@ def test_views_file_presets_and_errors(tmp_path):
         "ortho": ({"views": [{**good, "v": good["u"]}]}, "orthogonal unit"),
         "missing": ({"views": [{k: v for k, v in good.items() if k != "origin"}]}, "missing 'origin'"),
         "preset": ({"views": [{"preset": "fisheye"}]}, "preset"),
-        "args": ({"views": [{"preset": "carm", "zoom": 3}]}, "bad arguments"),
+        "args": ({"views": [{"preset": "carm", "zoom": 3}]}, "unknown setting\\(s\\) .zoom. for preset .carm."),
         "empty": ({"views": []}, "non-empty list"),
     }
     for name, (doc, msg) in bad_cases.items():

@@ -9,6 +9,23 @@ import bayesshape as bs
 from bayesshape import obs
 
 
+class Plain(obs.Observation):
+    """A user-written observation: log-likelihood, residuals and n_data only (no Gauss-Newton form,
+    no pose anchor, no unit check)."""
+
+    inner: obs.Landmarks3D
+
+    def log_likelihood(self, vertices, sigma=None):
+        return self.inner.log_likelihood(vertices, sigma)
+
+    def residuals(self, vertices):
+        return self.inner.residuals(vertices)
+
+    @property
+    def n_data(self):
+        return self.inner.n_data
+
+
 def _landmark_setup(model):
     rng = np.random.default_rng(0)
     ids = np.linspace(0, model.n_vertices - 1, 10).astype(int)
@@ -175,19 +192,6 @@ def test_gauss_newton_laplace_is_exact_for_linear_gaussian_landmarks(example_mod
     with pytest.raises(ValueError, match="tol: expected a positive"):
         refine_map(post.problem, start, tol=0.0)
 
-    class Plain(obs.Observation):  # a user-defined observation: log-likelihood and residuals only
-        inner: obs.Landmarks3D
-
-        def log_likelihood(self, vertices, sigma=None):
-            return self.inner.log_likelihood(vertices, sigma)
-
-        def residuals(self, vertices):
-            return self.inner.residuals(vertices)
-
-        @property
-        def n_data(self):
-            return self.inner.n_data
-
     fd = bs.infer(model, Plain(obs.Landmarks3D(ids, y, 1.5)), method="laplace", num_samples=10)
     assert fd.diagnostics.info.hessian == "finite-difference"
     np.testing.assert_allclose(fd.gaussian[1], exact.gaussian[1], atol=1e-8)
@@ -318,7 +322,7 @@ def test_bad_input_gets_clear_messages(example_model):
     # model then fails to bind the DRR)
     view = bs.biplanar(field_of_view=480, detector_shape=(64, 64))[0]
     with pytest.warns(UserWarning, match=r"DRR\(\.\.\., pixel='area'\)"), pytest.raises(ValueError, match="mesh model"):
-        bs.infer(points_only, obs.DRR(view, np.zeros((64, 64)), 0.1), method="nuts")
+        bs.infer(points_only, obs.DRR(view, np.ones((64, 64)), 0.1), method="nuts")
     # contradicting observations: 3D landmarks on one place, 2D landmarks saying another
     view = bs.biplanar(field_of_view=480, detector_shape=(128, 128))[0]
     shifted = np.asarray(view.project(jnp.asarray(pts_mm + np.array([30.0, 0.0, 0.0])[None, :])))
@@ -448,19 +452,6 @@ def test_a_user_written_observation_gets_the_contract(example_model):
     ids = np.arange(0, model.n_vertices, 200)
     shift = np.array([20.0, -5.0, 8.0])
     pts = np.asarray(model.mean)[ids] + shift
-
-    class Plain(obs.Observation):  # log-likelihood, residuals and n_data only
-        inner: obs.Landmarks3D
-
-        def log_likelihood(self, vertices, sigma=None):
-            return self.inner.log_likelihood(vertices, sigma)
-
-        def residuals(self, vertices):
-            return self.inner.residuals(vertices)
-
-        @property
-        def n_data(self):
-            return self.inner.n_data
 
     class Anchored(Plain):
         def pose_anchor(self, model_mean, centroid):

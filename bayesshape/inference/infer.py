@@ -16,7 +16,6 @@ import numpy as np
 from .._checks import as_count, as_seed
 from ..obs.base import Observation
 from ..obs.contour import composite_weights as estimate_composite_weights
-from ..obs.drr import DRR
 from ..posterior.posterior import Posterior, observation_vertices
 from ..prior.model import ShapeModel
 from ..projection.pose import as_pose_prior
@@ -227,14 +226,9 @@ def infer(
     seed = as_seed(seed)
     if progress is None:
         progress = sys.stderr.isatty()
-    if config.name == "nuts" and any(isinstance(o, DRR) and o.pixel == "centre" for o in observations):
-        warnings.warn(
-            "NUTS on DRRs sampled at pixel centres: where the shape cannot reproduce the image (anatomy outside "
-            "the model) the log density has creases at every pixel centre a projected edge crosses, and NUTS's "
-            "step size collapses; build the observations with DRR(..., pixel='area') (docs/likelihoods.md)",
-            UserWarning,
-            stacklevel=2,
-        )
+    if config.name == "nuts":
+        for caveat in dict.fromkeys(c for c in (o.sampling_caveat() for o in observations) if c):
+            warnings.warn(caveat, UserWarning, stacklevel=2)
     t_start = time.perf_counter()
 
     problem, bind = build_problem(model, observations, pose_prior, likelihood)

@@ -1,6 +1,7 @@
 """File input and output: model files (own format and Statismo HDF5), posterior files, view-geometry
 files and meshes. Every bayesshape file carries a format tag and a version, checked on reading."""
 
+from .case_inputs import load_inputs, save_inputs
 from .mesh import MESH_SUFFIXES, read_mesh, write_mesh
 from .native import load_model, save_model
 from .posterior import load_posterior, save_posterior
@@ -20,6 +21,8 @@ __all__ = [
     "write_views",
     "view_to_dict",
     "view_from_dict",
+    "save_inputs",
+    "load_inputs",
     "read_mesh",
     "write_mesh",
     "read_vtk_polydata",

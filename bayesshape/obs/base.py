@@ -71,6 +71,8 @@ class Observation(eqx.Module):
       neighbouring residuals are correlated get a composite-likelihood weight at the MAP
       (:class:`~bayesshape.LikelihoodOptions`); they implement ``with_weight`` and
       ``residual_vectors``.
+    * ``sampling_caveat()``: a reason NUTS may struggle with this likelihood (warned when the
+      method is NUTS). Default: None.
     * ``image_view`` and ``with_view(view)``: the view an image observation belongs to, and a copy
       attributed to another view; ``infer`` uses them to test whether outlines that fit badly fit
       when their views are swapped. Default: no view.
@@ -126,6 +128,11 @@ class Observation(eqx.Module):
         """A copy whose log-likelihood is multiplied by ``weight`` in (0, 1]."""
         raise NotImplementedError(f"{type(self).__name__} takes no composite-likelihood weight")
 
+    def sampling_caveat(self) -> str | None:
+        """Why gradient-based samplers (NUTS) may struggle with this likelihood, or None (the default);
+        :func:`bayesshape.infer` warns with it when the method is NUTS."""
+        return None
+
     @property
     def image_view(self):
         """The :class:`~bayesshape.XRayView` whose image these data come from, or None."""
@@ -169,3 +176,29 @@ def check_ratio(obs_span: float, mod_span: float, message) -> None:
     ratio = obs_span / max(mod_span, 1e-12)
     if not 0.2 < ratio < 5.0:
         raise ValueError(message(ratio))
+
+
+def replace_view(o: Observation, view) -> Observation:
+    """``o`` attributed to another view of the same detector shape (``with_view`` of image observations)."""
+    from ..projection.views import XRayView
+
+    if not isinstance(view, XRayView) or view.detector_shape != o.image_view.detector_shape:
+        raise ValueError(f"view: expected an XRayView of detector shape {o.image_view.detector_shape}")
+    return eqx.tree_at(lambda x: x.view, o, view)
+
+
+def check_outline_units(name: str, observed_pixels, view, model_mean) -> None:
+    """``ValueError`` when an observed outline and the model mean's projection differ in extent by
+    more than 5x (the model's units, or the view's pixel spacing, are wrong)."""
+    import jax.numpy as jnp
+
+    obs_span, mod_span = span(observed_pixels), span(view.project(jnp.asarray(model_mean)))
+    check_ratio(
+        obs_span,
+        mod_span,
+        lambda r: (
+            f"{name}: the observed contour spans {obs_span:.1f} px but the model's mean shape projects to "
+            f"{mod_span:.1f} px in that view (ratio {r:.3g}); check the units of the model (mm) and the "
+            "view's pixel spacing (mm per pixel)"
+        ),
+    )

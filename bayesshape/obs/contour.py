@@ -14,7 +14,7 @@ from ..projection.render import contour_weights
 from ..projection.topology import Topology
 from ..projection.views import XRayView
 from ._noise import gaussian_log_density
-from .base import Observation, PoseAnchor, check_ratio, check_visible, span
+from .base import Observation, PoseAnchor, check_outline_units, check_visible, replace_view
 
 __all__ = ["Contour", "mask_contour_points", "composite_weights"]
 
@@ -368,21 +368,10 @@ class Contour(Observation):
         return self.view
 
     def with_view(self, view: XRayView):
-        if not isinstance(view, XRayView) or view.detector_shape != self.view.detector_shape:
-            raise ValueError(f"view: expected an XRayView of detector shape {self.view.detector_shape}")
-        return eqx.tree_at(lambda o: o.view, self, view)
+        return replace_view(self, view)
 
     def check_units(self, model_mean) -> None:
-        obs_span, mod_span = span(self.points), span(self.view.project(jnp.asarray(model_mean)))
-        check_ratio(
-            obs_span,
-            mod_span,
-            lambda r: (
-                f"Contour: the observed contour spans {obs_span:.1f} px but the model's mean shape projects to "
-                f"{mod_span:.1f} px in that view (ratio {r:.3g}); check the units of the model (mm) and the "
-                "view's pixel spacing (mm per pixel)"
-            ),
-        )
+        check_outline_units("Contour", self.points, self.view, model_mean)
 
     def pose_anchor(self, model_mean, centroid) -> PoseAnchor:
         """The model's centroid onto the centroid of the observed region (of the points, for a contour

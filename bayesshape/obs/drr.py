@@ -172,6 +172,15 @@ class DRR(Observation):
         r, _, _ = self._resid(vertices)
         return (r / s).reshape(-1)
 
+    def sampling_caveat(self) -> str | None:
+        if self.pixel != "centre":
+            return None
+        return (
+            "NUTS on DRRs sampled at pixel centres: where the shape cannot reproduce the image (anatomy outside "
+            "the model) the log density has creases at every pixel centre a projected edge crosses, and NUTS's "
+            "step size collapses; build the observations with DRR(..., pixel='area') (docs/likelihoods.md)"
+        )
+
     def pose_anchor(self, model_mean, centroid) -> PoseAnchor | None:
         """The model's centroid onto the intensity-weighted centroid of the image (None for an empty image)."""
         img = np.clip(np.asarray(self.image), 0, None)

@@ -14,7 +14,7 @@ from jaxtyping import Array, Bool, Float
 from ..projection.render import drr_footprint, render_drr_flagged
 from ..projection.topology import Topology
 from ..projection.views import XRayView
-from .base import Observation, PoseAnchor, check_ratio, check_visible, span
+from .base import Observation, PoseAnchor, check_outline_units, check_visible, replace_view
 from .contour import (
     Contour,
     EdgeTiles,
@@ -201,21 +201,10 @@ class Silhouette(Observation):
         return self.view
 
     def with_view(self, view: XRayView):
-        if not isinstance(view, XRayView) or view.detector_shape != self.view.detector_shape:
-            raise ValueError(f"view: expected an XRayView of detector shape {self.view.detector_shape}")
-        return eqx.tree_at(lambda o: o.view, self, view)
+        return replace_view(self, view)
 
     def check_units(self, model_mean) -> None:
-        obs_span, mod_span = span(self.pixels), span(self.view.project(jnp.asarray(model_mean)))
-        check_ratio(
-            obs_span,
-            mod_span,
-            lambda r: (
-                f"Silhouette: the observed contour spans {obs_span:.1f} px but the model's mean shape projects to "
-                f"{mod_span:.1f} px in that view (ratio {r:.3g}); check the units of the model (mm) and the "
-                "view's pixel spacing (mm per pixel)"
-            ),
-        )
+        check_outline_units("Silhouette", self.pixels, self.view, model_mean)
 
     def pose_anchor(self, model_mean, centroid) -> PoseAnchor:
         """The model's centroid onto the centroid of the mask."""

@@ -110,35 +110,39 @@ def verdict_sentence(summary: dict) -> str:
     Example:
         >>> verdict_sentence({"reliable": False, "uncertain": True, "misfitting": False, "level": 0.95,
         ...                   "tolerance_mm": 2.0, "fraction_vertices_flagged": 0.143, "max_fraction": 0.05,
-        ...                   "misfit": [], "misfit_threshold": 4.0, "score": 0.74})
+        ...                   "misfit": [{"mean_sq_std_residual": 1.19}, {"mean_sq_std_residual": 1.0}],
+        ...                   "misfit_threshold": 4.0, "score": 0.74})
         ... # doctest: +NORMALIZE_WHITESPACE
         'UNRELIABLE: too uncertain: 14.3% of the vertices have a 95% credible radius above 2 mm
-         (more than 5% is flagged); ranking score 0.74'
+         (more than 5% is flagged); misfit 1.19, 1.00 (above 4 is flagged); ranking score 0.74'
     """
     level = 100 * float(summary.get("level", 0.95))
     tol = float(summary.get("tolerance_mm", 2.0))
     frac = 100 * float(summary.get("fraction_vertices_flagged", 0.0))
     max_frac = 100 * float(summary.get("max_fraction", 0.05))
     thr = float(summary.get("misfit_threshold", 4.0))
-    worst = max((float(m["mean_sq_std_residual"]) for m in summary.get("misfit", [])), default=0.0)
-    why = []
-    if summary.get("uncertain"):
-        why.append(
+    misfits = ", ".join(f"{float(m['mean_sq_std_residual']):.2f}" for m in summary.get("misfit", [])) or "none"
+    uncertain, misfitting = bool(summary.get("uncertain")), bool(summary.get("misfitting"))
+    parts = []
+    if uncertain:
+        parts.append(
             f"too uncertain: {frac:.1f}% of the vertices have a {level:.0f}% credible radius above {tol:g} mm "
             f"(more than {max_frac:g}% is flagged)"
         )
-    if summary.get("misfitting"):
-        why.append(
-            f"misfitting: an observation's mean squared standardised residual is {worst:.1f} (above "
-            f"{thr:g} is flagged; the shape may lie outside the model, or the inputs are wrong)"
-        )
-    if not why:
-        why.append(
+    else:
+        parts.append(
             f"{frac:.1f}% of the vertices have a {level:.0f}% credible radius above {tol:g} mm (at most "
-            f"{max_frac:g}% allowed) and every observation fits (misfit {worst:.2f}, at most {thr:g})"
+            f"{max_frac:g}% allowed)"
         )
+    if misfitting:
+        parts.append(
+            f"misfitting: misfit {misfits} (above {thr:g} is flagged: the shape may lie outside the model, "
+            "or the inputs are wrong)"
+        )
+    else:
+        parts.append(f"misfit {misfits} (above {thr:g} is flagged)")
     head = "RELIABLE" if summary.get("reliable") else "UNRELIABLE"
-    return f"{head}: " + "; ".join(why) + f"; ranking score {float(summary.get('score', float('nan'))):.2f}"
+    return f"{head}: " + "; ".join(parts) + f"; ranking score {float(summary.get('score', float('nan'))):.2f}"
 
 
 class ShapeSamples:

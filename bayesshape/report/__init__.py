@@ -1,6 +1,6 @@
 """Pictures, case folders and the self-contained HTML report."""
 
-from .case import export_case, load_inputs, make_report, save_inputs, write_case
+from .case import export_case, make_report, write_case
 from .html import READY_MESSAGE, write_report
 from .pictures import calibration_png, confidence_png, drr_residual_png, overlay_png
 
@@ -8,8 +8,6 @@ __all__ = [
     "write_case",
     "export_case",
     "make_report",
-    "save_inputs",
-    "load_inputs",
     "write_report",
     "READY_MESSAGE",
     "confidence_png",

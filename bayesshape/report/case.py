@@ -15,42 +15,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_folder, atomic_path, read_npz, remove_stale_temporaries
+from .._atomic import atomic_folder, remove_stale_temporaries
 from ..export import COLORMAP, colour_scale, export_confidence_mesh, export_samples, write_summary
+from ..io.case_inputs import load_inputs, save_inputs
 from ..io.mesh import read_mesh, write_mesh
 from ..io.posterior import load_posterior, save_posterior
 from ..io.views import read_views, write_views
 from .html import write_report
 from .pictures import confidence_png, drr_residual_png, overlay_png
 
-__all__ = ["write_case", "export_case", "make_report", "save_inputs", "load_inputs"]
-
-
-def save_inputs(path, images, kinds, points=None, mu: float = 0.05) -> None:
-    """Store the input images (one ``(H, W)`` per view), their kinds (``"contour"``,
-    ``"drr"``, ``"mask"``, ``"landmarks"``) and optional observed points per view."""
-    arrays: dict[str, Any] = {"kinds": np.array([str(k) for k in kinds]), "mu": np.array(float(mu))}
-    for i, img in enumerate(images):
-        arrays[f"image_{i}"] = np.asarray(img, dtype=np.float32)
-    for i, p in enumerate(points or []):
-        if p is not None:
-            arrays[f"points_{i}"] = np.asarray(p, dtype=np.float64)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-
-
-def load_inputs(path):
-    """Read :func:`save_inputs`' file: ``(images, kinds, points, mu)``."""
-    data = read_npz(path, "inputs")
-    kinds = [str(k) for k in data["kinds"]]
-    images = [data[f"image_{i}"] for i in range(len(kinds))]
-    points = [data.get(f"points_{i}") for i in range(len(kinds))]
-    return images, kinds, points, float(data.get("mu", 0.05))
+__all__ = ["write_case", "export_case", "make_report"]
 
 
 def export_case(
