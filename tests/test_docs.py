@@ -62,3 +62,23 @@ def test_tutorial_runs(page, tmp_path, monkeypatch):
         warnings.simplefilter("default", UserWarning)
         exec(compile(source, f"docs/tutorials/{page}.md", "exec"), namespace)
     assert "bs" in namespace
+
+
+def test_every_public_name_is_in_the_api_reference():
+    """A name added to an ``__all__`` must be added to docs/reference/ too (and have a docstring,
+    tests/test_layers.py): the reference is generated from the docstrings of the names it lists."""
+    import inspect
+
+    listed = set(
+        re.findall(r"^::: ([\w.]+)$", "\n".join(p.read_text() for p in (DOCS / "reference").glob("*.md")), re.M)
+    )
+    missing = []
+    for module in (bs, bs.prior, bs.projection, bs.obs, bs.posterior, bs.inference, bs.io, bs.export, bs.report):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.ismodule(obj) or not (callable(obj) or inspect.isclass(obj)):
+                continue
+            full = f"{module.__name__}.{name}"
+            if full not in listed and f"bayesshape.{name}" not in listed:
+                missing.append(full)
+    assert not missing, f"not in docs/reference/: {missing}"

@@ -1,6 +1,6 @@
 """Posterior shape distributions: samples, summaries, uncertainty maps and reliability flags."""
 
 from .posterior import Posterior
-from .samples import Measurement, Reliability, ShapeSamples
+from .samples import Measurement, Reliability, ShapeSamples, verdict_sentence
 
-__all__ = ["Posterior", "ShapeSamples", "Reliability", "Measurement"]
+__all__ = ["Posterior", "ShapeSamples", "Reliability", "Measurement", "verdict_sentence"]
