@@ -16,7 +16,7 @@ import numpy as np
 from .._checks import as_count, as_seed
 from ..obs.base import Observation
 from ..obs.contour import composite_weights as estimate_composite_weights
-from ..posterior.posterior import Posterior, observation_vertices
+from ..posterior.posterior import Posterior, observation_vertices, standardised_residuals
 from ..prior.model import ShapeModel
 from ..projection.pose import as_pose_prior
 from ._problem import Problem
@@ -103,6 +103,8 @@ def build_problem(model: ShapeModel, observations, pose=None, likelihood: Likeli
         jnp.asarray(rv, dtype=dt),
         jnp.asarray(tr, dtype=dt),
         jnp.asarray(ls, dtype=dt),
+        # the initial pose lives in the arrays above; kept out of the static prior, problems that differ only
+        # in it share one compilation
         None if pose_prior is None else dataclasses.replace(pose_prior, initial=None),
         likelihood.noise_sd if likelihood.infer_noise else None,
         index,
@@ -262,14 +264,7 @@ def infer(
                 samples_per_round=config.samples,
                 num_samples=num_samples,
             )
-            info = ImportanceInfo(
-                hessian=used,
-                ess=float(d["is_ess"]),
-                khat=float(d["is_khat"]),
-                ess_rounds=tuple(float(x) for x in d["is_ess_rounds"]),
-                rounds=int(d["is_rounds"]),
-                samples=int(d["is_samples"]),
-            )
+            info = ImportanceInfo.from_dict({**d, "laplace_hessian": used})
     elif isinstance(config, SVI):
         cov, _ = _covariance(problem, theta_map, gn_cov)
         theta, info = run_svi(problem, theta_map, cov, key, config, num_samples, progress)
@@ -295,10 +290,9 @@ def infer(
 
 def _mean_square_residual(problem: Problem, theta, indices) -> float:
     vs = _fitted_vertices(problem, theta)
-    return float(np.mean([float(jnp.mean(_residuals(problem.observations[i], vs[i]) ** 2)) for i in indices]))
-
-
-_residuals = eqx.filter_jit(lambda o, v: o.residuals(v))
+    return float(
+        np.mean([float(jnp.mean(standardised_residuals(problem.observations[i], vs[i]) ** 2)) for i in indices])
+    )
 
 
 def _view_pairing_warnings(model, observations, problem, theta_map, map_info, pose_prior, likelihood):

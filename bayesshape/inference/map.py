@@ -19,7 +19,6 @@ def _neg_log_density_part(part, theta, problem, lo, hi):
     return -problem.log_density(jnp.concatenate([theta[:lo], part, theta[hi:]]))
 
 
-_vg_full = neg_log_density_and_grad
 _vg_part = jax.jit(jax.value_and_grad(_neg_log_density_part), static_argnums=(3, 4))
 
 
@@ -57,9 +56,9 @@ def find_map(problem: Problem, *, steps: int = 150, start=None):
     """Maximum a posteriori ``theta`` (L-BFGS): pose first, then everything (from ``start``:
     everything at once)."""
     if start is not None:
-        return _minimize(lambda th: _vg_full(th, problem), jnp.asarray(start), steps)
+        return _minimize(lambda th: neg_log_density_and_grad(th, problem), jnp.asarray(start), steps)
     x0 = jnp.zeros(problem.dim, dtype=problem.model.variance.dtype)
-    if not np.isfinite(float(_vg_full(x0, problem)[0])):
+    if not np.isfinite(float(neg_log_density_and_grad(x0, problem)[0])):
         raise ValueError(
             "infer: the log-likelihood is not finite at the initial shape and pose; the model does not "
             "project into the views (check the geometry, the pose, or the units)"
@@ -71,7 +70,7 @@ def find_map(problem: Problem, *, steps: int = 150, start=None):
         p, h = _minimize(lambda p: _vg_part(p, base, problem, k, kp), x0[k:kp], steps)
         x0 = x0.at[k:kp].set(p)
         history += h
-    x, h = _minimize(lambda th: _vg_full(th, problem), x0, steps)
+    x, h = _minimize(lambda th: neg_log_density_and_grad(th, problem), x0, steps)
     return x, history + h
 
 
@@ -114,11 +113,11 @@ def refine_map(problem: Problem, theta: Float[Array, " dim"], *, steps: int = 10
         raise ValueError(f"tol: expected a positive Newton decrement in nats, got {tol}")
     if not all(o.has_gauss_newton() for o in problem.observations):
         return theta, None, {"map_newton_decrement": float("nan"), "map_newton_steps": 0}
-    v = float(_vg_full(theta, problem)[0])
+    v = float(neg_log_density_and_grad(theta, problem)[0])
     n = 0
     while True:
         cov, used = laplace_covariance(problem, theta)
-        g = _vg_full(theta, problem)[1]
+        g = neg_log_density_and_grad(theta, problem)[1]
         step = cov @ g
         dec = 0.5 * float(g @ step)
         if used != "gauss-newton":
@@ -127,7 +126,7 @@ def refine_map(problem: Problem, theta: Float[Array, " dim"], *, steps: int = 10
             break
         for t in 0.5 ** np.arange(8):
             trial = theta - t * step
-            v_trial = float(_vg_full(trial, problem)[0])
+            v_trial = float(neg_log_density_and_grad(trial, problem)[0])
             if v_trial <= v - 1e-4 * t * 2.0 * dec:
                 break
         else:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .samples import ShapeSamples
 
-__all__ = ["Posterior", "observation_vertices"]
+__all__ = ["Posterior", "observation_vertices", "standardised_residuals"]
 
 
 @jax.jit
@@ -124,7 +124,9 @@ class Posterior(ShapeSamples):
         out = Posterior(
             self.problem, self.theta, self.method, diagnostics, theta_map=self.theta_map, gaussian=self.gaussian
         )
-        out._vertices, out._misfit = self._vertices, self._misfit
+        for name in ("_vertices", "_misfit", "_stats"):  # the caches: samples and summaries are the same
+            if name in self.__dict__:
+                out.__dict__[name] = self.__dict__[name]
         return out
 
     def mean_mesh(self):
@@ -139,7 +141,7 @@ class Posterior(ShapeSamples):
         vs = observation_vertices(self.problem, jnp.asarray(self.mean_vertices()))
         out = []
         for o, s, v in zip(self.problem.observations, self.problem.sigmas(theta_mean), vs):
-            r = _residuals(o, v) if s is None else _residuals(o, v) * (o.sigma / s)
+            r = standardised_residuals(o, v) if s is None else standardised_residuals(o, v) * (o.sigma / s)
             out.append(
                 {"type": type(o).__name__, "n_data": int(o.n_data), "mean_sq_std_residual": float(jnp.mean(r * r))}
             )
@@ -174,5 +176,5 @@ class Posterior(ShapeSamples):
 
 # compiled once per observation type and shape: posterior summaries hold concrete arrays, and
 # op-by-op evaluation of a contour or DRR likelihood costs seconds
-_residuals = eqx.filter_jit(lambda o, v: o.residuals(v))
+standardised_residuals = eqx.filter_jit(lambda o, v: o.residuals(v))
 observation_vertices = eqx.filter_jit(lambda problem, v: problem.observation_vertices(v))
