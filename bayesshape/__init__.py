@@ -13,7 +13,7 @@ from .export import export_confidence_mesh
 from .inference import NUTS, SVI, Importance, Laplace, LikelihoodOptions, infer, posterior_from_landmarks
 from .io import load_posterior, read_views, save_posterior, write_views
 from .posterior import Posterior
-from .prior import ShapeModel, augment, build_pca_model, gp_model, kernels, loo_residual_covariance
+from .prior import ShapeModel, add_model_error, augment, build_pca_model, gp_model, kernels, loo_residual_covariance
 from .projection import RigidPose, SimilarityPose, XRayView, biplanar, carm_view
 from .simulate import simulate_xray
 
@@ -23,6 +23,7 @@ __all__ = [
     "build_pca_model",
     "gp_model",
     "augment",
+    "add_model_error",
     "kernels",
     "loo_residual_covariance",
     # imaging

@@ -281,3 +281,60 @@ def test_noisy_masks_follow_the_probit_model():
         flipped += int(np.sum(mn[pix[:, 0], pix[:, 1]] != m[pix[:, 0], pix[:, 1]]))
         expected += float(np.sum(norm.cdf(-np.abs(s) / 0.5)))
     assert abs(flipped - expected) < 4 * np.sqrt(expected)
+
+
+def _write_example_shapes(folder: Path, kind: str, n: int = 6, every: int = 1):
+    import numpy as np
+
+    from bayesshape import datasets, io
+
+    folder.mkdir()
+    for i, m in enumerate(datasets.example_shapes(n, seed=5, spread=2.0)):
+        if kind == "ply":
+            io.write_mesh(folder / f"shape_{i:02d}.ply", m)
+        else:
+            pts = np.asarray(m.vertices)[::every]
+            text = "# x y z (mm)\n" + "\n".join(f"{x:.6f},{y:.6f},{z:.6f}" for x, y, z in pts)
+            (folder / f"shape_{i:02d}.csv").write_text(text + "\n")
+
+
+def _check_loo_outputs(out: Path, n_cases: int):
+    import csv
+
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("coverage", "coverage_se", "spearman_vertex", "error_mm", "floor_mm", "prior_error_mm"):
+        assert key in s, key
+    cov = [s["coverage"][k] for k in ("0.5", "0.8", "0.9", "0.95")]
+    assert all(0.0 <= c <= 1.0 for c in cov) and cov == sorted(cov)
+    with (out / "cases.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == n_cases == s["n_cases"]
+    assert all(float(r["error_mm"]) >= 0 and float(r["floor_mm"]) >= 0 for r in rows)
+    assert (out / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return s
+
+
+@pytest.mark.slow
+def test_loo_calibration_on_ply_meshes(tmp_path):
+    _write_example_shapes(tmp_path / "meshes", "ply")
+    out = tmp_path / "out"
+    argv = ["--shapes", str(tmp_path / "meshes"), "--views", "biplanar", "--obs", "contour", "--size", "64"]
+    _run_script("loo_calibration.py", [*argv, "--cases", "1", "--coarse-faces", "0", "--out", str(out)])
+    s = _check_loo_outputs(out, 1)
+    assert s["settings"]["model_error"] is True
+    # the prior mean is further from the truth than the posterior mean
+    assert s["error_mm"] < s["prior_error_mm"]
+
+
+def test_loo_calibration_on_csv_point_sets(tmp_path):
+    _write_example_shapes(tmp_path / "points", "csv", every=20)
+    out = tmp_path / "out"
+    argv = ["--shapes", str(tmp_path / "points"), "--obs", "landmarks3d", "--points", "15", "--noise", "0.5"]
+    _run_script("loo_calibration.py", [*argv, "--cases", "2", "--out", str(out)])
+    _check_loo_outputs(out, 2)
+    # a point set has no surface to project
+    _run_script(
+        "loo_calibration.py",
+        ["--shapes", str(tmp_path / "points"), "--obs", "contour", "--out", str(tmp_path / "o2")],
+        exit_code=2,
+    )

@@ -22,7 +22,7 @@ def posterior_from_landmarks(
     """Exact posterior of the shape given 3D landmarks (the posterior shape model).
 
     With ``x = mean + U D alpha`` (``D = diag(sqrt(variance))``), landmarks
-    ``y = x[ids] + e``, ``e ~ N(0, (noise_std^2 + noise_variance) I)``, the posterior of
+    ``y = x[ids] + e``, ``e ~ N(0, (noise_std^2 + noise_variance) I + vertex_noise[ids])``, the posterior of
     ``alpha`` is Gaussian (Albrecht et al. 2013):
 
     ``Sigma = (I + D U_L^T U_L D / s^2)^-1``, ``mu = Sigma D U_L^T (y - mean_L) / s^2``.
@@ -43,15 +43,23 @@ def posterior_from_landmarks(
     k = model.n_modes
     var = s**2 + float(model.noise_variance)
     dt = model.variance.dtype
-    u = model.basis.reshape(model.n_vertices, 3, k)[ids_np].reshape(-1, k)
+    u = model.basis.reshape(model.n_vertices, 3, k)[ids_np]
     d = jnp.sqrt(model.variance)
-    a = u * d[None, :]
-    prec = jnp.eye(k, dtype=dt) + a.T @ a / var
+    a = u * d[None, None, :]
+    resid = jnp.asarray(pts, dtype=dt) - model.mean[ids_np]
+    # each landmark's noise: the measurement's, plus the model's per-vertex noise at its vertex (the
+    # landmark sees where the vertex is, sliding included), whitened by its Cholesky factor
+    noise = var * jnp.eye(3, dtype=dt)[None]
+    if model.vertex_noise is not None:
+        noise = noise + model.vertex_noise[ids_np]
+    chol = jnp.linalg.cholesky(noise)
+    a = jax.scipy.linalg.solve_triangular(chol, a, lower=True).reshape(-1, k)
+    resid = jax.scipy.linalg.solve_triangular(chol, resid[:, :, None], lower=True).reshape(-1)
+    prec = jnp.eye(k, dtype=dt) + a.T @ a
     cov = jnp.linalg.inv(prec)
     cov = 0.5 * (cov + cov.T)
-    resid = (jnp.asarray(pts, dtype=dt) - model.mean[ids_np]).reshape(-1)
-    mean = cov @ (a.T @ resid) / var
+    mean = cov @ (a.T @ resid)
     problem = fixed_problem(model, (obs,))
     theta = jax.random.multivariate_normal(jax.random.key(seed), mean, cov, (n_samples,), method="eigh")
     diag = Diagnostics("closed_form", obs.n_data, k, ClosedFormInfo())
-    return Posterior(problem, theta[None], "closed_form", diag, theta_map=mean, gaussian=(mean, cov))
+    return Posterior(problem, theta[None], "closed_form", diag, theta_map=mean, gaussian=(mean, cov), seed=seed)

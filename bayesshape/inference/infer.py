@@ -281,7 +281,7 @@ def infer(
         wall_time_s=time.perf_counter() - t_start,
         warnings=pairing + sampler_warnings(info),
     )
-    post = Posterior(problem, theta, config.name, diag, theta_map=theta_map, gaussian=gaussian)
+    post = Posterior(problem, theta, config.name, diag, theta_map=theta_map, gaussian=gaussian, seed=seed)
     extra = _misfit_warnings(post) + _overflow_warnings(post)
     if extra:
         post = post.with_diagnostics(dataclasses.replace(diag, warnings=diag.warnings + extra))

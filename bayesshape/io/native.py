@@ -1,9 +1,10 @@
 """bayesshape's own model file: a NumPy ``.npz`` archive of plain arrays.
 
 Loaded with ``allow_pickle=False``: a model file holds numbers only and can never
-run code. Keys: ``format`` (``"bayesshape.ShapeModel"``), ``format_version`` (1),
+run code. Keys: ``format`` (``"bayesshape.ShapeModel"``), ``format_version`` (1, or 2 with ``vertex_noise``),
 ``mean (N,3)``, ``basis (3N,K)``, ``variance (K,)``, ``noise_variance ()``,
-``total_variance ()``, and ``faces (F,3)`` for mesh models. All float64 (mm, mm^2).
+``total_variance ()``, ``faces (F,3)`` for mesh models and ``vertex_noise (N,3,3)`` for models with
+per-vertex noise (format version 2; version 1 files, without it, still load). All float64 (mm, mm^2).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ._format import check_format
 __all__ = ["save_model", "load_model"]
 
 _FORMAT = "bayesshape.ShapeModel"
-_VERSION = 1
+_VERSION = 2
 
 
 def save_model(model: ShapeModel, path) -> None:
@@ -33,7 +34,7 @@ def save_model(model: ShapeModel, path) -> None:
         raise ValueError(f"model: expected a ShapeModel, got {type(model).__name__}")
     arrays: dict[str, Any] = {
         "format": np.array(_FORMAT),
-        "format_version": np.array(_VERSION),
+        "format_version": np.array(_VERSION if model.vertex_noise is not None else 1),
         "mean": np.asarray(model.mean, np.float64),
         "basis": np.asarray(model.basis, np.float64),
         "variance": np.asarray(model.variance, np.float64),
@@ -42,6 +43,8 @@ def save_model(model: ShapeModel, path) -> None:
     }
     if model.faces is not None:
         arrays["faces"] = np.asarray(model.faces, np.int32)
+    if model.vertex_noise is not None:
+        arrays["vertex_noise"] = np.asarray(model.vertex_noise, np.float64)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
@@ -60,7 +63,7 @@ def load_model(path) -> ShapeModel:
         str(data["format"]) if "format" in data else None,
         data["format_version"].item() if "format_version" in data else None,
         _FORMAT,
-        (_VERSION,),
+        (1, _VERSION),
     )
     missing = {"mean", "basis", "variance", "noise_variance", "total_variance"} - set(data)
     if missing:
@@ -84,6 +87,7 @@ def load_model(path) -> ShapeModel:
             data["noise_variance"],
             faces=data.get("faces"),
             total_variance=data["total_variance"],
+            vertex_noise=data.get("vertex_noise"),
         )
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None

@@ -143,6 +143,12 @@ def save_statismo(model: ShapeModel, path) -> None:
     The basis written is orthonormal; coordinates are stored as float32 as both
     tools expect. Point-set models get a ``POINT_SET`` representer. Atomic write.
     """
+    if isinstance(model, ShapeModel) and model.vertex_noise is not None:
+        raise ValueError(
+            "model: it has per-vertex noise (vertex_noise, e.g. from bs.add_model_error), which the Statismo "
+            "format cannot hold (its noise is one isotropic variance); save it with bayesshape.io.save_model, "
+            "or write the model without it (add the model error after loading)"
+        )
     import h5py
 
     if not isinstance(model, ShapeModel):

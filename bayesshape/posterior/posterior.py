@@ -21,6 +21,21 @@ def _vertices_batch(problem, theta):
     return problem.vertices_batch(theta)
 
 
+@jax.jit
+def _vertex_noise_batch(problem, theta, key):
+    """Draws of the model's per-vertex noise (model frame), carried into the world frame by each
+    sample's pose: rotation and scale."""
+    eps = problem.model.vertex_noise_draws(key, theta.shape[0])
+    rots, _, scales = jax.vmap(problem.pose_params)(theta)
+    return scales[:, None, None] * jnp.einsum("sij,snj->sni", rots, eps)
+
+
+def _with_vertex_noise(problem, theta, vertices, seed: int):
+    if problem.model.vertex_noise is None:
+        return vertices
+    return vertices + _vertex_noise_batch(problem, theta, jax.random.fold_in(jax.random.key(seed), 0x5EED))
+
+
 class Posterior(ShapeSamples):
     """Posterior over shapes (and pose), represented by samples of the parameters.
 
@@ -33,13 +48,15 @@ class Posterior(ShapeSamples):
         theta: ``(chains, draws, dim)`` samples of the whitened parameters.
         diagnostics: the run's :class:`~bayesshape.inference.Diagnostics` record (R-hat, ESS,
             divergences, loss curve, warnings, timings; ``.to_dict()`` for JSON).
+        seed: seed of the model's per-vertex noise (``ShapeModel.vertex_noise``: the part of
+            the model error no image sees), which every vertex sample includes.
 
     Example:
         >>> post = bs.infer(model, observations, method="laplace", seed=0)   # doctest: +SKIP
         >>> mesh = post.mean_mesh(); r95 = post.credible_radius(0.95)        # doctest: +SKIP
     """
 
-    def __init__(self, problem, theta, method: str, diagnostics=None, *, theta_map=None, gaussian=None):
+    def __init__(self, problem, theta, method: str, diagnostics=None, *, theta_map=None, gaussian=None, seed: int = 0):
         theta = jnp.asarray(theta)
         if theta.ndim == 2:
             theta = theta[None]
@@ -53,6 +70,7 @@ class Posterior(ShapeSamples):
         self.theta = theta
         self.theta_map = theta_map
         self.gaussian = gaussian  # (mean, cov) of theta when the posterior is Gaussian
+        self.seed = int(seed)
         self._vertices: Any = None
         self._misfit: Any = None
 
@@ -87,7 +105,8 @@ class Posterior(ShapeSamples):
     def vertex_samples(self) -> jnp.ndarray:
         """``(n_samples, n_vert, 3)`` world-frame vertices of every sample (cached)."""
         if self._vertices is None:
-            self._vertices = _vertices_batch(self.problem, self.flat_theta())
+            th = self.flat_theta()
+            self._vertices = _with_vertex_noise(self.problem, th, _vertices_batch(self.problem, th), self.seed)
         return self._vertices
 
     def sample_vertices(self, n: int, *, seed: int = 0) -> np.ndarray:
@@ -99,7 +118,7 @@ class Posterior(ShapeSamples):
         if self.gaussian is not None:
             mean, cov = self.gaussian
             th = jax.random.multivariate_normal(key, mean, cov, (n,), method="eigh")
-            return np.asarray(_vertices_batch(self.problem, th))
+            return np.asarray(_with_vertex_noise(self.problem, th, _vertices_batch(self.problem, th), seed))
         idx = jax.random.choice(key, self.n_samples, (n,), replace=n > self.n_samples)
         return np.asarray(self.vertex_samples()[idx])
 
@@ -114,7 +133,8 @@ class Posterior(ShapeSamples):
                 _, cov = self.gaussian
                 k = self.problem.n_modes
                 b = self.model.basis.reshape(self.model.n_vertices, 3, k) * jnp.sqrt(self.model.variance)[None, None, :]
-                return jnp.einsum("nik,kl,njl->nij", b, cov[:k, :k], b)
+                out = jnp.einsum("nik,kl,njl->nij", b, cov[:k, :k], b)
+                return out if self.model.vertex_noise is None else out + self.model.vertex_noise
 
             return self._cached("exact_covariance", exact)
         return super().vertex_covariance()
@@ -122,7 +142,13 @@ class Posterior(ShapeSamples):
     def with_diagnostics(self, diagnostics) -> Posterior:
         """The same posterior with another diagnostics record (the samples are shared)."""
         out = Posterior(
-            self.problem, self.theta, self.method, diagnostics, theta_map=self.theta_map, gaussian=self.gaussian
+            self.problem,
+            self.theta,
+            self.method,
+            diagnostics,
+            theta_map=self.theta_map,
+            gaussian=self.gaussian,
+            seed=self.seed,
         )
         for name in ("_vertices", "_misfit", "_stats"):  # the caches: samples and summaries are the same
             if name in self.__dict__:

@@ -5,6 +5,7 @@ from .build import build_pca_model, procrustes_align, similarity_transform
 from .coarsen import coarsen_mesh
 from .gp import augment, gp_model, low_rank_kernel
 from .model import ShapeModel
+from .model_error import ModelError, add_model_error, fit_model_error
 from .residual import best_fit, loo_residual_covariance, loo_variance_ratio
 
 __all__ = [
@@ -16,6 +17,9 @@ __all__ = [
     "augment",
     "low_rank_kernel",
     "kernels",
+    "ModelError",
+    "fit_model_error",
+    "add_model_error",
     "loo_residual_covariance",
     "loo_variance_ratio",
     "best_fit",

@@ -21,6 +21,7 @@ def build_pca_model(
     n_modes: int | None = None,
     noise_variance: float = 0.0,
     variance: str = "sample",
+    model_error: bool = False,
 ) -> ShapeModel:
     """Build a PCA shape model from shapes in correspondence.
 
@@ -42,6 +43,13 @@ def build_pca_model(
             a new shape (docs/models.md), and a posterior built on them is over-confident
             where the data leave the prior in charge. Needs at least 4 shapes. The modes
             are re-sorted by their new variance.
+        model_error: add the model's leave-one-out residual to the prior as a Gaussian
+            process (:func:`~bayesshape.prior.fit_model_error` and
+            :func:`~bayesshape.prior.add_model_error` with their defaults): extra modes
+            along the surface normal and per-vertex noise along the surface, so that
+            posteriors stay honest about anatomy outside the span of the training shapes.
+            Needs at least 4 shapes. Use it for real anatomy (docs/experiments.md
+            measures the coverage it buys).
 
     PCA is an SVD of the centred ``n x 3N`` data matrix (in float64), never an
     ``3N x 3N`` covariance; mode variances are ``s^2 / (n - 1)``. The model's
@@ -57,6 +65,10 @@ def build_pca_model(
         raise ValueError(f"align: expected 'similarity', 'rigid' or None, got {align!r}")
     if variance not in ("sample", "loo"):
         raise ValueError(f"variance: expected 'sample' or 'loo', got {variance!r}")
+    if not isinstance(model_error, bool):
+        raise ValueError(f"model_error: expected True or False, got {model_error!r}")
+    if model_error and shapes.shape[0] < 4:
+        raise ValueError(f"meshes: model_error=True needs at least 4 shapes, got {shapes.shape[0]}")
     if variance == "loo" and shapes.shape[0] < 4:
         raise ValueError(f"meshes: variance='loo' needs at least 4 shapes, got {shapes.shape[0]}")
     if align is not None:
@@ -69,7 +81,7 @@ def build_pca_model(
         order = np.argsort(-new, kind="stable")
         total += float(new.sum() - var.sum())
         basis, var = basis[:, order], new[order]
-    return ShapeModel(
+    model = ShapeModel(
         mean,
         basis,
         var,
@@ -77,3 +89,8 @@ def build_pca_model(
         faces=ref_faces,
         total_variance=total,
     )
+    if model_error:
+        from .model_error import add_model_error, fit_model_error
+
+        model = add_model_error(model, fit_model_error(shapes, align=align, faces=ref_faces, n_modes=n_modes))
+    return model

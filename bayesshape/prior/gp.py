@@ -164,6 +164,7 @@ def augment(pca_model: ShapeModel, kernel: Kernel, rank: int, *, kernel_rank: in
         noise_variance=float(pca_model.noise_variance),
         faces=pca_model.faces,
         total_variance=total,
+        vertex_noise=pca_model.vertex_noise,
     )
 
 

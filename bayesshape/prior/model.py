@@ -36,6 +36,10 @@ class ShapeModel(eqx.Module):
         total_variance: scalar total variance of the distribution the model was
             built from (data or kernel trace), mm^2; ``variance.sum() / total_variance``
             is the fraction the retained modes explain.
+        vertex_noise: ``(n_vert, 3, 3)`` per-vertex covariance (mm^2) of the part of the
+            model error that no image can see, independent between vertices, or ``None``.
+            :func:`~bayesshape.prior.add_model_error` puts there the sliding of the
+            correspondence along the surface; posteriors add it to their vertex samples.
 
     Example:
         >>> import jax, bayesshape as bs
@@ -50,8 +54,18 @@ class ShapeModel(eqx.Module):
     noise_variance: Float[Array, ""]
     faces: Int[Array, "n_face 3"] | None
     total_variance: Float[Array, ""]
+    vertex_noise: Float[Array, "n_vert 3 3"] | None
 
-    def __init__(self, mean, basis, variance, noise_variance=0.0, faces=None, total_variance=None):
+    def __init__(
+        self,
+        mean,
+        basis,
+        variance,
+        noise_variance=0.0,
+        faces=None,
+        total_variance=None,
+        vertex_noise=None,
+    ):
         if all(is_concrete(a) for a in (mean, basis, variance)):
             mean_np = as_points(mean, "mean")
             n = mean_np.shape[0]
@@ -80,11 +94,13 @@ class ShapeModel(eqx.Module):
             self.noise_variance = jnp.asarray(nv)
             self.faces = faces
             self.total_variance = jnp.asarray(tv)
+            self.vertex_noise = None if vertex_noise is None else jnp.asarray(_as_vertex_noise(vertex_noise, n))
         else:  # built from traced values (e.g. inside a transformation): no eager checks
             self.mean, self.basis, self.variance = mean, basis, variance
             self.noise_variance = jnp.asarray(noise_variance)
             self.faces = faces
             self.total_variance = jnp.asarray(jnp.sum(variance) if total_variance is None else total_variance)
+            self.vertex_noise = vertex_noise
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -125,14 +141,31 @@ class ShapeModel(eqx.Module):
         return self.mean + offset.reshape(self.mean.shape)
 
     def sample(self, key: PRNGKeyArray, n: int, *, noise: bool = False) -> Float[Array, "n n_vert 3"]:
-        """Draw ``n`` shapes, ``(n, n_vert, 3)`` mm; ``noise=True`` adds the isotropic noise."""
-        k_alpha, k_noise = jax.random.split(key)
+        """Draw ``n`` shapes, ``(n, n_vert, 3)`` mm; ``noise=True`` adds the isotropic noise and
+        the per-vertex ``vertex_noise``."""
+        k_alpha, k_noise, k_vertex = jax.random.split(key, 3)
         alpha = jax.random.normal(k_alpha, (n, self.n_modes), dtype=self.variance.dtype)
         shapes = jax.vmap(self.instance)(alpha)
         if noise:
             eps = jax.random.normal(k_noise, shapes.shape, dtype=shapes.dtype)
-            shapes = shapes + jnp.sqrt(self.noise_variance) * eps
+            shapes = shapes + jnp.sqrt(self.noise_variance) * eps + self.vertex_noise_draws(k_vertex, n)
         return shapes
+
+    def vertex_noise_root(self) -> Float[Array, "n_vert 3 3"] | None:
+        """Symmetric square roots of ``vertex_noise`` (mm), or ``None`` when the model has none."""
+        if self.vertex_noise is None:
+            return None
+        w, v = jnp.linalg.eigh(self.vertex_noise)
+        return jnp.einsum("nij,nj,nkj->nik", v, jnp.sqrt(jnp.maximum(w, 0.0)), v)
+
+    def vertex_noise_draws(self, key: PRNGKeyArray, n: int) -> Float[Array, "n n_vert 3"]:
+        """``n`` independent draws of the per-vertex noise ``N(0, vertex_noise)`` (zeros without it)."""
+        shape = (n, *self.mean.shape)
+        root = self.vertex_noise_root()
+        if root is None:
+            return jnp.zeros(shape, self.mean.dtype)
+        z = jax.random.normal(key, shape, dtype=self.mean.dtype)
+        return jnp.einsum("nij,snj->sni", root, z)
 
     def coefficients(self, points: Float[Array, "n_vert 3"]) -> Float[Array, " n_modes"]:
         """Regularised least-squares coefficients of a shape in correspondence.
@@ -160,10 +193,11 @@ class ShapeModel(eqx.Module):
         return -0.5 * jnp.sum(alpha**2) - 0.5 * self.n_modes * math.log(2 * math.pi)
 
     def vertex_covariance(self) -> Float[Array, "n_vert 3 3"]:
-        """Per-vertex 3 x 3 marginal covariance (mm^2), noise included."""
+        """Per-vertex 3 x 3 marginal covariance (mm^2), noise (isotropic and per vertex) included."""
         b = self.basis.reshape(self.n_vertices, 3, self.n_modes)
         cov = jnp.einsum("nik,k,njk->nij", b, self.variance, b)
-        return cov + self.noise_variance * jnp.eye(3, dtype=cov.dtype)[None, :, :]
+        cov = cov + self.noise_variance * jnp.eye(3, dtype=cov.dtype)[None, :, :]
+        return cov if self.vertex_noise is None else cov + self.vertex_noise
 
     def truncate(self, k: int) -> ShapeModel:
         """The model restricted to its first ``k`` modes (1 <= k <= n_modes)."""
@@ -176,6 +210,7 @@ class ShapeModel(eqx.Module):
             self.noise_variance,
             self.faces,
             self.total_variance,
+            self.vertex_noise,
         )
 
     def mesh(self, vertices=None):
@@ -186,3 +221,22 @@ class ShapeModel(eqx.Module):
             raise ValueError("this is a point-set model (no faces); a mesh needs triangles")
         v = self.mean if vertices is None else vertices
         return trimesh.Trimesh(np.asarray(v, dtype=np.float64), np.asarray(self.faces), process=False)
+
+
+def _as_vertex_noise(cov, n: int) -> np.ndarray:
+    """``(n, 3, 3)`` symmetric positive semi-definite finite covariances, or a ValueError."""
+    c = np.asarray(cov, dtype=np.float64)
+    if c.shape != (n, 3, 3):
+        raise ValueError(f"vertex_noise: expected shape ({n}, 3, 3) (one covariance per vertex, mm^2), got {c.shape}")
+    if not np.all(np.isfinite(c)):
+        raise ValueError("vertex_noise: contains NaN or inf")
+    if np.abs(c - np.swapaxes(c, 1, 2)).max() > 1e-9 * max(float(np.abs(c).max()), 1.0):
+        raise ValueError("vertex_noise: the per-vertex covariances are not symmetric")
+    c = 0.5 * (c + np.swapaxes(c, 1, 2))
+    w = np.linalg.eigvalsh(c)
+    if w.min() < -1e-9 * max(float(w.max()), 1.0):
+        bad = int(np.argmin(w.min(axis=1)))
+        raise ValueError(
+            f"vertex_noise: not positive semi-definite (vertex {bad} has eigenvalue {w[bad].min():.3g} mm^2)"
+        )
+    return c

@@ -1,0 +1,154 @@
+"""Model error inside the prior: fitting the residual process, adding it to a model, and posteriors
+that carry it."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bayesshape as bs
+from bayesshape.prior.model_error import ModelError, correlation_factor
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return bs.datasets.example_shapes(8, seed=0, spread=2.0)
+
+
+@pytest.fixture(scope="module")
+def fitted(shapes):
+    model = bs.build_pca_model(shapes, align="rigid")
+    err = bs.prior.fit_model_error(shapes, align="rigid")
+    return model, err, bs.add_model_error(model, err, max_rank=60)
+
+
+def _sphere_points(n: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, 3))
+    return 50.0 * x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_prior_marginals_gain_exactly_the_fitted_residual(fitted):
+    """Each vertex's prior covariance grows by the fitted residual covariance exactly (the low-rank factor's
+    rows are rescaled to unit norm), split into a part along the normal (modes) and one across it (noise)."""
+    model, err, with_err = fitted
+    added = np.asarray(with_err.vertex_covariance()) - np.asarray(model.vertex_covariance())
+    np.testing.assert_allclose(added, err.covariance(), atol=1e-9 * float(np.abs(added).max()))
+    # the noise part is across the normal: no variance along it
+    normals = np.asarray(model.mesh().vertex_normals)
+    along = np.einsum("ni,nij,nj->n", normals, np.asarray(with_err.vertex_noise), normals)
+    assert np.abs(along).max() < 1e-9 * float(np.asarray(with_err.vertex_noise).max())
+    # the extra modes carry the normal part, and the model's own modes are still in its span
+    b = np.asarray(with_err.basis)
+    u = np.asarray(model.basis)
+    assert np.abs(u - b @ (b.T @ u)).max() < 1e-8
+    assert with_err.n_modes > model.n_modes
+
+
+def test_fitted_correlation_length_recovers_a_known_process():
+    """Residuals drawn from a known Gaussian process (point set, no faces): the fitted short length is
+    within 25% of the truth (the correlogram rests on 12 draws of 400 points)."""
+    pts = _sphere_points(400)
+    truth = ModelError(jnp.asarray(np.broadcast_to(2.0 * np.eye(3), (400, 3, 3)).copy()), None, 15.0, 15.0, 0.0, 0, 0)
+    phi = correlation_factor(pts, truth, rank=400)
+    rng = np.random.default_rng(1)
+    model = bs.ShapeModel(pts, np.eye(1200)[:, :1], np.array([1.0]))
+    draws = [pts + 2.0 * (phi @ rng.standard_normal((phi.shape[1], 3))) for _ in range(12)]
+    err = bs.prior.fit_model_error(draws, model=model, align=None)
+    assert abs(err.length - 15.0) < 0.25 * 15.0, err.length
+    assert err.noise is None and err.factor.shape == (400, 3, 3)
+    # per-point sd about 2 mm per axis
+    sd = np.sqrt(np.trace(err.covariance(), axis1=1, axis2=2) / 3)
+    assert 1.6 < float(np.median(sd)) < 2.4
+
+
+def test_point_set_model_gains_three_components_per_column_and_no_noise():
+    pts = _sphere_points(120)
+    shapes = [pts + np.random.default_rng(s).normal(scale=1.0, size=pts.shape) for s in range(6)]
+    model = bs.build_pca_model(shapes, align=None, faces=None)
+    err = bs.prior.fit_model_error(shapes, align=None)
+    out = bs.add_model_error(model, err, rank=10)
+    assert out.vertex_noise is None
+    assert out.n_modes == model.n_modes + 3 * 10
+    np.testing.assert_allclose(
+        np.asarray(out.vertex_covariance()) - np.asarray(model.vertex_covariance()), err.covariance(), atol=1e-9
+    )
+
+
+def test_build_pca_model_option_equals_the_two_steps(shapes):
+    one = bs.build_pca_model(shapes, align="rigid", model_error=True)
+    two = bs.add_model_error(bs.build_pca_model(shapes, align="rigid"), bs.prior.fit_model_error(shapes, align="rigid"))
+    np.testing.assert_allclose(np.asarray(one.vertex_covariance()), np.asarray(two.vertex_covariance()), atol=1e-9)
+
+
+def test_closed_form_posterior_with_model_error_is_calibrated_in_model(fitted):
+    """Truths drawn from the augmented prior (modes and per-vertex noise), observed by 3D landmarks: the
+    closed-form posterior's 90% credible balls cover 90% of the vertices over 40 draws (pooled over
+    3202 vertices per draw; the per-draw coverage varies by about 3 points, so the mean is within 3)."""
+    _, _, model = fitted
+    rng = np.random.default_rng(0)
+    ids = np.sort(rng.choice(model.n_vertices, 40, replace=False))
+    covs = []
+    for s in range(40):
+        x = np.asarray(model.sample(jax.random.key(s), 1, noise=True)[0])
+        obs = x[ids] + 0.5 * rng.standard_normal((len(ids), 3))
+        post = bs.posterior_from_landmarks(model, ids, obs, 0.5, n_samples=400, seed=s)
+        err = np.linalg.norm(post.mean_vertices() - x, axis=1)
+        covs.append(float(np.mean(err <= post.credible_radius(0.9))))
+    assert abs(np.mean(covs) - 0.9) < 0.03, np.mean(covs)
+
+
+def test_posterior_samples_carry_the_vertex_noise_in_the_world_frame(fitted):
+    """A posterior's vertex samples include the per-vertex noise, reproducibly for a seed; its sample
+    covariance at observed vertices is the closed form's (noise included) to Monte Carlo precision."""
+    _, _, model = fitted
+    ids = np.arange(0, model.n_vertices, 97)
+    obs = np.asarray(model.mean)[ids]
+    a = bs.posterior_from_landmarks(model, ids, obs, 0.3, n_samples=2000, seed=3)
+    b = bs.posterior_from_landmarks(model, ids, obs, 0.3, n_samples=2000, seed=3)
+    np.testing.assert_array_equal(np.asarray(a.vertex_samples()), np.asarray(b.vertex_samples()))
+    exact = a.vertex_covariance()
+    emp = super(bs.Posterior, a).vertex_covariance()
+    tr_e, tr_x = np.trace(emp, axis1=1, axis2=2), np.trace(exact, axis1=1, axis2=2)
+    # 2000 draws: the trace of a 3x3 sample covariance is within about 3 sd = 3 * sqrt(2/2000) of its value
+    assert np.median(np.abs(tr_e / tr_x - 1)) < 0.1
+    noise_tr = np.trace(np.asarray(model.vertex_noise), axis1=1, axis2=2)
+    assert np.all(tr_x >= noise_tr - 1e-9)
+
+
+def test_model_error_inputs_are_checked(fitted, shapes):
+    model, err, _ = fitted
+    other = bs.build_pca_model(bs.datasets.example_shapes(5, seed=1), align="rigid").truncate(2)
+    small = bs.ShapeModel(np.asarray(other.mean)[:100], np.eye(300)[:, :2], np.ones(2))
+    with pytest.raises(ValueError, match="fitted on 3202 vertices, the model has 100"):
+        bs.add_model_error(small, err)
+    with pytest.raises(ValueError, match="at least 4 shapes"):
+        bs.prior.fit_model_error(shapes[:3])
+    with pytest.raises(ValueError, match="factor: expected shape"):
+        ModelError(jnp.zeros((10, 3, 2)), None, 1.0, 1.0, 0.0, 0, 0.0)
+    bad = np.zeros((model.n_vertices, 3, 3))
+    bad[7] = -np.eye(3)
+    with pytest.raises(ValueError, match="vertex 7"):
+        bs.ShapeModel(model.mean, model.basis, model.variance, vertex_noise=bad)
+    with pytest.raises(ValueError, match="sd_mm"):
+        ModelError.isotropic(model.mean, -1.0, 20.0)
+
+
+def test_stated_model_error_for_a_model_without_training_shapes(fitted):
+    """A Gaussian-process model has no training shapes: a stated error adds sd^2 per axis at every vertex."""
+    model, _, _ = fitted
+    err = ModelError.isotropic(np.asarray(model.mean), 1.5, 20.0, faces=np.asarray(model.faces))
+    out = bs.add_model_error(model, err, max_rank=40)
+    added = np.trace(np.asarray(out.vertex_covariance()) - np.asarray(model.vertex_covariance()), axis1=1, axis2=2)
+    np.testing.assert_allclose(added, 3 * 1.5**2, rtol=1e-9)
+
+
+def test_model_with_vertex_noise_round_trips_and_statismo_refuses_it(fitted, tmp_path):
+    _, _, model = fitted
+    bs.io.save_model(model, tmp_path / "m.npz")
+    back = bs.io.load_model(tmp_path / "m.npz")
+    np.testing.assert_array_equal(np.asarray(back.vertex_noise), np.asarray(model.vertex_noise))
+    np.testing.assert_array_equal(np.asarray(back.basis), np.asarray(model.basis))
+    with pytest.raises(ValueError, match="Statismo format cannot hold"):
+        bs.io.save_statismo(model, tmp_path / "m.h5")
