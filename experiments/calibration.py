@@ -125,7 +125,7 @@ def run(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     train = bs.datasets.example_shapes(cfg["n_train"], seed=0)
-    model = bs.build_pca_model(train, align="rigid", variance=args.prior_variance)
+    model = bs.build_pca_model(train, align="rigid", variance=args.prior_variance, model_error=args.model_error)
     resid = bs.loo_residual_covariance(train, align="rigid")
     rng = np.random.default_rng(args.seed)
     rows = []
@@ -365,6 +365,11 @@ def main(argv=None):
         "follow the headline's draws, so they change with n)",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--model-error",
+        action="store_true",
+        help="the model's leave-one-out residual in the prior (build_pca_model(..., model_error=True))",
+    )
     ap.add_argument(
         "--prior-variance",
         choices=["sample", "loo"],

@@ -220,7 +220,7 @@ def run_case(args, i, names, shapes, faces, fov):
             likelihood=lik,
             num_samples=args.samples,
             seed=args.seed,
-            progress=False,
+            progress=args.progress,
         )
     wall = time.perf_counter() - t0
     mean = post.mean_vertices()
@@ -323,6 +323,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chains", type=int, default=2, help="NUTS chains")
     ap.add_argument("--svi-steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--progress", action="store_true", help="progress bars of the samplers")
     args = ap.parse_args(argv)
     try:
         names, shapes, faces = read_shapes(args.shapes)

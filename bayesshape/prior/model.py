@@ -225,16 +225,18 @@ class ShapeModel(eqx.Module):
 
 def _as_vertex_noise(cov, n: int) -> np.ndarray:
     """``(n, 3, 3)`` symmetric positive semi-definite finite covariances, or a ValueError."""
+    # rounding of single-precision input (JAX without x64) leaves eigenvalues a few ulp below zero
+    rel = 1e-9 if np.asarray(cov).dtype == np.float64 else 1e-5
     c = np.asarray(cov, dtype=np.float64)
     if c.shape != (n, 3, 3):
         raise ValueError(f"vertex_noise: expected shape ({n}, 3, 3) (one covariance per vertex, mm^2), got {c.shape}")
     if not np.all(np.isfinite(c)):
         raise ValueError("vertex_noise: contains NaN or inf")
-    if np.abs(c - np.swapaxes(c, 1, 2)).max() > 1e-9 * max(float(np.abs(c).max()), 1.0):
+    if np.abs(c - np.swapaxes(c, 1, 2)).max() > rel * max(float(np.abs(c).max()), 1.0):
         raise ValueError("vertex_noise: the per-vertex covariances are not symmetric")
     c = 0.5 * (c + np.swapaxes(c, 1, 2))
     w = np.linalg.eigvalsh(c)
-    if w.min() < -1e-9 * max(float(w.max()), 1.0):
+    if w.min() < -rel * max(float(w.max()), 1.0):
         bad = int(np.argmin(w.min(axis=1)))
         raise ValueError(
             f"vertex_noise: not positive semi-definite (vertex {bad} has eigenvalue {w[bad].min():.3g} mm^2)"
