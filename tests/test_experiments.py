@@ -318,7 +318,7 @@ def _check_loo_outputs(out: Path, n_cases: int):
 def test_loo_calibration_on_ply_meshes(tmp_path):
     _write_example_shapes(tmp_path / "meshes", "ply")
     out = tmp_path / "out"
-    argv = ["--shapes", str(tmp_path / "meshes"), "--views", "biplanar", "--obs", "contour", "--size", "64"]
+    argv = ["--shapes", str(tmp_path / "meshes"), "--views", "biplanar", "--obs", "contour", "--size", "48"]
     _run_script(
         "loo_calibration.py", [*argv, "--cases", "1", "--coarse-faces", "0", "--max-rank", "20", "--out", str(out)]
     )

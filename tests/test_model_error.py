@@ -85,13 +85,13 @@ def test_build_pca_model_option_equals_the_two_steps(shapes):
 @pytest.mark.slow
 def test_closed_form_posterior_with_model_error_is_calibrated_in_model(fitted):
     """Truths drawn from the augmented prior (modes and per-vertex noise), observed by 3D landmarks: the
-    closed-form posterior's 90% credible balls cover 90% of the vertices over 30 draws (pooled over
+    closed-form posterior's 90% credible balls cover 90% of the vertices over 20 draws (pooled over
     3202 vertices per draw; the per-draw coverage varies by about 3 points, so the mean is within 3)."""
     _, _, model = fitted
     rng = np.random.default_rng(0)
     ids = np.sort(rng.choice(model.n_vertices, 40, replace=False))
     covs = []
-    for s in range(30):
+    for s in range(20):
         x = np.asarray(model.sample(jax.random.key(s), 1, noise=True)[0])
         obs = x[ids] + 0.5 * rng.standard_normal((len(ids), 3))
         post = bs.posterior_from_landmarks(model, ids, obs, 0.5, n_samples=300, seed=s)
@@ -106,14 +106,14 @@ def test_posterior_samples_carry_the_vertex_noise_in_the_world_frame(fitted):
     _, _, model = fitted
     ids = np.arange(0, model.n_vertices, 97)
     obs = np.asarray(model.mean)[ids]
-    a = bs.posterior_from_landmarks(model, ids, obs, 0.3, n_samples=2000, seed=3)
-    b = bs.posterior_from_landmarks(model, ids, obs, 0.3, n_samples=2000, seed=3)
+    a = bs.posterior_from_landmarks(model, ids, obs, 0.3, n_samples=1000, seed=3)
+    b = bs.posterior_from_landmarks(model, ids, obs, 0.3, n_samples=1000, seed=3)
     np.testing.assert_array_equal(np.asarray(a.vertex_samples()), np.asarray(b.vertex_samples()))
     exact = a.vertex_covariance()
     emp = super(bs.Posterior, a).vertex_covariance()
     tr_e, tr_x = np.trace(emp, axis1=1, axis2=2), np.trace(exact, axis1=1, axis2=2)
-    # 2000 draws: the trace of a 3x3 sample covariance is within about 3 sd = 3 * sqrt(2/2000) of its value
-    assert np.median(np.abs(tr_e / tr_x - 1)) < 0.1
+    # 1000 draws: the trace of a 3x3 sample covariance is within about 3 sd = 3 * sqrt(2/1000) of its value
+    assert np.median(np.abs(tr_e / tr_x - 1)) < 0.13
     noise_tr = np.trace(np.asarray(model.vertex_noise), axis1=1, axis2=2)
     assert np.all(tr_x >= noise_tr - 1e-9)
 
