@@ -49,7 +49,7 @@ from .._checks import as_points
 from ._shapes import as_shapes, procrustes_align
 from .gp import _eigen_from_factor, _pivoted_cholesky
 from .model import ShapeModel
-from .residual import _loo_fits, best_fit
+from .residual import best_fit, loo_residuals
 
 __all__ = ["ModelError", "fit_model_error", "add_model_error"]
 
@@ -166,7 +166,7 @@ def fit_model_error(
         if align is not None:
             shapes = procrustes_align(shapes, scale=align == "similarity")
         k = None if n_modes is None else min(n_modes, n - 2)
-        resid = np.stack([x - fit for _, x, fit in _loo_fits(shapes, align, k)])
+        resid = loo_residuals(shapes, align, k)
         reference = shapes.mean(0)
     else:
         if not isinstance(model, ShapeModel):
@@ -316,8 +316,9 @@ def _fit_correlation(points: np.ndarray, z: np.ndarray, seed: int, n_pairs: int 
     i = rng.integers(0, n_pts, n_pairs)
     j = rng.integers(0, n_pts, n_pairs)
     k = min(32, n_pts)
-    _, nn = cKDTree(points).query(points[i[: n_pairs // 2]], k=k)
-    j[: n_pairs // 2] = nn[np.arange(n_pairs // 2), rng.integers(1, k, n_pairs // 2)] if k > 1 else j[: n_pairs // 2]
+    if k > 1:  # half the pairs among near neighbours: the correlogram's short range needs them
+        _, nn = cKDTree(points).query(points[i[: n_pairs // 2]], k=k)
+        j[: n_pairs // 2] = nn[np.arange(n_pairs // 2), rng.integers(1, k, n_pairs // 2)]
     keep = i != j
     i, j = i[keep], j[keep]
     d = np.linalg.norm(points[i] - points[j], axis=1)

@@ -59,6 +59,11 @@ def _loo_fits(shapes, align, n_modes=None):
         yield model, x, fit
 
 
+def loo_residuals(shapes: np.ndarray, align, n_modes: int | None = None) -> np.ndarray:
+    """``(n, N, 3)`` residuals of each aligned shape from its best fit by a PCA model of the others."""
+    return np.stack([x - fit for _, x, fit in _loo_fits(shapes, align, n_modes)])
+
+
 def loo_residual_covariance(
     meshes, *, align: str | None = "rigid", n_modes: int | None = None, shrinkage: float = 0.3
 ) -> np.ndarray:
@@ -91,7 +96,7 @@ def loo_residual_covariance(
     if align is not None:
         shapes = procrustes_align(shapes, scale=align == "similarity")
     k = None if n_modes is None else min(n_modes, n - 2)
-    resid = np.stack([x - fit for _, x, fit in _loo_fits(shapes, align, k)])
+    resid = loo_residuals(shapes, align, k)
     cov = np.einsum("inj,ink->njk", resid, resid) / n
     iso = np.trace(cov, axis1=1, axis2=2)[:, None, None] / 3.0 * np.eye(3)[None]
     return (1.0 - shrinkage) * cov + shrinkage * iso
