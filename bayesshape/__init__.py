@@ -7,7 +7,7 @@ and their summaries) -> ``inference`` (which builds posteriors) -> ``io``, ``exp
 from the subpackages.
 """
 
-from . import datasets, export, inference, io, obs, posterior, prior, projection, report
+from . import datasets, export, inference, io, obs, posterior, prior, projection, registration, report
 from ._version import __version__
 from .export import export_confidence_mesh
 from .inference import NUTS, SVI, Importance, Laplace, LikelihoodOptions, infer, posterior_from_landmarks
@@ -15,6 +15,7 @@ from .io import load_posterior, read_views, save_posterior, write_views
 from .posterior import Posterior
 from .prior import ShapeModel, add_model_error, augment, build_pca_model, gp_model, kernels, loo_residual_covariance
 from .projection import RigidPose, SimilarityPose, XRayView, biplanar, carm_view
+from .registration import build_model_from_surfaces, register
 from .simulate import simulate_xray
 
 __all__ = [
@@ -45,6 +46,9 @@ __all__ = [
     "SimilarityPose",
     "LikelihoodOptions",
     "posterior_from_landmarks",
+    # raw surfaces
+    "register",
+    "build_model_from_surfaces",
     # posterior and outputs
     "Posterior",
     "save_posterior",
@@ -56,6 +60,7 @@ __all__ = [
     "projection",
     "posterior",
     "inference",
+    "registration",
     "io",
     "export",
     "report",

@@ -268,3 +268,66 @@ def test_help_shows_an_example(command, capsys):
     for line, following in zip(lines, lines[1:]):
         if following.startswith("      --"):
             assert line.rstrip().endswith("\\"), f"{command} --help: {line!r} lacks its line continuation"
+
+
+@pytest.mark.slow
+def test_build_model_from_raw_surfaces_then_simulate_infer_report(tmp_path):
+    """Raw surfaces (no correspondence, another triangulation each) with CSV landmarks -> build-model
+    --raw -> model file -> simulate -> infer -> report."""
+    import fast_simplification
+    import jax
+
+    from bayesshape.io import LandmarkSet, write_landmarks
+
+    ref = bs.datasets.example_shapes(1, seed=0)[0]
+    gp = bs.gp_model(ref, bs.kernels.multiscale([36.0, 4.0], [120.0, 40.0]), rank=30)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    ids = [0, 700, 1600, 2500, 3100]
+    names = tuple("ABCDE")
+    io.write_mesh(tmp_path / "reference.ply", ref)
+    write_landmarks(tmp_path / "reference.csv", LandmarkSet(names, np.asarray(ref.vertices)[ids]))
+    for k in range(4):
+        x = np.asarray(gp.sample(jax.random.key(k), 1)[0])
+        v, f = fast_simplification.simplify(np.array(x), np.array(ref.faces, np.int64), target_reduction=0.4)
+        io.write_mesh(raw / f"bone{k}.ply", v, f)
+        write_landmarks(raw / f"bone{k}.csv", LandmarkSet(names, x[ids]))
+    model = tmp_path / "raw_model.npz"
+    argv = ["build-model", "--raw", str(raw), "--reference", str(tmp_path / "reference.ply")]
+    assert (
+        _run([*argv, "--landmarks", str(tmp_path / "reference.csv"), "--rank", "60", "--quiet", "--out", str(model)])
+        == 0
+    )
+    built = io.load_model(model)
+    assert built.n_vertices == len(ref.vertices) and built.n_modes == 3
+    xray, case = tmp_path / "xray", tmp_path / "case"
+    assert _run(["simulate", "--model", str(model), "--biplanar", "480", "--size", "48", "--out", str(xray)]) == 0
+    masks = [str(xray / "AP_mask.png"), str(xray / "LAT_mask.png")]
+    assert (
+        _run(
+            [
+                "infer",
+                "--model",
+                str(model),
+                "--views",
+                str(xray / "views.json"),
+                "--masks",
+                *masks,
+                "--samples",
+                "50",
+                "--report",
+                "--quiet",
+                "--out",
+                str(case),
+            ]
+        )
+        == 0
+    )
+    assert (case / "report.html").exists()
+
+
+def test_build_model_raw_errors(tmp_path, capsys):
+    assert main(["build-model", "--raw", str(tmp_path), "--out", str(tmp_path / "m.npz")]) == 2
+    assert "--reference" in capsys.readouterr().err
+    assert main(["build-model", "--example", "5", "--reference", "r.ply", "--out", str(tmp_path / "m.npz")]) == 2
+    assert "go with --raw" in capsys.readouterr().err

@@ -43,7 +43,14 @@ def test_the_block_extractor_finds_code():
     assert len(blocks) >= 4 and "bs.infer(" in blocks[0]
 
 
-TUTORIALS = ["quickstart", "building-a-model", "choosing-a-method", "calibration", "femur-from-two-xrays"]
+TUTORIALS = [
+    "quickstart",
+    "building-a-model",
+    "raw-surfaces",
+    "choosing-a-method",
+    "calibration",
+    "femur-from-two-xrays",
+]
 
 
 @pytest.mark.slow
@@ -73,7 +80,18 @@ def test_every_public_name_is_in_the_api_reference():
         re.findall(r"^::: ([\w.]+)$", "\n".join(p.read_text() for p in (DOCS / "reference").glob("*.md")), re.M)
     )
     missing = []
-    for module in (bs, bs.prior, bs.projection, bs.obs, bs.posterior, bs.inference, bs.io, bs.export, bs.report):
+    for module in (
+        bs,
+        bs.prior,
+        bs.projection,
+        bs.obs,
+        bs.posterior,
+        bs.inference,
+        bs.registration,
+        bs.io,
+        bs.export,
+        bs.report,
+    ):
         for name in module.__all__:
             obj = getattr(module, name)
             if inspect.ismodule(obj) or not (callable(obj) or inspect.isclass(obj)):

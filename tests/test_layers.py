@@ -18,6 +18,7 @@ LAYERS = [
     ("posterior",),
     ("inference",),
     ("io",),
+    ("registration",),
     ("export",),
     ("report",),
     ("cli",),
@@ -125,7 +126,8 @@ def test_the_walk_sees_lazy_relative_imports(tmp_path):
 def test_public_namespace_is_small_and_documented():
     names = [n for n in bs.__all__ if n != "__version__"]
     callables = [n for n in names if not inspect.ismodule(getattr(bs, n))]
-    assert len(callables) <= 25, callables
+    # two entry points per capability at most; settings classes of the less common ones stay in their subpackage
+    assert len(callables) <= 27, callables
     for n in names:
         obj = getattr(bs, n)
         assert inspect.getdoc(obj), f"bayesshape.{n} has no docstring"

@@ -58,6 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
         _commands.build_model,
     )
     b.add_argument("--meshes", nargs="+", help="meshes in correspondence (.ply .stl .obj .off .vtk .vtp)")
+    b.add_argument(
+        "--raw",
+        help="a folder of raw surfaces, not in correspondence: each is registered to --reference first",
+    )
+    b.add_argument("--reference", help="with --raw: the reference mesh every surface is registered to")
+    b.add_argument(
+        "--landmarks",
+        help="with --raw: the reference's landmark file (.json Scalismo, .mrk.json, .fcsv, .csv); each surface's "
+        "is the file beside it with the same stem and suffix",
+    )
+    b.add_argument("--rank", type=int, default=300, help="with --raw: modes of the reference's GP model")
+    b.add_argument(
+        "--correspondence-uncertainty",
+        action="store_true",
+        help="with --raw: carry each registration's posterior spread into the model as per-vertex noise",
+    )
+    b.add_argument("--quiet", action="store_true", help="no progress lines")
     b.add_argument("--statismo", help="a Statismo .h5 model to convert")
     b.add_argument("--example", type=int, help="build from this many built-in example shapes")
     b.add_argument(

@@ -14,12 +14,15 @@ from . import _files
 
 BUILD_HELP = """\
 Build a PCA shape model from meshes in correspondence (same vertex count, order and
-triangles), or convert a Statismo .h5 model. Writes .npz (bayesshape) or .h5 (Statismo).
+triangles), from raw surfaces (--raw: each registered to --reference, with landmarks
+when given), or convert a Statismo .h5 model. Writes .npz (bayesshape) or .h5 (Statismo).
 
 example:
   bayesshape build-model --meshes ../shared/data/femur10/*.ply --align rigid --out femur.npz
   bayesshape build-model --statismo torus_model.h5 --out torus.npz
   bayesshape build-model --example 20 --out example.npz        # built-in example shapes
+  bayesshape build-model --raw vertebrae_l1/raw --reference vertebrae_l1/reference.ply \
+      --landmarks vertebrae_l1/reference.json --out l1.npz      # raw surfaces, registered first
 """
 
 SIMULATE_HELP = """\
@@ -67,13 +70,17 @@ example:
 def build_model(args) -> int:
     import bayesshape as bs
 
-    sources = sum(x is not None and x != [] for x in (args.meshes, args.statismo, args.example))
+    sources = sum(x is not None and x != [] for x in (args.meshes, args.statismo, args.example, args.raw))
     if sources != 1:
-        raise ValueError("give exactly one of --meshes, --statismo or --example")
+        raise ValueError("give exactly one of --meshes, --raw, --statismo or --example")
+    if args.raw is None and (args.reference or args.landmarks):
+        raise ValueError("--reference and --landmarks go with --raw")
     if args.statismo and args.variance != "sample":
         raise ValueError("--variance loo needs the training meshes; a Statismo file holds only the model")
     if args.statismo:
         model = bs.io.load_statismo(args.statismo)
+    elif args.raw:
+        model = _model_from_raw(args)
     elif args.example:
         model = bs.build_pca_model(
             bs.datasets.example_shapes(args.example, seed=args.seed),
@@ -95,6 +102,51 @@ def build_model(args) -> int:
     ev = float(np.asarray(model.explained_variance_ratio).sum())
     print(f"wrote {args.out}: {model.n_vertices} vertices, {model.n_modes} modes ({100 * ev:.1f}% of the variance)")
     return 0
+
+
+def _model_from_raw(args):
+    import bayesshape as bs
+    from bayesshape.io import LANDMARK_SUFFIXES, MESH_SUFFIXES
+
+    folder = Path(args.raw)
+    if not folder.is_dir():
+        raise ValueError(f"--raw: {folder} is not a folder")
+    if not args.reference:
+        raise ValueError("--raw needs --reference, the mesh every surface is registered to")
+    ref = Path(args.reference).resolve()
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in MESH_SUFFIXES and p.resolve() != ref)
+    if len(paths) < 2:
+        raise ValueError(
+            f"--raw: expected at least 2 meshes ({', '.join(MESH_SUFFIXES)}) in {folder}, got {len(paths)}"
+        )
+    landmarks = None
+    if args.landmarks:
+        name = Path(args.landmarks).name.lower()
+        suffix = next((s for s in sorted(LANDMARK_SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
+        if suffix is None:
+            raise ValueError(f"--landmarks: expected one of {LANDMARK_SUFFIXES}, got {args.landmarks}")
+        landmarks = [p.with_name(p.stem + suffix) for p in paths]
+        missing = [str(p) for p in landmarks if not p.exists()]
+        if missing:
+            raise ValueError(f"--landmarks: no landmark file beside each surface; missing {missing}")
+    if args.variance != "sample":
+        raise ValueError("--variance loo is not available with --raw")
+    options = bs.registration.RegistrationOptions(rank=args.rank)
+    built = bs.build_model_from_surfaces(
+        [str(p) for p in paths],
+        str(ref),
+        landmarks=None if landmarks is None else [str(p) for p in landmarks],
+        reference_landmarks=args.landmarks,
+        options=options,
+        align="similarity" if args.align == "similarity" else "rigid",
+        n_modes=args.modes,
+        correspondence_uncertainty=args.correspondence_uncertainty,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    d = np.array([r.info.mean_distance_mm for r in built.registrations])
+    print(f"registered {len(paths)} surfaces: mean surface distance {d.mean():.3f} mm (worst {d.max():.3f} mm)")
+    return built.model
 
 
 def _views(args):

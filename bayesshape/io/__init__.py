@@ -1,7 +1,8 @@
 """File input and output: model files (own format and Statismo HDF5), posterior files, view-geometry
-files and meshes. Every bayesshape file carries a format tag and a version, checked on reading."""
+files, meshes and landmarks. Every bayesshape file carries a format tag and a version, checked on reading."""
 
 from .case_inputs import load_inputs, save_inputs
+from .landmarks import LANDMARK_SUFFIXES, LandmarkSet, read_landmarks, write_landmarks
 from .mesh import MESH_SUFFIXES, read_mesh, write_mesh
 from .native import load_model, save_model
 from .posterior import load_posterior, save_posterior
@@ -30,4 +31,8 @@ __all__ = [
     "read_vtp_polydata",
     "write_vtp_polydata",
     "MESH_SUFFIXES",
+    "LandmarkSet",
+    "read_landmarks",
+    "write_landmarks",
+    "LANDMARK_SUFFIXES",
 ]

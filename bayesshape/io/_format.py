@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["check_format"]
+__all__ = ["check_format", "refuse_hdf5_json"]
+
+HDF5_JSON_MESSAGE = (
+    "a Scalismo model in HDF5-JSON (.h5.json), which bayesshape does not read; convert it to HDF5 with "
+    "the h5json package (`jsontoh5 model.h5.json model.h5`) and load the .h5 with bayesshape.io.load_statismo"
+)
+
+
+def refuse_hdf5_json(path) -> None:
+    """Raise ``ValueError`` for a Scalismo ``.h5.json`` model, saying what to do instead."""
+    if str(path).lower().endswith(".h5.json"):
+        raise ValueError(f"{path}: {HDF5_JSON_MESSAGE}")
 
 
 def check_format(

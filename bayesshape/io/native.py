@@ -15,7 +15,7 @@ import numpy as np
 
 from .._atomic import atomic_path, read_npz
 from ..prior.model import ShapeModel
-from ._format import check_format
+from ._format import check_format, refuse_hdf5_json
 
 __all__ = ["save_model", "load_model"]
 
@@ -56,6 +56,7 @@ def load_model(path) -> ShapeModel:
     Raises:
         ValueError: missing, corrupt or foreign file, or arrays of inconsistent shapes.
     """
+    refuse_hdf5_json(path)
     data = read_npz(path, "model")
     check_format(
         path,

@@ -32,6 +32,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ..prior.model import ShapeModel
+from ._format import refuse_hdf5_json
 
 __all__ = ["load_statismo", "save_statismo"]
 
@@ -82,6 +83,7 @@ def load_statismo(path) -> ShapeModel:
     Example:
         >>> model = load_statismo("../shared/data/statismo/torus_model.h5")  # doctest: +SKIP
     """
+    refuse_hdf5_json(path)
     with _open(path) as f:
         if "representer" not in f:
             raise ValueError(f"{path}: not a Statismo model file: missing group /representer")

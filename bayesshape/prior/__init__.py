@@ -3,6 +3,7 @@
 from . import kernels
 from .build import build_pca_model, procrustes_align, similarity_transform
 from .coarsen import coarsen_mesh
+from .evaluation import ModelEvaluation, evaluate_model
 from .gp import augment, gp_model, low_rank_kernel
 from .model import ShapeModel
 from .model_error import ModelError, add_model_error, fit_model_error
@@ -24,4 +25,6 @@ __all__ = [
     "loo_variance_ratio",
     "best_fit",
     "coarsen_mesh",
+    "ModelEvaluation",
+    "evaluate_model",
 ]
