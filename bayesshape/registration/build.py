@@ -47,7 +47,8 @@ def build_model_from_surfaces(
     Each surface is registered to the reference (:func:`~bayesshape.registration.register`, a
     GP model of the reference built once and shared), which puts all of them in the
     reference's topology; generalised Procrustes alignment and PCA follow
-    (:func:`~bayesshape.build_pca_model`).
+    (:func:`~bayesshape.build_pca_model`). The model's mean is centred at the origin, where
+    views look.
 
     Args:
         surfaces: meshes or mesh files, mm, at least 2.
@@ -107,7 +108,17 @@ def build_model_from_surfaces(
                 f"{reg.info.mean_distance_mm:.3f} mm{lm}, {reg.info.wall_time_s:.1f} s",
                 file=sys.stderr,
             )
-    pca = build_pca_model([r.mesh for r in regs], align=align, n_modes=n_modes)
+    # centred: raw surfaces sit wherever their scanner put them, and views look at the origin
+    centred = [np.asarray(r.mesh.vertices) - np.asarray(r.mesh.vertices).mean(0) for r in regs]
+    pca = build_pca_model(centred, faces=np.asarray(model.faces), align=align, n_modes=n_modes)
+    shift = np.asarray(pca.mean).mean(0)
+    pca = ShapeModel(
+        np.asarray(pca.mean) - shift,
+        pca.basis,
+        pca.variance,
+        faces=pca.faces,
+        total_variance=float(pca.total_variance),
+    )
     if correspondence_uncertainty:
         pca = _with_correspondence_noise(pca, regs, align)
     return SurfaceModel(pca, tuple(regs))
