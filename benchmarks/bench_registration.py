@@ -67,10 +67,10 @@ def main(argv=None) -> int:
     t_post, _ = _time(lambda: register(gp, target, landmarks=lms, posterior=True), args.repeat)
 
     from bayesshape.io import read_landmarks
-    from bayesshape.registration._icp import kabsch
+    from bayesshape.registration._icp import similarity_matrix
 
     r, t = read_landmarks(lms[0]), read_landmarks(lms[1])
-    start = kabsch(r.points, t.subset(r.names).points)
+    start = similarity_matrix(r.points, t.subset(r.names).points)
     t_icp, (_, _, cost) = _time(
         lambda: trimesh.registration.icp(
             np.asarray(ref.vertices), np.asarray(target.vertices), initial=start, max_iterations=50, threshold=1e-6

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..prior._shapes import similarity_transform
+
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals ``(N, 3)`` (outward for a counter-clockwise closed mesh)."""
@@ -45,22 +47,13 @@ def apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ transform[:3, :3].T + transform[:3, 3]
 
 
-def kabsch(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None, *, scale: bool = False) -> np.ndarray:
-    """The 4 x 4 rigid (``scale``: similarity, Umeyama) transform that moves ``src`` onto ``dst`` in
-    weighted least squares."""
-    w = np.ones(len(src)) if weights is None else weights
-    w = w / w.sum()
-    cs, cd = w @ src, w @ dst
-    h = (src - cs).T @ ((dst - cd) * w[:, None])
-    u, sv, vt = np.linalg.svd(h)
-    d = np.sign(np.linalg.det(vt.T @ u.T)) or 1.0
-    r = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
-    if scale:
-        var = float(w @ ((src - cs) ** 2).sum(1))
-        r = r * (float(sv[0] + sv[1] + d * sv[2]) / var)
+def similarity_matrix(src: np.ndarray, dst: np.ndarray, *, scale: bool = False) -> np.ndarray:
+    """The 4 x 4 rigid (``scale``: similarity) transform that moves ``src`` onto ``dst`` in least
+    squares (Umeyama, :func:`~bayesshape.prior.similarity_transform`)."""
+    s, r, t = similarity_transform(src, dst, scale=scale)
     out = np.eye(4)
-    out[:3, :3] = r
-    out[:3, 3] = cd - r @ cs
+    out[:3, :3] = s * r
+    out[:3, 3] = t
     return out
 
 

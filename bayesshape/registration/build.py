@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..prior._shapes import similarity_transform
 from ..prior.build import build_pca_model
 from ..prior.gp import gp_model
 from ..prior.model import ShapeModel
@@ -111,36 +112,22 @@ def build_model_from_surfaces(
     # centred: raw surfaces sit wherever their scanner put them, and views look at the origin
     centred = [np.asarray(r.mesh.vertices) - np.asarray(r.mesh.vertices).mean(0) for r in regs]
     pca = build_pca_model(centred, faces=np.asarray(model.faces), align=align, n_modes=n_modes)
-    shift = np.asarray(pca.mean).mean(0)
+    mean = np.asarray(pca.mean, np.float64)
+    mean = mean - mean.mean(0)
+    noise = _correspondence_noise(mean, regs, align) if correspondence_uncertainty else None
     pca = ShapeModel(
-        np.asarray(pca.mean) - shift,
-        pca.basis,
-        pca.variance,
-        faces=pca.faces,
-        total_variance=float(pca.total_variance),
+        mean, pca.basis, pca.variance, faces=pca.faces, total_variance=float(pca.total_variance), vertex_noise=noise
     )
-    if correspondence_uncertainty:
-        pca = _with_correspondence_noise(pca, regs, align)
     return SurfaceModel(pca, tuple(regs))
 
 
-def _with_correspondence_noise(pca: ShapeModel, regs, align: str) -> ShapeModel:
-    """The mean per-vertex posterior covariance of the registrations, rotated into the model's frame."""
-    from ..prior._shapes import similarity_transform
-
-    mean = np.asarray(pca.mean, np.float64)
+def _correspondence_noise(mean: np.ndarray, regs, align: str) -> np.ndarray:
+    """``(N, 3, 3)`` the mean per-vertex posterior covariance of the registrations, rotated (and
+    scaled) into the frame of the model's mean."""
     cov = np.zeros((mean.shape[0], 3, 3))
     for r in regs:
         s, rot, _ = similarity_transform(np.asarray(r.mesh.vertices), mean, scale=align == "similarity")
         c = np.asarray(r.posterior.vertex_covariance())
         cov += s**2 * np.einsum("ij,njk,lk->nil", rot, c, rot)
     cov /= len(regs)
-    return ShapeModel(
-        mean,
-        pca.basis,
-        pca.variance,
-        noise_variance=float(pca.noise_variance),
-        faces=pca.faces,
-        total_variance=float(pca.total_variance),
-        vertex_noise=0.5 * (cov + np.swapaxes(cov, 1, 2)),
-    )
+    return 0.5 * (cov + np.swapaxes(cov, 1, 2))

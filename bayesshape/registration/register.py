@@ -416,12 +416,12 @@ class _Fit:
         return alpha, transform, float(move), prec
 
 
-def _rigid_start(fit: _Fit, ref_lms, tgt_lms, notes) -> np.ndarray:
+def _rigid_start(fit: _Fit, ref_lms, tgt_lms) -> np.ndarray:
     """The rigid stage: Kabsch on the landmarks, or the best of the principal-axis frames."""
     zero = np.zeros(fit.k)
     x = fit.shape(zero)
     if ref_lms is not None:
-        start = _icp.kabsch(fit.landmark_positions(zero), tgt_lms.points, scale=fit.o.pose == "similarity")
+        start = _icp.similarity_matrix(fit.landmark_positions(zero), tgt_lms.points, scale=fit.o.pose == "similarity")
         candidates = [start]
     else:
         cx, fx = _icp.principal_frames(x)
@@ -522,7 +522,7 @@ def register(
 
     transform = np.eye(4)
     if options.pose != "none":
-        transform = _rigid_start(fit, ref_lms, tgt_lms, notes)
+        transform = _rigid_start(fit, ref_lms, tgt_lms)
     x0 = fit.shape(np.zeros(fit.k))
     d_rigid, _ = fit.t_tree.query(_icp.apply(transform, x0))
     rigid_mean = float(np.mean(d_rigid))
