@@ -506,3 +506,24 @@ def test_silhouette_overflow_is_detected(example_model):
         _arrays=(sil.mask, sil.outline, sil.pixels, sil.labels, sil.tiles),
     )
     assert small.overflow(v)
+
+
+def test_gaussian_draws_survive_a_nearly_singular_float32_covariance():
+    from bayesshape._gaussian import gaussian_draws
+
+    key = jax.random.key(0)
+    a = jax.random.normal(jax.random.key(1), (5, 5))
+    well = a @ a.T + jnp.eye(5)
+    # where the covariance is well conditioned: jax's own eigh draws, to the bit
+    np.testing.assert_array_equal(
+        gaussian_draws(key, jnp.arange(5.0), well, 9),
+        jax.random.multivariate_normal(key, jnp.arange(5.0), well, (9,), method="eigh"),
+    )
+    # a pose pinned to 1e-8 next to unit modes: float32 eigenvalues come out slightly negative
+    q, _ = jnp.linalg.qr(jax.random.normal(jax.random.key(2), (6, 6)).astype(jnp.float32))
+    cov = (q * jnp.array([1e-8, 3e-8, 1e-7, 1.0, 1.0, 2.0], dtype=jnp.float32)[None, :]) @ q.T
+    assert bool(jnp.any(jnp.linalg.eigh(cov)[0] < 0))
+    draws = gaussian_draws(key, jnp.zeros(6, jnp.float32), cov, 4000)
+    assert bool(jnp.all(jnp.isfinite(draws)))
+    # and the draws still have the covariance (4000 draws: entries of size 1 to within ~0.1)
+    np.testing.assert_allclose(np.cov(np.asarray(draws).T), np.asarray(cov), atol=0.15)

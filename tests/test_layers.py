@@ -11,7 +11,7 @@ ROOT = Path(bs.__file__).resolve().parent
 
 # lowest first; a module may import from its own layer and from any layer below it
 LAYERS = [
-    ("_atomic", "_checks", "_geometry", "_version"),
+    ("_atomic", "_checks", "_gaussian", "_geometry", "_version"),
     ("prior", "datasets"),
     ("projection",),
     ("obs", "simulate"),

@@ -102,7 +102,7 @@ def test_view_conventions_and_roundtrip():
     start, d = cone.rays(px)
     mid = start + 500.0 * d
     np.testing.assert_allclose(np.asarray(cone.project(mid)), np.asarray(px), atol=1e-9)
-    # magnification: an object at the isocentre appears SDD/SID larger
+    # magnification: an object at the isocentre appears source_to_detector / source_to_isocenter times larger
     q = np.asarray(cone.project(jnp.asarray([[0.0, 0.0, 0.0], [0.0, 0.0, 10.0]])))
     assert abs(np.linalg.norm(q[1] - q[0]) * 0.7 - 10.0 * 1200 / 800) < 0.3
 

@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--quiet", action="store_true", help="no progress lines")
     b.add_argument("--statismo", help="a Statismo .h5 model to convert")
+    b.add_argument("--group", help="with --statismo: the HDF5 group of a nested model (e.g. shape)")
     b.add_argument("--example", type=int, help="build from this many built-in example shapes")
     b.add_argument(
         "--align",
@@ -110,14 +111,48 @@ def build_parser() -> argparse.ArgumentParser:
         default="centre",
         help="DRR pixels: the path length at each pixel centre, or averaged over each pixel's area",
     )
+    s.add_argument(
+        "--dicom",
+        action="store_true",
+        help="also write each view as a DICOM DX radiograph (NAME.dcm, cone-beam views only) and the open beam "
+        "(flat_field.dcm); the .npy images then hold the line integrals the DICOM files hold (16-bit counts)",
+    )
+    s.add_argument("--group", help="HDF5 group of a nested Statismo model (e.g. shape)")
     s.add_argument("--seed", type=int, default=0, help="seed of the noise")
     s.add_argument("--out", required=True, help="output folder (created)")
 
     i = _sub(sub, "infer", "infer the posterior from X-ray inputs", _commands.INFER_HELP, _commands.infer)
     i.add_argument("--model", required=True, help="model file (.npz or .h5)")
-    i.add_argument("--views", required=True, help="view geometry file (JSON or YAML)")
-    i.add_argument("--masks", nargs="+", help="segmentation masks, one per view (.png or .npy)")
-    i.add_argument("--images", nargs="+", help="DRR line-integral images, one per view (.npy or .png)")
+    i.add_argument("--group", help="HDF5 group of a nested Statismo model (e.g. shape)")
+    i.add_argument("--views", help="view geometry file (JSON or YAML); not needed with --xray")
+    i.add_argument("--masks", nargs="+", help="segmentation masks, one per view (.png .tif .nrrd .nii .nii.gz .npy)")
+    i.add_argument(
+        "--images", nargs="+", help="DRR line-integral images, one per view (.npy .tif .nrrd .nii .nii.gz .png)"
+    )
+    i.add_argument(
+        "--xray",
+        nargs="+",
+        help="DICOM radiographs (DX, CR, XA), one per view: converted to line integrals, views from their tags",
+    )
+    i.add_argument("--flat-field", help="--xray: the open-beam image (.dcm) for the air reference")
+    i.add_argument("--air", type=float, help="--xray: the open-beam intensity (instead of --flat-field)")
+    i.add_argument("--log-scale", type=float, help="--xray: pixel values per natural-log unit (LOG images)")
+    i.add_argument("--frame", type=int, help="--xray: the frame of multi-frame files")
+    i.add_argument("--source-to-detector", type=float, help="--xray: DistanceSourceToDetector, mm (missing tag)")
+    i.add_argument("--source-to-isocenter", type=float, help="--xray: DistanceSourceToPatient, mm (missing tag)")
+    i.add_argument("--pixel-spacing", type=float, help="--xray: detector pixel spacing, mm (missing tag)")
+    i.add_argument(
+        "--primary-angle",
+        type=float,
+        nargs="+",
+        help="--xray: PositionerPrimaryAngle, degrees, one per file (missing tag)",
+    )
+    i.add_argument(
+        "--secondary-angle",
+        type=float,
+        nargs="+",
+        help="--xray: PositionerSecondaryAngle, degrees, one per file (missing tag)",
+    )
     i.add_argument("--contours", nargs="+", help="contour points, one CSV (row,col) per view")
     i.add_argument(
         "--mask-likelihood",

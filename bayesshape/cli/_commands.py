@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ def build_model(args) -> int:
     if args.statismo and args.variance != "sample":
         raise ValueError("--variance loo needs the training meshes; a Statismo file holds only the model")
     if args.statismo:
-        model = bs.io.load_statismo(args.statismo)
+        model = bs.io.load_statismo(args.statismo, group=args.group)
     elif args.raw:
         model = _model_from_raw(args)
     elif args.example:
@@ -170,7 +171,7 @@ def simulate(args) -> int:
     if args.mesh:
         mesh = bs.io.read_mesh(args.mesh)
     else:
-        model = _files.read_model(args.model)
+        model = _files.read_model(args.model, args.group)
         if model.faces is None:
             raise ValueError(f"{args.model}: simulating X-rays needs a mesh model (with faces)")
         import jax
@@ -187,8 +188,21 @@ def simulate(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     bs.write_views(out / "views.json", views, names)
     files: dict[str, Any] = {"views": "views.json", "truth": "truth.ply", "drr": [], "masks": [], "contours": []}
+    if args.dicom:
+        from ..io.dicom import write_radiograph
+
+        air = 60000.0
+        files["dicom"] = []
+        drr = []
+        for name, img, view in zip(names, sim.drr, views):
+            drr.append(write_radiograph(out / f"{name}.dcm", img, view, air=air, seed=args.seed))
+            files["dicom"].append(f"{name}.dcm")
+        write_radiograph(out / "flat_field.dcm", np.zeros(views[0].detector_shape), views[0], air=air, seed=args.seed)
+        files["flat_field"] = "flat_field.dcm"
+        sim = dataclasses.replace(sim, drr=tuple(drr))
     for name, img, mask, pts in zip(names, sim.drr, sim.masks, sim.contours):
-        _files.write_npy(out / f"{name}_drr.npy", img.astype(np.float32))
+        # with --dicom, the quantised line integrals of the DICOM files, in full precision
+        _files.write_npy(out / f"{name}_drr.npy", np.asarray(img, dtype=np.float64 if args.dicom else np.float32))
         _files.write_mask_png(out / f"{name}_mask.png", mask)
         _files.write_points_csv(out / f"{name}_contour.csv", pts)
         files["drr"].append(f"{name}_drr.npy")
@@ -213,12 +227,54 @@ def simulate(args) -> int:
     return 0
 
 
-def _observations(args, views):
+def _radiographs(args):
+    """Views, names and line-integral images of the ``--xray`` DICOM files."""
+    from ..io.dicom import read_radiograph
+
+    if args.views:
+        raise ValueError("--xray: the views come from the DICOM files; drop --views")
+    geometry = {
+        "source_to_detector": args.source_to_detector,
+        "source_to_isocenter": args.source_to_isocenter,
+        "pixel_spacing": args.pixel_spacing,
+    }
+    angles = {"primary_angle": args.primary_angle, "secondary_angle": args.secondary_angle}
+    for key, values in angles.items():
+        if values is not None and len(values) != len(args.xray):
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(f"{flag}: expected one angle per --xray file ({len(args.xray)}), got {len(values)}")
+    views, names, images = [], [], []
+    for i, path in enumerate(args.xray):
+        geometry.update({k: None if v is None else v[i] for k, v in angles.items()})
+        try:
+            xr = read_radiograph(
+                path,
+                air=args.air,
+                flat_field=args.flat_field,
+                log_scale=args.log_scale,
+                frame=args.frame,
+                **geometry,
+            )
+        except ValueError as e:
+            raise ValueError(f"--xray {path}: {e}") from None
+        for note in xr.notes:
+            print(f"{path}: {note}")
+        views.append(xr.view)
+        names.append(Path(path).name.split(".")[0] or f"view{i}")
+        images.append(xr.line_integrals)
+    return views, names, images
+
+
+def _observations(args, views, xray_images=None):
     import bayesshape as bs
 
-    given = [(k, v) for k, v in (("masks", args.masks), ("images", args.images), ("contours", args.contours)) if v]
+    given = [
+        (k, v)
+        for k, v in (("masks", args.masks), ("images", args.images), ("contours", args.contours), ("xray", args.xray))
+        if v
+    ]
     if len(given) != 1:
-        raise ValueError("give one kind of input: --masks, --images or --contours (one file per view)")
+        raise ValueError("give one kind of input: --masks, --images, --contours or --xray (one file per view)")
     kind, paths = given[0]
     if len(paths) != len(views):
         raise ValueError(
@@ -235,7 +291,10 @@ def _observations(args, views):
             points.append(pts)
             kinds.append("contour")
         else:
-            arr = _files.read_mask(p) if kind == "masks" else _files.read_array(p, "image")
+            if kind == "xray":
+                arr = xray_images[i]
+            else:
+                arr = _files.read_mask(p) if kind == "masks" else _files.read_array(p, "image")
             if arr.shape != (h, w):
                 raise ValueError(
                     f"{p}: image of {arr.shape[0]} x {arr.shape[1]} pixels does not match view {i}'s "
@@ -273,9 +332,15 @@ def infer(args) -> int:
     t0 = time.perf_counter()
     _files.check_output_folder(args.out)
     as_seed(args.seed)
-    model = _files.read_model(args.model)
-    views, names = bs.read_views(args.views)
-    obs, images, kinds, points = _observations(args, views)
+    model = _files.read_model(args.model, args.group)
+    if args.xray:
+        views, names, xray_images = _radiographs(args)
+    elif args.views:
+        views, names = bs.read_views(args.views)
+        xray_images = None
+    else:
+        raise ValueError("give the view geometry: --views FILE, or DICOM radiographs with --xray")
+    obs, images, kinds, points = _observations(args, views, xray_images)
     truth = bs.io.read_mesh(args.truth) if args.truth else None
     print(f"inferring with {args.method} ({len(views)} views, {kinds[0]}, pose {args.pose}, {model.n_modes} modes)")
     post = bs.infer(
@@ -289,10 +354,10 @@ def infer(args) -> int:
     )
     inputs = {
         "model": str(args.model),
-        "views": str(args.views),
+        "views": str(args.views) if args.views else "from the DICOM files",
         "kind": kinds[0],
         "likelihood": type(obs[0]).__name__,
-        "files": [str(p) for p in (args.masks or args.images or args.contours)],
+        "files": [str(p) for p in (args.masks or args.images or args.contours or args.xray)],
     }
     settings = {
         "method": args.method,

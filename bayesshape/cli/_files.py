@@ -10,13 +10,15 @@ import numpy as np
 from .._atomic import atomic_path
 
 
-def read_model(path):
-    """A shape model from ``.npz`` (bayesshape) or ``.h5`` (Statismo)."""
+def read_model(path, group: str | None = None):
+    """A shape model from ``.npz`` (bayesshape) or ``.h5`` (Statismo; ``group`` for a nested one)."""
     from ..io import load_model, load_statismo
 
     path = Path(path)
     if path.suffix.lower() in (".h5", ".hdf5"):
-        return load_statismo(path)
+        return load_statismo(path, group=group)
+    if group is not None:
+        raise ValueError(f"--group {group}: only Statismo .h5 models have groups, got {path}")
     if path.suffix.lower() == ".npz":
         return load_model(path)
     raise ValueError(f"{path}: model files are .npz (bayesshape) or .h5 (Statismo), got {path.suffix!r}")
@@ -35,33 +37,16 @@ def write_model(model, path):
 
 
 def read_array(path, what: str) -> np.ndarray:
-    """A 2D array from ``.npy`` (no pickles) or a PNG (first channel, 0..1)."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{what} {path}: no such file")
-    if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise ValueError(f"{what} {path}: not a plain .npy array ({e})") from None
-    elif path.suffix.lower() == ".png":
-        import matplotlib.image as mpimg
+    """A 2D image from any format of :func:`bayesshape.io.read_image` (``.npy`` without pickles)."""
+    from ..io.images import read_image
 
-        try:
-            arr = mpimg.imread(path)
-        except Exception as e:
-            raise ValueError(f"{what} {path}: not a readable PNG ({e})") from None
-        if arr.ndim == 3:
-            arr = arr[..., 0]
-    else:
-        raise ValueError(f"{what} {path}: expected a .npy or .png file")
-    if arr.ndim != 2:
-        raise ValueError(f"{what} {path}: expected a 2D image (H, W), got shape {arr.shape}")
-    return arr
+    return read_image(path, what)
 
 
 def read_mask(path) -> np.ndarray:
-    return read_array(path, "mask") > 0.5
+    from ..io.images import read_mask as read
+
+    return read(path)
 
 
 def write_mask_png(path, mask) -> None:

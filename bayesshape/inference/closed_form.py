@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import as_points, as_positive
+from .._gaussian import gaussian_draws
 from ..obs import Landmarks3D
 from ..posterior.posterior import Posterior
 from ..prior.model import ShapeModel
@@ -60,6 +61,6 @@ def posterior_from_landmarks(
     cov = 0.5 * (cov + cov.T)
     mean = cov @ (a.T @ resid)
     problem = fixed_problem(model, (obs,))
-    theta = jax.random.multivariate_normal(jax.random.key(seed), mean, cov, (n_samples,), method="eigh")
+    theta = gaussian_draws(jax.random.key(seed), mean, cov, n_samples)
     diag = Diagnostics("closed_form", obs.n_data, k, ClosedFormInfo())
     return Posterior(problem, theta[None], "closed_form", diag, theta_map=mean, gaussian=(mean, cov), seed=seed)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._gaussian import gaussian_draws
 from ._problem import Problem
 
 __all__ = ["laplace_covariance", "laplace_draws", "neg_log_density_and_grad"]
@@ -106,4 +107,4 @@ def laplace_covariance(problem: Problem, theta_map, hessian: str = "gauss-newton
 
 def laplace_draws(key, theta_map, cov, num_samples: int):
     """``(1, num_samples, dim)`` draws of the Laplace Gaussian."""
-    return jax.random.multivariate_normal(key, theta_map, cov, (num_samples,), method="eigh")[None]
+    return gaussian_draws(key, theta_map, cov, num_samples)[None]

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._gaussian import gaussian_draws
 from ._numpyro import numpyro_promotion
 from ._problem import Problem
 from .config import NUTS as NUTSConfig
@@ -48,7 +49,7 @@ def run_nuts(problem: Problem, theta_map, cov, key, config: NUTSConfig, num_samp
     model = numpyro_model(problem)
     k_init, k_run = jax.random.split(key)
     # over-dispersed starts around the MAP (from the Laplace covariance), so R-hat means something
-    starts = jax.random.multivariate_normal(k_init, theta_map, cov, (num_chains,), method="eigh")
+    starts = gaussian_draws(k_init, theta_map, cov, num_chains)
     # the Laplace covariance is the inverse mass matrix: the pose directions are pinned far more
     # tightly by the data than by their prior, and an identity mass matrix makes trajectories very
     # long. "laplace" keeps it (the warm-up tunes the step size); "adapt" re-estimates it in Stan's

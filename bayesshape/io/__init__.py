@@ -1,7 +1,10 @@
 """File input and output: model files (own format and Statismo HDF5), posterior files, view-geometry
-files, meshes and landmarks. Every bayesshape file carries a format tag and a version, checked on reading."""
+files, meshes, landmarks, images and masks, and DICOM radiographs. Every bayesshape file carries a
+format tag and a version, checked on reading."""
 
 from .case_inputs import load_inputs, save_inputs
+from .dicom import Radiograph, read_radiograph, write_radiograph
+from .images import IMAGE_SUFFIXES, read_image, read_mask, write_image, write_mask
 from .landmarks import LANDMARK_SUFFIXES, LandmarkSet, read_landmarks, write_landmarks
 from .mesh import MESH_SUFFIXES, read_mesh, write_mesh
 from .native import load_model, save_model
@@ -35,4 +38,12 @@ __all__ = [
     "read_landmarks",
     "write_landmarks",
     "LANDMARK_SUFFIXES",
+    "read_image",
+    "write_image",
+    "read_mask",
+    "write_mask",
+    "IMAGE_SUFFIXES",
+    "Radiograph",
+    "read_radiograph",
+    "write_radiograph",
 ]

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._gaussian import gaussian_draws
 from .samples import ShapeSamples
 
 __all__ = ["Posterior", "observation_vertices", "standardised_residuals"]
@@ -117,7 +118,7 @@ class Posterior(ShapeSamples):
         key = jax.random.key(seed)
         if self.gaussian is not None:
             mean, cov = self.gaussian
-            th = jax.random.multivariate_normal(key, mean, cov, (n,), method="eigh")
+            th = gaussian_draws(key, mean, cov, n)
             return np.asarray(_with_vertex_noise(self.problem, th, _vertices_batch(self.problem, th), seed))
         idx = jax.random.choice(key, self.n_samples, (n,), replace=n > self.n_samples)
         return np.asarray(self.vertex_samples()[idx])

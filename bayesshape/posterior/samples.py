@@ -353,6 +353,32 @@ class ShapeSamples:
             float(misfit_threshold),
         )
 
+    def to_shape_model(self, rank: int | None = None):
+        """The posterior as a low-rank Gaussian :class:`~bayesshape.ShapeModel` over the shape.
+
+        Its mean is the posterior mean and its covariance the samples' covariance (PCA of the
+        samples, at most ``n_samples - 1`` modes; ``rank`` keeps the largest). Saved with
+        :func:`bayesshape.io.save_statismo`, a reconstruction's posterior opens in scalismo-ui and
+        Statismo's tools like any shape model.
+
+        Example:
+            >>> bs.io.save_statismo(post.to_shape_model(), "posterior_model.h5")   # doctest: +SKIP
+        """
+        from ..prior.model import ShapeModel
+
+        x = np.asarray(self.vertex_samples(), dtype=np.float64)
+        s, n = x.shape[0], x.shape[1]
+        if rank is not None and (not isinstance(rank, int | np.integer) or rank < 1):
+            raise ValueError(f"rank: expected a positive number of modes or None, got {rank!r}")
+        mean = self.mean_vertices()
+        d = (x - mean[None]).reshape(s, 3 * n) / np.sqrt(s - 1)
+        _, sv, vt = np.linalg.svd(d, full_matrices=False)
+        lam = sv**2
+        keep = lam > 1e-12 * max(float(lam.max(initial=0.0)), 1e-300)
+        if rank is not None:
+            keep[int(rank) :] = False
+        return ShapeModel(mean, vt[keep].T, lam[keep], faces=self.faces, total_variance=float(lam.sum()))
+
     def measure(self, fn, level: float = 0.95) -> Measurement:
         """Credible interval of a derived measurement ``fn(vertices (n_vert, 3)) -> scalar or array``.
 

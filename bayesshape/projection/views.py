@@ -31,6 +31,18 @@ from .._checks import is_concrete
 __all__ = ["XRayView", "biplanar", "carm_view", "stack_views"]
 
 
+def cos_sin_degrees(angle: float) -> tuple[float, float]:
+    """``(cos, sin)`` of an angle in degrees, exact at multiples of 90 degrees (where ``math.cos``
+    of the radian value is off by 1e-16, which would make a view's frame differ with the path
+    that built it)."""
+    angle = float(angle)
+    quarter, rest = divmod(angle, 90.0)
+    if rest == 0.0:
+        return ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[int(quarter) % 4]
+    r = math.radians(angle)
+    return math.cos(r), math.sin(r)
+
+
 def _unit(v, name):
     v = np.asarray(v, dtype=np.float64).reshape(-1)
     if v.shape != (3,) or not np.all(np.isfinite(v)):
@@ -134,8 +146,10 @@ class XRayView(eqx.Module):
         """A point-source view.
 
         Args:
-            source_to_detector: SDD, mm (source to detector plane along the central ray).
-            source_to_isocenter: SID, mm (source to the isocentre), ``0 < SID < SDD``.
+            source_to_detector: source to detector plane along the central ray, mm (DICOM
+                DistanceSourceToDetector; the "source-to-image distance" of radiographers).
+            source_to_isocenter: source to the isocentre, mm (DICOM DistanceSourceToPatient),
+                ``0 < source_to_isocenter < source_to_detector``.
             detector_shape: ``(rows, cols)`` pixels.
             pixel_spacing: mm per pixel at the detector; a number or ``(row, col)``.
             isocenter: ``(3,)`` world point on the central ray, mm.
@@ -148,7 +162,8 @@ class XRayView(eqx.Module):
         sid = float(source_to_isocenter)
         if not (math.isfinite(sdd) and math.isfinite(sid)) or sid <= 0 or sdd <= sid:
             raise ValueError(
-                f"cone_beam: need 0 < source_to_isocenter < source_to_detector (mm), got SID={sid}, SDD={sdd}"
+                "cone_beam: need 0 < source_to_isocenter (DistanceSourceToPatient) < source_to_detector "
+                f"(DistanceSourceToDetector), mm; got source_to_isocenter={sid}, source_to_detector={sdd}"
             )
         shape = _shape(detector_shape)
         sp = _spacing(pixel_spacing)
@@ -182,6 +197,38 @@ class XRayView(eqx.Module):
         origin = c - (shape[1] - 1) / 2 * sp[1] * u - (shape[0] - 1) / 2 * sp[0] * v
         source = c - 1e4 * d
         return cls._make(source, origin, u, v, d, sp, shape, True)
+
+    @classmethod
+    def from_dicom(cls, source, *, isocenter=(0.0, 0.0, 0.0), **overrides) -> XRayView:
+        """The view of a DICOM radiograph (DX, CR or XA) from its geometry tags.
+
+        Args:
+            source: a ``.dcm`` path or a ``pydicom.Dataset``.
+            isocenter: world point on the central ray at DistanceSourceToPatient, mm.
+            overrides: ``source_to_detector``, ``source_to_isocenter``, ``pixel_spacing``,
+                ``primary_angle``, ``secondary_angle``, ``up``: values for missing or wrong tags.
+
+        The tags read and the conventions are listed in :mod:`bayesshape.projection.dicom_geometry`.
+        A file whose PatientOrientation says the image is mirrored gets the view of the image
+        flipped left to right, as :func:`bayesshape.io.read_radiograph` returns it.
+
+        Raises:
+            ValueError: naming each missing tag and the override that replaces it.
+
+        Example:
+            >>> view = XRayView.from_dicom("ap.dcm")                         # doctest: +SKIP
+            >>> view = XRayView.from_dicom("ap.dcm", source_to_detector=1150.0)  # doctest: +SKIP
+        """
+        from .dicom_geometry import view_from_dicom
+
+        if not hasattr(source, "dir"):  # a path, not a Dataset
+            import pydicom
+
+            try:
+                source = pydicom.dcmread(source, stop_before_pixels=True)
+            except (OSError, pydicom.errors.InvalidDicomError) as e:
+                raise ValueError(f"{source}: not a readable DICOM file ({e})") from None
+        return view_from_dicom(source, isocenter=isocenter, **overrides)[0]
 
     @classmethod
     def _make(cls, source, origin, u, v, d, sp, shape, par):
@@ -382,8 +429,8 @@ def carm_view(
     ray gains a +z component). RAO and caudal are the negative angles. The image up
     stays as close to +z as the angulation allows.
     """
-    a, c = math.radians(lao), math.radians(cranial)
-    d = np.array([math.sin(a) * math.cos(c), math.cos(a) * math.cos(c), math.sin(c)])
+    (ca, sa), (cc, sc) = cos_sin_degrees(lao), cos_sin_degrees(cranial)
+    d = np.array([sa * cc, ca * cc, sc])
     # up: +z made orthogonal to d (for |cranial| < 90 deg this is well defined)
     up = np.array([0.0, 0.0, 1.0])
     return XRayView.cone_beam(

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_faces, as_points, as_positive, as_seed
+from .._gaussian import gaussian_draws
 from ..inference._problem import fixed_problem
 from ..inference.diagnostics import ClosedFormInfo, Diagnostics
 from ..io.landmarks import LandmarkSet, read_landmarks
@@ -635,7 +636,7 @@ def _posterior(model: ShapeModel, alpha, prec, transform, n_samples: int, seed: 
     )
     dt = moved.variance.dtype
     mean_j, cov_j = jnp.asarray(alpha, dt), jnp.asarray(cov, dt)
-    theta = jax.random.multivariate_normal(jax.random.key(seed), mean_j, cov_j, (n_samples,), method="eigh")
+    theta = gaussian_draws(jax.random.key(seed), mean_j, cov_j, n_samples)
     problem = fixed_problem(moved, ())
     diag = Diagnostics("closed_form", 0, k, ClosedFormInfo())
     return Posterior(problem, theta[None], "closed_form", diag, theta_map=mean_j, gaussian=(mean_j, cov_j), seed=seed)
