@@ -72,15 +72,17 @@ def export_confidence_mesh(
 ) -> dict:
     """Write the posterior mean with per-vertex confidence as ``.ply``, ``.vtk``, ``.vtp`` or ``.vtu``.
 
-    PLY: binary little-endian, with named float vertex properties (see
-    :func:`confidence_fields`: ``std normal_std credible_radius flag`` and ``error``
-    with a truth) and vertex colours ``red green blue`` from the perceptually uniform
-    ``viridis`` colormap, scaled linearly from 0 mm (dark blue) to ``vmax`` mm (yellow;
-    default ``2 * tolerance_mm``), of the field ``colour_by``. VTK (legacy POLYDATA,
-    binary), VTP (XML PolyData) and VTU (XML UnstructuredGrid of triangles, through
-    meshio): the same named point-data arrays, and the colours as a 3-component ``rgb``
-    array. In ParaView colour by any array; in 3D Slicer pick
-    the array under Models > Display > Scalars. Atomic write.
+    PLY: binary little-endian, with named vertex properties (see :func:`confidence_fields`:
+    ``std normal_std credible_radius`` and ``error`` with a truth as float, ``flag`` as uchar),
+    the field ``colour_by`` once more as ``quality`` (MeshLab's per-vertex scalar: it colours,
+    filters and plots it), and vertex colours ``red green blue`` (uchar) from the perceptually
+    uniform ``viridis`` colormap, scaled linearly from 0 mm (dark blue) to ``vmax`` mm (yellow;
+    default ``2 * tolerance_mm``), of the field ``colour_by``. VTK (legacy POLYDATA, binary), VTP
+    (XML PolyData) and VTU (XML UnstructuredGrid of triangles, through meshio): the same named
+    point-data arrays, the colours as a 3-component unsigned-char ``rgb`` array, and
+    ``colour_by`` as the active scalars. Coordinates are in the package's world frame, which is
+    LPS (x to the patient's left, y posterior, z superior); PLY, VTK and VTP files say so
+    (``SPACE=LPS``), so 3D Slicer places them without asking. Atomic write.
 
     Args:
         posterior: a :class:`~bayesshape.Posterior` or :class:`~bayesshape.ShapeSamples`.
@@ -103,16 +105,13 @@ def export_confidence_mesh(
     rgb = colour_scale(fields[colour_by], vmax)
     mesh = posterior.mean_mesh()
     data = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in fields.items()}
-    if path.suffix.lower() == ".ply":
-        data.update({"red": rgb[:, 0], "green": rgb[:, 1], "blue": rgb[:, 2]})
-    elif path.suffix.lower() in (".vtk", ".vtp", ".vtu"):
-        data["rgb"] = rgb
-    else:
+    data["rgb"] = rgb
+    if path.suffix.lower() not in (".ply", ".vtk", ".vtp", ".vtu"):
         raise ValueError(f"{path}: confidence meshes are written as .ply, .vtk, .vtp or .vtu")
     if path.suffix.lower() == ".vtu":
         _write_vtu(path, mesh, data)
     else:
-        write_mesh(path, mesh, point_data=data)
+        write_mesh(path, mesh, point_data=data, active=colour_by)
     return fields
 
 

@@ -67,13 +67,24 @@ def test_confidence_mesh_round_trip(tmp_path, samples, truth):
 
     # PLY: trimesh, and a plain header parser
     mesh = trimesh.load(tmp_path / "c.ply", process=False)
-    np.testing.assert_allclose(mesh.vertices, samples.mean_vertices(), atol=1e-4)
+    np.testing.assert_allclose(mesh.vertices, samples.mean_vertices(), atol=1e-9)  # double vertices
+    assert mesh.vertex_attributes == {}  # trimesh's reader alone drops the properties...
+    through = bs.io.read_mesh(tmp_path / "c.ply")  # ...reading through bayesshape keeps them
+    for name, val in fields.items():
+        np.testing.assert_allclose(through.vertex_attributes[name], val, rtol=1e-6, atol=1e-6, err_msg=name)
+    header = (tmp_path / "c.ply").read_bytes().split(b"end_header")[0].decode("ascii").splitlines()
+    assert "comment SPACE=LPS" in header
+    for line in ("property float quality", "property uchar flag", "property uchar red", "property double x"):
+        assert line in header, line
+    for name in ("std", "normal_std", "credible_radius", "error"):
+        assert f"property float {name}" in header, name
     np.testing.assert_array_equal(mesh.faces, samples.faces)
     raw = mesh.metadata["_ply_raw"]["vertex"]["data"]
     plain = _plain_ply(tmp_path / "c.ply")
     for name, val in fields.items():
         np.testing.assert_allclose(raw[name], val, rtol=1e-6, atol=1e-6, err_msg=name)
         np.testing.assert_allclose(plain[name], val, rtol=1e-6, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(plain["quality"], fields["credible_radius"], rtol=1e-6)  # MeshLab's scalar
     # colours: viridis of the credible radius on 0..2*tolerance
     from matplotlib import colormaps
 
@@ -108,10 +119,25 @@ def test_confidence_mesh_round_trip(tmp_path, samples, truth):
     ):
         r = reader()
         r.SetFileName(str(tmp_path / f"c{suffix}"))
-        if suffix == ".vtk":
-            r.ReadAllScalarsOn()  # legacy files: every SCALARS array, not only the first (ParaView does this)
-        r.Update()
+        r.Update()  # default settings: no ReadAllScalarsOn for the legacy file
         out = r.GetOutput()
+        if suffix != ".vtu":
+            pd = out.GetPointData()
+            names = {pd.GetArrayName(i): pd.GetArray(i).GetDataTypeAsString() for i in range(pd.GetNumberOfArrays())}
+            assert names == {
+                "credible_radius": "float",
+                "std": "float",
+                "normal_std": "float",
+                "error": "float",
+                "flag": "unsigned char",
+                "rgb": "unsigned char",
+            }, suffix
+            assert pd.GetScalars().GetName() == "credible_radius", suffix
+            assert pd.GetArray("rgb").GetNumberOfComponents() == 3
+        if suffix == ".vtk":
+            assert r.GetHeader().endswith("SPACE=LPS")
+        if suffix == ".vtp":
+            assert out.GetFieldData().GetAbstractArray("SPACE").GetValue(0) == "LPS"
         assert out.GetNumberOfPoints() == samples.mean_vertices().shape[0], suffix
         assert out.GetNumberOfCells() == samples.faces.shape[0], suffix
         np.testing.assert_allclose(vtk_to_numpy(out.GetPoints().GetData()), samples.mean_vertices(), atol=1e-5)
@@ -140,12 +166,33 @@ def test_vtp_reads_vtk_written_files(tmp_path, example_shapes):
         np.testing.assert_allclose(m.vertices, mesh.vertices, atol=1e-6)
         np.testing.assert_array_equal(m.faces, mesh.faces)
         np.testing.assert_allclose(m.vertex_attributes["f"], f, atol=1e-6)
-    w.SetCompressorTypeToZLib()
-    w.SetDataModeToBinary()
+    # vtkXMLPolyDataWriter with its default settings: appended raw data, zlib-compressed, as ParaView
+    # and 3D Slicer save; read through vtk
+    w = vtk.vtkXMLPolyDataWriter()
     w.SetFileName(str(tmp_path / "z.vtp"))
+    w.SetInputData(r.GetOutput())
     w.Write()
-    with pytest.raises(ValueError, match="compress"):
-        bs.io.read_vtp_polydata(tmp_path / "z.vtp")
+    assert b"AppendedData" in (tmp_path / "z.vtp").read_bytes() and b"compressor" in (tmp_path / "z.vtp").read_bytes()
+    m = bs.io.read_mesh(tmp_path / "z.vtp")
+    np.testing.assert_allclose(m.vertices, mesh.vertices, atol=1e-6)
+    np.testing.assert_array_equal(m.faces, mesh.faces)
+    np.testing.assert_array_equal(m.vertex_attributes["f"], f)
+    # without vtk installed: a message saying what to install
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_vtk(name, *args, **kwargs):
+        if name == "vtk" or name.startswith("vtk."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    builtins.__import__ = no_vtk
+    try:
+        with pytest.raises(ValueError, match="needs the vtk package: pip install vtk"):
+            bs.io.read_vtp_polydata(tmp_path / "z.vtp")
+    finally:
+        builtins.__import__ = real_import
 
 
 def test_vtp_rejects_bad_files(tmp_path):
@@ -284,3 +331,42 @@ def test_views_file_presets_and_errors(tmp_path):
     (tmp_path / "junk.json").write_text("{views: [")
     with pytest.raises(ValueError, match="not valid JSON"):
         bs.read_views(tmp_path / "junk.json")
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_vtk9_legacy_files_with_metadata_are_read(tmp_path, binary):
+    """VTK 9's vtkPolyDataWriter adds METADATA blocks (value ranges, component names) after arrays."""
+    vtk = pytest.importorskip("vtk")
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=10.0)
+    n = len(mesh.vertices)
+    rng = np.random.default_rng(0)
+    arrays = {
+        "s": rng.random(n).astype(np.float32),
+        "flag": (rng.random(n) > 0.5).astype(np.uint8),
+        "rgb": rng.integers(0, 256, (n, 3)).astype(np.uint8),
+    }
+    bs.io.write_vtk_polydata(tmp_path / "ours.vtk", mesh.vertices, mesh.faces, arrays)
+    r = vtk.vtkPolyDataReader()
+    r.SetFileName(str(tmp_path / "ours.vtk"))
+    r.Update()
+    poly = r.GetOutput()
+    rgb = poly.GetPointData().GetArray("rgb")
+    for i, c in enumerate("RGB"):
+        rgb.SetComponentName(i, c)  # written as COMPONENT_NAMES metadata
+    for i in range(poly.GetPointData().GetNumberOfArrays()):
+        poly.GetPointData().GetArray(i).GetRange(-1)  # caches L2_NORM_RANGE information, written as metadata
+    poly.GetPoints().GetData().GetRange(-1)
+    w = vtk.vtkPolyDataWriter()
+    w.SetInputData(poly)
+    w.SetFileName(str(tmp_path / "vtk9.vtk"))
+    w.SetFileTypeToBinary() if binary else w.SetFileTypeToASCII()
+    w.Write()
+    text = (tmp_path / "vtk9.vtk").read_bytes()
+    assert b"METADATA" in text and b"COMPONENT_NAMES" in text and b"Version 5.1" in text
+    pts, faces, data = bs.io.read_vtk_polydata(tmp_path / "vtk9.vtk")
+    np.testing.assert_allclose(pts, mesh.vertices, rtol=1e-6)
+    np.testing.assert_array_equal(faces, mesh.faces)
+    assert set(data) == set(arrays)
+    for k, v in arrays.items():  # VTK's ASCII writer keeps 6 significant digits of a float
+        np.testing.assert_allclose(data[k], v, rtol=0 if binary else 1e-5, err_msg=k)
+        assert data[k].dtype == v.dtype, k

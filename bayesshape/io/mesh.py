@@ -9,6 +9,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from .._checks import as_faces, as_points
+from .ply import ply_vertex_properties, write_ply
 from .vtk import read_vtk_polydata, write_vtk_polydata
 from .vtp import read_vtp_polydata, write_vtp_polydata
 
@@ -22,7 +23,8 @@ def read_mesh(path):
 
     Vertices and their order are kept exactly as stored (no merging or reordering),
     which matters for meshes in correspondence. VTK point-data arrays are attached
-    as ``mesh.vertex_attributes``.
+    as ``mesh.vertex_attributes``, and so are PLY vertex properties other than ``x y z``
+    (which trimesh's own reader leaves out).
     """
     import trimesh
 
@@ -44,10 +46,16 @@ def read_mesh(path):
         raise ValueError(f"{path}: cannot read mesh: {e}") from None
     if not len(mesh.faces):
         raise ValueError(f"{path}: file holds no triangles")
+    if suffix == ".ply":
+        for k, v in ply_vertex_properties(mesh).items():
+            if v.shape[0] == len(mesh.vertices):
+                mesh.vertex_attributes[k] = v
     return mesh
 
 
-def write_mesh(path, mesh_or_vertices, faces=None, *, point_data: dict | None = None) -> None:
+def write_mesh(
+    path, mesh_or_vertices, faces=None, *, point_data: dict | None = None, active: str | None = None
+) -> None:
     """Write a triangle mesh atomically; the format follows the suffix.
 
     Args:
@@ -55,7 +63,10 @@ def write_mesh(path, mesh_or_vertices, faces=None, *, point_data: dict | None = 
             (VTK XML PolyData).
         mesh_or_vertices: a trimesh mesh or ``(N, 3)`` vertices (mm).
         faces: ``(F, 3)`` triangles when vertices are given.
-        point_data: per-vertex arrays (``.ply``, ``.vtk`` and ``.vtp`` only).
+        point_data: per-vertex arrays (``.ply``, ``.vtk`` and ``.vtp`` only); an ``(N, 3)`` ``uint8``
+            array named ``rgb`` is the vertex colours.
+        active: the array that tools show first: the active scalars of ``.vtk`` and ``.vtp``, and
+            the ``quality`` property of ``.ply`` (default: the first array; none for ``.ply``).
     """
     import trimesh
 
@@ -71,10 +82,13 @@ def write_mesh(path, mesh_or_vertices, faces=None, *, point_data: dict | None = 
             raise ValueError("faces: required when vertices are given")
         fc = as_faces(faces, verts.shape[0])
     if suffix == ".vtk":
-        write_vtk_polydata(path, verts, fc, point_data)
+        write_vtk_polydata(path, verts, fc, point_data, active=active)
         return
     if suffix == ".vtp":
-        write_vtp_polydata(path, verts, fc, point_data)
+        write_vtp_polydata(path, verts, fc, point_data, active=active)
+        return
+    if suffix == ".ply" and point_data:
+        write_ply(path, verts, fc, point_data, quality=active)
         return
     mesh = trimesh.Trimesh(verts, fc, process=False)
     if point_data:

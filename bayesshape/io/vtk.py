@@ -56,6 +56,24 @@ class _Reader:
                 return text
         return None
 
+    def skip_metadata(self) -> None:
+        """Skip a VTK 9 ``METADATA`` block (``INFORMATION`` and ``COMPONENT_NAMES`` lines up to the
+        first empty line) where one follows a data array."""
+        save = self.pos
+        if (self.line() or "").upper() != "METADATA":
+            self.pos = save
+            return
+        self.skip_to_blank_line()
+
+    def skip_to_blank_line(self) -> None:
+        while self.pos < len(self.data):
+            end = self.data.find(b"\n", self.pos)
+            end = len(self.data) if end < 0 else end
+            text = self.data[self.pos : end].strip()
+            self.pos = end + 1
+            if not text:
+                return
+
     def array(self, count: int, vtk_type: str) -> np.ndarray:
         code = _TYPES.get(vtk_type.lower())
         if code is None:
@@ -66,6 +84,7 @@ class _Reader:
                 self.fail("file ends inside a binary data block (truncated?)")
             out = np.frombuffer(self.data, dtype=">" + code, count=count, offset=self.pos)
             self.pos += nbytes
+            self.skip_metadata()
             return out.astype(code)
         vals: list[str] = []
         while len(vals) < count:
@@ -76,9 +95,11 @@ class _Reader:
         if len(vals) != count:
             self.fail(f"expected {count} values in a data block, found {len(vals)}")
         try:
-            return np.asarray(vals, dtype=np.float64).astype(code)
+            out = np.asarray(vals, dtype=np.float64).astype(code)
         except ValueError:
             self.fail("non-numeric value in an ASCII data block")
+        self.skip_metadata()
+        return out
 
 
 def _cells_legacy(arr: np.ndarray, n_cells: int, path):
@@ -168,24 +189,8 @@ def read_vtk_polydata(path):
             section = "point"
         elif key == "CELL_DATA":
             section = "cell"
-        elif key == "METADATA":
-            while True:  # metadata block ends at an empty line; skip its INFORMATION lines
-                save = rd.pos
-                nxt = rd.line()
-                if nxt is None or nxt.split()[0].upper() in (
-                    "POINT_DATA",
-                    "CELL_DATA",
-                    "SCALARS",
-                    "FIELD",
-                    "NORMALS",
-                    "VECTORS",
-                    "POLYGONS",
-                    "LINES",
-                    "VERTICES",
-                    "TRIANGLE_STRIPS",
-                ):
-                    rd.pos = save
-                    break
+        elif key == "METADATA":  # a block not after an array (the readers above skip those)
+            rd.skip_to_blank_line()
         elif key in ("SCALARS", "NORMALS", "VECTORS", "TENSORS", "FIELD", "TEXTURE_COORDINATES", "COLOR_SCALARS"):
             n = n_points if section == "point" else None
             if n is None:
@@ -217,12 +222,6 @@ def read_vtk_polydata(path):
                     ncomp, ntup = int(hdr[1]), int(hdr[2])
                     arr = rd.array(ncomp * ntup, hdr[3])
                     store[hdr[0]] = arr.reshape(ntup, ncomp) if ncomp > 1 else arr
-                    save = rd.pos
-                    if (rd.line() or "").upper().startswith("METADATA"):
-                        while (rd.line() or "").strip():
-                            pass
-                    else:
-                        rd.pos = save
         else:
             raise ValueError(f"{path}: unsupported VTK keyword {tok[0]!r}")
     if points is None:
@@ -233,13 +232,44 @@ def read_vtk_polydata(path):
     return points, faces, point_data
 
 
+def _vtk_type(a: np.ndarray) -> tuple[str, str]:
+    """(VTK legacy type name, NumPy code) an array is written as."""
+    if a.dtype == bool or a.dtype == np.uint8:
+        return "unsigned_char", "u1"
+    if np.issubdtype(a.dtype, np.integer):
+        return "int", "i4"
+    return ("double", "f8") if a.dtype == np.float64 else ("float", "f4")
+
+
 def write_vtk_polydata(
-    path, points, faces, point_data: dict | None = None, *, binary: bool = True, title: str = "bayesshape"
+    path,
+    points,
+    faces,
+    point_data: dict | None = None,
+    *,
+    active: str | None = None,
+    binary: bool = True,
+    title: str = "bayesshape",
+    space: str = "LPS",
 ) -> None:
     """Write points, triangles and per-vertex arrays as legacy VTK POLYDATA (atomic).
 
-    ``point_data`` maps names (no spaces) to arrays of shape ``(N,)`` or ``(N, c)``
-    with ``c <= 4``; they are written as ``SCALARS`` (float32 unless integer).
+    The active array (``active``, default the first of ``point_data``) is written as
+    ``SCALARS``, and every other array in one ``FIELD`` block, so that a default
+    ``vtkPolyDataReader`` (ParaView, VTK) sees all of them, not only the first as with a
+    run of ``SCALARS``. Types: ``bool`` and ``uint8`` as ``unsigned_char`` (colours, flags),
+    other integers as ``int``, ``float64`` as ``double``, other floats as ``float``. The
+    header line carries ``SPACE=LPS`` (or ``space``), which 3D Slicer reads as the frame.
+
+    Args:
+        path: the ``.vtk`` file.
+        points: ``(N, 3)`` vertices, mm.
+        faces: ``(F, 3)`` triangles.
+        point_data: names (no spaces) to arrays ``(N,)`` or ``(N, c)``.
+        active: the array to make the active scalars.
+        binary: binary (default) or ASCII data.
+        title: the header line (``SPACE=...`` is appended).
+        space: ``"LPS"`` or ``"RAS"``.
     """
     pts = np.asarray(points, dtype=np.float64)
     fc = np.asarray(faces, dtype=np.int64)
@@ -248,6 +278,20 @@ def write_vtk_polydata(
         raise ValueError(f"points: expected shape (N, 3), got {pts.shape}")
     if fc.ndim != 2 or fc.shape[1] != 3:
         raise ValueError(f"faces: expected shape (F, 3), got {fc.shape}")
+    if space not in ("LPS", "RAS"):
+        raise ValueError(f"space: expected 'LPS' or 'RAS', got {space!r}")
+    if "\n" in title:
+        raise ValueError("title: must be one line")
+    arrays = {}
+    for name, arr in (point_data or {}).items():
+        a = np.asarray(arr)
+        if not name or any(c.isspace() for c in name):
+            raise ValueError(f"point_data: array name {name!r} must be non-empty and without spaces")
+        if a.shape[:1] != (n,) or a.ndim > 2 or (a.ndim == 2 and not 1 <= a.shape[1] <= 4):
+            raise ValueError(f"point_data[{name!r}]: expected shape ({n},) or ({n}, c<=4), got {a.shape}")
+        arrays[name] = a
+    if active is not None and active not in arrays:
+        raise ValueError(f"active: {active!r} is not one of the point_data arrays {sorted(arrays)}")
     chunks: list[bytes] = []
 
     def put(text: str):
@@ -259,27 +303,28 @@ def write_vtk_polydata(
             put("\n")
         else:
             flat = np.asarray(arr).reshape(-1)
-            fmtv = "%d" if code.startswith(("i", "u")) else "%.9g"
+            fmtv = "%d" if code.startswith(("i", "u")) else "%.17g"
             put("\n".join(" ".join(fmtv % v for v in flat[i : i + 9]) for i in range(0, flat.size, 9)) + "\n")
 
-    put(f"# vtk DataFile Version 3.0\n{title}\n{'BINARY' if binary else 'ASCII'}\nDATASET POLYDATA\n")
+    put(f"# vtk DataFile Version 3.0\n{title} SPACE={space}\n{'BINARY' if binary else 'ASCII'}\nDATASET POLYDATA\n")
     put(f"POINTS {n} double\n")
     block(pts, "f8")
     cells = np.concatenate([np.full((fc.shape[0], 1), 3, dtype=np.int64), fc], axis=1)
     put(f"POLYGONS {fc.shape[0]} {cells.size}\n")
     block(cells.astype(np.int32), "i4")
-    if point_data:
+    if arrays:
         put(f"POINT_DATA {n}\n")
-        for name, arr in point_data.items():
-            a = np.asarray(arr)
-            if " " in name:
-                raise ValueError(f"point_data: array name {name!r} must not contain spaces")
-            if a.shape[0] != n or a.ndim > 2 or (a.ndim == 2 and not 1 <= a.shape[1] <= 4):
-                raise ValueError(f"point_data[{name!r}]: expected shape ({n},) or ({n}, c<=4), got {a.shape}")
-            ncomp = 1 if a.ndim == 1 else a.shape[1]
-            integer = np.issubdtype(a.dtype, np.integer) or a.dtype == bool
-            vt, code = ("int", "i4") if integer else ("float", "f4")
-            put(f"SCALARS {name} {vt} {ncomp}\nLOOKUP_TABLE default\n")
-            block(a.astype(code), code)
+        first = active or next(iter(arrays))
+        a = arrays[first]
+        vt, code = _vtk_type(a)
+        put(f"SCALARS {first} {vt} {1 if a.ndim == 1 else a.shape[1]}\nLOOKUP_TABLE default\n")
+        block(a.astype(code), code)
+        rest = {k: v for k, v in arrays.items() if k != first}
+        if rest:
+            put(f"FIELD FieldData {len(rest)}\n")
+            for name, a in rest.items():
+                vt, code = _vtk_type(a)
+                put(f"{name} {1 if a.ndim == 1 else a.shape[1]} {n} {vt}\n")
+                block(a.astype(code), code)
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(b"".join(chunks))

@@ -1,9 +1,11 @@
 """VTK XML PolyData files (``.vtp``), the format ParaView and 3D Slicer save by default.
 
-Written with inline ``binary`` (base64) data arrays and a ``UInt64`` header, no
-compression; read back: inline ``ascii`` and ``binary`` arrays, uncompressed (files
-written by this module, and by VTK with compression off). Appended or compressed
-data give a ``ValueError`` saying so.
+Written with inline ``binary`` (base64) data arrays and a ``UInt64`` header, no compression,
+the active scalars named on ``PointData``, and the frame in a ``SPACE`` field-data string
+(``LPS``), where 3D Slicer looks for it. Read: inline ``ascii`` and ``binary`` arrays directly;
+compressed or appended files (what ``vtkXMLPolyDataWriter`` writes by default, so what ParaView
+and Slicer save) through the ``vtk`` package when it is installed (``pip install vtk``), with an
+error saying so when it is not.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ def _data_array(parent, name: str | None, arr: np.ndarray):
     return el
 
 
-def write_vtp_polydata(path, points, faces, point_data: dict | None = None) -> None:
+def write_vtp_polydata(
+    path, points, faces, point_data: dict | None = None, *, active: str | None = None, space: str = "LPS"
+) -> None:
     """Write points, triangles and named per-vertex arrays as VTK XML PolyData (atomic).
 
     Args:
@@ -61,6 +65,8 @@ def write_vtp_polydata(path, points, faces, point_data: dict | None = None) -> N
         faces: ``(F, 3)`` triangles (stored as Int64 connectivity and offsets).
         point_data: name -> ``(N,)`` or ``(N, c)`` array; kept in its dtype
             (bool as UInt8).
+        active: the array made the active scalars (default: the first of ``point_data``).
+        space: the frame written in the ``SPACE`` field data, ``"LPS"`` or ``"RAS"``.
 
     Example:
         >>> write_vtp_polydata("mean.vtp", mesh.vertices, mesh.faces, {"std": std})  # doctest: +SKIP
@@ -71,11 +77,21 @@ def write_vtp_polydata(path, points, faces, point_data: dict | None = None) -> N
         raise ValueError(f"points: expected shape (N, 3), got {pts.shape}")
     if fc.ndim != 2 or fc.shape[1] != 3:
         raise ValueError(f"faces: expected shape (F, 3), got {fc.shape}")
+    if space not in ("LPS", "RAS"):
+        raise ValueError(f"space: expected 'LPS' or 'RAS', got {space!r}")
+    if point_data and active is not None and active not in point_data:
+        raise ValueError(f"active: {active!r} is not one of the point_data arrays {sorted(point_data)}")
     n = pts.shape[0]
     root = ET.Element(
         "VTKFile", {"type": "PolyData", "version": "1.0", "byte_order": "LittleEndian", "header_type": "UInt64"}
     )
     poly = ET.SubElement(root, "PolyData")
+    field = ET.SubElement(poly, "FieldData")
+    # a VTK string array in ASCII: each string's character codes, then a 0
+    codes = " ".join(str(ord(c)) for c in space) + " 0"
+    ET.SubElement(
+        field, "DataArray", {"type": "String", "Name": "SPACE", "NumberOfTuples": "1", "format": "ascii"}
+    ).text = codes
     piece = ET.SubElement(
         poly,
         "Piece",
@@ -88,7 +104,7 @@ def write_vtp_polydata(path, points, faces, point_data: dict | None = None) -> N
         },
     )
     if point_data:
-        pd = ET.SubElement(piece, "PointData")
+        pd = ET.SubElement(piece, "PointData", {"Scalars": active or next(iter(point_data))})
         for name, arr in point_data.items():
             a = np.asarray(arr)
             if a.shape[0] != n or a.ndim > 2:
@@ -148,10 +164,11 @@ def read_vtp_polydata(path):
         raise ValueError(f"{path}: not a valid XML file ({e})") from None
     if root.tag != "VTKFile" or root.get("type") != "PolyData":
         raise ValueError(f"{path}: not a VTK XML PolyData file")
-    if root.get("compressor"):
-        raise ValueError(f"{path}: compressed VTK XML is not supported; re-save without compression")
+    inline = all(el.get("format", "ascii") in ("ascii", "binary") for el in root.iter("DataArray"))
+    if root.get("compressor") or root.find("AppendedData") is not None or not inline:
+        return _read_with_vtk(path)
     if root.get("byte_order", "LittleEndian") != "LittleEndian":
-        raise ValueError(f"{path}: big-endian VTK XML is not supported")
+        return _read_with_vtk(path)
     header = root.get("header_type", "UInt32")
     piece = root.find("PolyData/Piece")
     if piece is None:
@@ -187,4 +204,43 @@ def read_vtp_polydata(path):
         if a.shape[0] != n:
             raise ValueError(f"{path}: point array {el.get('Name')!r} has {a.shape[0]} tuples, expected {n}")
         data[el.get("Name")] = a
+    return pts, faces, data
+
+
+def _read_with_vtk(path: Path):
+    """A compressed, appended or big-endian ``.vtp`` through VTK's own reader."""
+    try:
+        import vtk
+        from vtk.util.numpy_support import vtk_to_numpy
+    except ImportError:
+        raise ValueError(
+            f"{path}: compressed or appended VTK XML (vtkXMLPolyDataWriter's default) needs the vtk package: "
+            "pip install vtk (or re-save the file uncompressed, with inline data)"
+        ) from None
+    reader = vtk.vtkXMLPolyDataReader()
+    reader.SetFileName(str(path))
+    reader.Update()
+    if reader.GetErrorCode() or reader.GetOutput() is None:
+        raise ValueError(f"{path}: vtkXMLPolyDataReader could not read the file")
+    triangles = vtk.vtkTriangleFilter()
+    triangles.SetInputData(reader.GetOutput())
+    triangles.PassVertsOff()
+    triangles.PassLinesOff()
+    triangles.Update()
+    out = triangles.GetOutput()
+    n = reader.GetOutput().GetNumberOfPoints()
+    if n == 0:
+        raise ValueError(f"{path}: no points")
+    pts = vtk_to_numpy(reader.GetOutput().GetPoints().GetData()).astype(np.float64)
+    polys = out.GetPolys()
+    if polys.GetNumberOfCells():
+        faces = vtk_to_numpy(polys.GetConnectivityArray()).astype(np.int64).reshape(-1, 3)
+    else:
+        faces = np.zeros((0, 3), dtype=np.int64)
+    data = {}
+    pd = reader.GetOutput().GetPointData()
+    for i in range(pd.GetNumberOfArrays()):
+        arr = pd.GetArray(i)
+        if arr is not None and arr.GetName():  # numeric arrays (string arrays are skipped)
+            data[arr.GetName()] = vtk_to_numpy(arr).copy()
     return pts, faces, data
