@@ -104,6 +104,38 @@ def test_whitened_residuals_reproduce_the_gaussian_log_likelihood(setup, kind):
         assert o.log_sigma_information() == pytest.approx(2.0 * o.n_data * (0.4 if kind.startswith("contour") else 1))
 
 
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "landmarks3d",
+        "landmarks3d_t",
+        "landmarks2d",
+        "surface",
+        "contour",
+        pytest.param("silhouette", marks=pytest.mark.slow),
+        "drr_scaled",
+    ],
+)
+def test_pointwise_log_likelihood_sums_to_the_log_likelihood(setup, kind):
+    """``arviz.loo`` rests on it: one term per datum, summing to the log-likelihood, at the stored
+    sigma and at another one, with a contour weight below 1."""
+    model, truth, sim = setup
+    observations = _observations(model, truth, sim)[kind][:1]
+    if kind.startswith("contour"):
+        observations = [o.with_weight(0.4) for o in observations]
+    v = model.instance(jnp.full(model.n_modes, 0.2))
+    ll = eqx.filter_jit(lambda o, v, s: o.log_likelihood(v, sigma=s))
+    pw = eqx.filter_jit(lambda o, v, s: o.pointwise_log_likelihood(v, sigma=s))
+    per_datum = {"landmarks3d": 3, "landmarks3d_t": 3, "landmarks2d": 2}.get(kind, 1)
+    for o in observations:
+        for sigma in (o.sigma, 1.7 * o.sigma):
+            terms = np.asarray(pw(o, v, sigma))
+            assert terms.ndim == 1 and np.all(np.isfinite(terms))
+            if kind != "silhouette":  # the silhouette's terms are its band's pixels, not its outline's
+                assert terms.size * per_datum == o.n_data
+            assert float(np.sum(terms)) == pytest.approx(float(ll(o, v, sigma)), rel=1e-9)
+
+
 def test_student_t_fisher_information():
     """Student-t residuals: location information ``(df + 1) / ((df + 3) sigma^2)`` and log-scale
     information ``2 df / (df + 3)`` per datum, against Monte Carlo expectations of the score."""

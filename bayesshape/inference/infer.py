@@ -247,6 +247,7 @@ def infer(
 
     key = jax.random.key(seed)
     gaussian = None
+    sample_stats: dict = {}
     info: MethodInfo
     if isinstance(config, (Laplace, Importance)):
         cov, used = _covariance(problem, theta_map, gn_cov, config.hessian)
@@ -265,12 +266,13 @@ def infer(
                 num_samples=num_samples,
             )
             info = ImportanceInfo.from_dict({**d, "laplace_hessian": used})
+            sample_stats = {"importance_ess": np.asarray(info.ess), "pareto_k": np.asarray(info.khat)}
     elif isinstance(config, SVI):
         cov, _ = _covariance(problem, theta_map, gn_cov)
         theta, info = run_svi(problem, theta_map, cov, key, config, num_samples, progress)
     else:
         cov, _ = _covariance(problem, theta_map, gn_cov)
-        theta, info = run_nuts(problem, theta_map, cov, key, config, num_samples, progress)
+        theta, info, sample_stats = run_nuts(problem, theta_map, cov, key, config, num_samples, progress)
 
     diag = Diagnostics(
         method=config.name,
@@ -281,7 +283,16 @@ def infer(
         wall_time_s=time.perf_counter() - t_start,
         warnings=pairing + sampler_warnings(info),
     )
-    post = Posterior(problem, theta, config.name, diag, theta_map=theta_map, gaussian=gaussian, seed=seed)
+    post = Posterior(
+        problem,
+        theta,
+        config.name,
+        diag,
+        theta_map=theta_map,
+        gaussian=gaussian,
+        seed=seed,
+        sample_stats=sample_stats,
+    )
     extra = _misfit_warnings(post) + _overflow_warnings(post)
     if extra:
         post = post.with_diagnostics(dataclasses.replace(diag, warnings=diag.warnings + extra))

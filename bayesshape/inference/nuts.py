@@ -28,6 +28,9 @@ def numpyro_model(problem: Problem):
     return model
 
 
+_EXTRA_FIELDS = ("diverging", "num_steps", "energy", "potential_energy", "accept_prob", "adapt_state.step_size")
+
+
 def _chain_method(num_chains: int) -> str:
     if num_chains == 1:
         return "sequential"
@@ -39,7 +42,9 @@ def _chain_method(num_chains: int) -> str:
 def run_nuts(problem: Problem, theta_map, cov, key, config: NUTSConfig, num_samples: int, progress: bool):
     """NUTS chains started around the MAP, with the Laplace covariance as the inverse mass matrix.
 
-    Returns ``(theta (chains, draws, dim), NUTSInfo)``.
+    Returns ``(theta (chains, draws, dim), NUTSInfo, sample_stats)``; ``sample_stats`` maps ArviZ's
+    names (``diverging``, ``tree_depth``, ``n_steps``, ``energy``, ``lp``, ``acceptance_rate``,
+    ``step_size``) to ``(chains, draws)`` arrays.
     """
     from numpyro.diagnostics import split_gelman_rubin
     from numpyro.infer import MCMC, NUTS
@@ -77,19 +82,44 @@ def run_nuts(problem: Problem, theta_map, cov, key, config: NUTSConfig, num_samp
         mcmc.run(
             k_run,
             init_params={"theta": starts if num_chains > 1 else starts[0]},
-            extra_fields=("diverging", "num_steps"),
+            extra_fields=(
+                "diverging",
+                "num_steps",
+                "energy",
+                "potential_energy",
+                "accept_prob",
+                "adapt_state.step_size",
+            ),
         )
     theta = mcmc.get_samples(group_by_chain=True)["theta"]
     extra = mcmc.get_extra_fields()
+    by_chain = {
+        k: np.asarray(v).reshape(num_chains, num_samples) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()
+    }
+    n_steps = by_chain["num_steps"].astype(np.int64)
+    # ArviZ's names (as az.from_numpyro): a tree of n leapfrog steps has depth floor(log2(n)) + 1
+    stats = {
+        "diverging": by_chain["diverging"].astype(bool),
+        "n_steps": n_steps,
+        "tree_depth": (np.floor(np.log2(np.maximum(n_steps, 1))) + 1).astype(np.int64),
+        "energy": by_chain["energy"].astype(np.float64),
+        "lp": -by_chain["potential_energy"].astype(np.float64),
+        "acceptance_rate": by_chain["accept_prob"].astype(np.float64),
+        "step_size": by_chain["adapt_state.step_size"].astype(np.float64),
+    }
     div = int(np.asarray(extra["diverging"]).sum())
     th = np.asarray(theta, dtype=np.float64)
     steps = np.asarray(extra["num_steps"])
     # a tree of depth d holds 2**(d-1) to 2**d - 1 leapfrog steps: Stan's treedepth__ == max_depth
     max_rhat = rhat = None
-    if num_chains > 1:
-        r = np.asarray(split_gelman_rubin(th))
-        max_rhat, rhat = float(np.max(r)), tuple(r.tolist())
-    ess, tail = ess_bulk_tail(th)
+    # a chain stuck at one value (divergences everywhere) has no within-chain variance: its R-hat
+    # is infinite and its ESS zero, not NaN
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if num_chains > 1:
+            r = np.nan_to_num(np.asarray(split_gelman_rubin(th)), nan=np.inf)
+            max_rhat, rhat = float(np.max(r)), tuple(r.tolist())
+        ess, tail = ess_bulk_tail(th)
+    ess, tail = np.nan_to_num(ess, nan=0.0), np.nan_to_num(tail, nan=0.0)
     info = NUTSInfo(
         num_chains=num_chains,
         num_samples=num_samples,
@@ -102,7 +132,7 @@ def run_nuts(problem: Problem, theta_map, cov, key, config: NUTSConfig, num_samp
         max_rhat=max_rhat,
         rhat=rhat,
         min_ess_bulk=float(np.min(ess)),
-        min_ess_tail=float(np.nanmin(tail)),
+        min_ess_tail=float(np.min(tail)),
         ess_bulk=tuple(ess.tolist()),
     )
-    return theta, info
+    return theta, info, stats

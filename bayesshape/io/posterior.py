@@ -1,4 +1,5 @@
-"""The posterior file (``.npz``): vertex samples, faces, diagnostics and misfit; no pickles."""
+"""The posterior file (``.npz``): vertex samples, faces, diagnostics and misfit, and for a posterior
+from :func:`bayesshape.infer` its parameter samples and sampler statistics (ArviZ's groups); no pickles."""
 
 from __future__ import annotations
 
@@ -17,13 +18,25 @@ __all__ = ["save_posterior", "load_posterior", "POSTERIOR_FORMAT", "POSTERIOR_VE
 
 POSTERIOR_FORMAT = "bayesshape-posterior"
 POSTERIOR_VERSION = 1
+_ARVIZ_GROUPS = ("posterior", "sample_stats", "log_likelihood", "observed_data")
 
 
-def save_posterior(posterior: ShapeSamples, path, *, max_samples: int = 1000, seed: int = 0) -> None:
+def save_posterior(
+    posterior: ShapeSamples,
+    path,
+    *,
+    max_samples: int = 1000,
+    seed: int = 0,
+    log_likelihood: str | None = None,
+) -> None:
     """Write a posterior's vertex samples, faces, diagnostics and misfit to ``.npz`` (atomic).
 
-    At most ``max_samples`` samples are kept (drawn without replacement with ``seed``),
-    as float32 (about 12 bytes per vertex and sample). Everything else is stored as JSON
+    At most ``max_samples`` vertex samples are kept (drawn without replacement with ``seed``),
+    as float32 (about 12 bytes per vertex and sample). A :class:`~bayesshape.Posterior` also keeps
+    every parameter sample and its sampler statistics (the groups of
+    :meth:`~bayesshape.Posterior.to_arviz`), so that the loaded samples convert to ArviZ too;
+    ``log_likelihood="pointwise"`` or ``"observation"`` adds the log-likelihood group (one more
+    likelihood evaluation per draw; what ``az.loo`` needs). Everything else is stored as JSON
     text inside the file, so :func:`load_posterior` never needs pickles.
 
     Example:
@@ -50,6 +63,16 @@ def save_posterior(posterior: ShapeSamples, path, *, max_samples: int = 1000, se
     }
     if posterior.faces is not None:
         arrays["faces"] = np.asarray(posterior.faces, dtype=np.int64)
+    groups = posterior.arviz_groups(log_likelihood) if hasattr(posterior, "arviz_groups") else None
+    if groups is None and posterior.inference_groups:
+        groups = posterior.inference_groups
+    if groups:
+        meta["arviz"] = {"dims": groups.get("dims", {}), "coords": groups.get("coords", {}), "groups": {}}
+        for group in _ARVIZ_GROUPS:
+            for name, arr in (groups.get(group) or {}).items():
+                arrays[f"arviz/{group}/{name}"] = np.asarray(arr)
+                meta["arviz"]["groups"].setdefault(group, []).append(name)
+        arrays["meta"] = np.array(json.dumps(meta, default=json_default))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
@@ -80,4 +103,16 @@ def load_posterior(path) -> ShapeSamples:
         raise ValueError(f"{path}: faces do not match the {x.shape[1]} vertices")
     d = meta.get("diagnostics")
     diag = None if not d else Diagnostics.from_dict(d)
-    return ShapeSamples(x, faces, method=meta.get("method", "samples"), diagnostics=diag, misfit=meta.get("misfit"))
+    out = ShapeSamples(x, faces, method=meta.get("method", "samples"), diagnostics=diag, misfit=meta.get("misfit"))
+    az_meta = meta.get("arviz")
+    if isinstance(az_meta, dict):
+        groups: dict[str, Any] = {"dims": az_meta.get("dims", {}), "coords": az_meta.get("coords", {})}
+        for group, names in (az_meta.get("groups") or {}).items():
+            if group not in _ARVIZ_GROUPS:
+                raise ValueError(f"{path}: unknown ArviZ group {group!r} in the metadata")
+            try:
+                groups[group] = {name: data[f"arviz/{group}/{name}"] for name in names}
+            except KeyError as e:
+                raise ValueError(f"{path}: the metadata names an array the file lacks ({e})") from None
+        out.inference_groups = groups
+    return out

@@ -30,6 +30,16 @@ def log_density(resid, sigma, df: float | None):
     return n * const - n * jnp.log(sigma) - 0.5 * (nu + 1) * jnp.sum(jnp.log1p(r * r / nu))
 
 
+def log_density_terms(resid, sigma, df: float | None):
+    """The terms of :func:`log_density`, one per residual (same shape as ``resid``)."""
+    r = resid / sigma
+    if df is None:
+        return -0.5 * r * r - jnp.log(sigma) - 0.5 * math.log(2 * math.pi)
+    nu = float(df)
+    const = gammaln((nu + 1) / 2) - gammaln(nu / 2) - 0.5 * math.log(nu * math.pi)
+    return const - jnp.log(sigma) - 0.5 * (nu + 1) * jnp.log1p(r * r / nu)
+
+
 def fisher_scale(df: float | None) -> float:
     """Square root of the Fisher information of a location, in units of ``1 / sigma^2``:
     1 for Gaussian noise, ``sqrt((df + 1) / (df + 3))`` for Student-t."""

@@ -96,6 +96,12 @@ class Observation(eqx.Module):
         """Log-likelihood; ``sigma`` overrides the stored noise sd (for inferred noise scales)."""
         raise NotImplementedError(f"{type(self).__name__} must implement log_likelihood")
 
+    def pointwise_log_likelihood(self, vertices: Float[Array, "n_vert 3"], sigma=None) -> Float[Array, " n"]:
+        """The log-likelihood as a sum of terms, one per datum (a landmark, a contour point, a
+        pixel), for leave-one-out cross-validation (``arviz.loo``); they sum to
+        :meth:`log_likelihood`. Default: one term, the whole observation."""
+        return self.log_likelihood(vertices, sigma)[None]
+
     def residuals(self, vertices: Float[Array, "n_vert 3"]) -> Float[Array, " n"]:
         """Standardised residuals (residual / sigma) of the data at ``vertices``."""
         raise NotImplementedError(f"{type(self).__name__} must implement residuals")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -429,6 +431,15 @@ class Contour(Observation):
         c = 0.5 * (jnp.mean(d_img**2) + jnp.sum(frac * d_model**2))
         ll = gaussian_log_density(m * c, m, s)
         return jnp.where(count > 0, self.weight * ll, -jnp.inf)
+
+    def pointwise_log_likelihood(self, vertices, sigma=None):
+        """One term per observed contour point: its own image -> model distance, and an equal share
+        of the model -> image term."""
+        s = self.sigma if sigma is None else sigma
+        d_img, d_model, frac, count = self._terms(vertices)
+        shared = 0.5 * jnp.sum(frac * d_model**2)
+        terms = -0.5 * (0.5 * d_img**2 + shared) / s**2 - jnp.log(s) - 0.5 * math.log(2 * math.pi)
+        return jnp.where(count > 0, self.weight * terms, -jnp.inf)
 
     def whitened_residuals(self, vertices, sigma=None):
         """The ``M`` image -> model and ``capacity`` model -> image distances, scaled so that

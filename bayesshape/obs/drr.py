@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -164,6 +166,13 @@ class DRR(Observation):
         n = r.size
         ll = gaussian_log_density(jnp.sum(r * r), n, s)
         return jnp.where(ok, ll, -jnp.inf)
+
+    def pointwise_log_likelihood(self, vertices, sigma=None):
+        """One term per pixel."""
+        s = self.sigma if sigma is None else sigma
+        r, ok, _ = self._resid(vertices)
+        terms = -0.5 * (r / s) ** 2 - jnp.log(s) - 0.5 * math.log(2 * math.pi)
+        return jnp.where(ok, terms.reshape(-1), -jnp.inf)
 
     def whitened_residuals(self, vertices, sigma=None):
         """``(image - model image) / sigma`` per pixel (the profiled residual with

@@ -10,7 +10,7 @@ from jaxtyping import Array, Float, Int
 from .._checks import as_points, as_positive
 from .._geometry import points_to_surface
 from ..projection.views import XRayView
-from ._noise import check_df, fisher_scale, log_density
+from ._noise import check_df, fisher_scale, log_density, log_density_terms
 from ._noise import log_sigma_information as _log_sigma_info
 from .base import Observation, PoseAnchor, check_ratio, check_visible, span
 
@@ -68,6 +68,11 @@ class Landmarks3D(Observation):
     def log_likelihood(self, vertices, sigma=None):
         s = self.sigma if sigma is None else sigma
         return log_density(vertices[self.ids] - self.points, s, self.df)
+
+    def pointwise_log_likelihood(self, vertices, sigma=None):
+        """One term per landmark."""
+        s = self.sigma if sigma is None else sigma
+        return jnp.sum(log_density_terms(vertices[self.ids] - self.points, s, self.df), axis=1)
 
     def whitened_residuals(self, vertices, sigma=None):
         s = self.sigma if sigma is None else sigma
@@ -137,6 +142,11 @@ class Landmarks2D(Observation):
         s = self.sigma if sigma is None else sigma
         return log_density(self.view.project(vertices[self.ids]) - self.pixels, s, self.df)
 
+    def pointwise_log_likelihood(self, vertices, sigma=None):
+        """One term per landmark."""
+        s = self.sigma if sigma is None else sigma
+        return jnp.sum(log_density_terms(self.view.project(vertices[self.ids]) - self.pixels, s, self.df), axis=1)
+
     def whitened_residuals(self, vertices, sigma=None):
         s = self.sigma if sigma is None else sigma
         return (fisher_scale(self.df) * (self.view.project(vertices[self.ids]) - self.pixels) / s).reshape(-1)
@@ -190,6 +200,11 @@ class SurfacePoints(Observation):
     def log_likelihood(self, vertices, sigma=None):
         s = self.sigma if sigma is None else sigma
         return log_density(self.distances(vertices), s, self.df)
+
+    def pointwise_log_likelihood(self, vertices, sigma=None):
+        """One term per point."""
+        s = self.sigma if sigma is None else sigma
+        return log_density_terms(self.distances(vertices), s, self.df)
 
     def whitened_residuals(self, vertices, sigma=None):
         s = self.sigma if sigma is None else sigma

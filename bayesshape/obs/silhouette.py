@@ -242,6 +242,12 @@ class Silhouette(Observation):
         ll = jnp.sum(log_ndtr(self.labels * s / sg))
         return jnp.where(ok, self.weight * ll, -jnp.inf)
 
+    def pointwise_log_likelihood(self, vertices, sigma=None):
+        """One term per pixel of the band around the outline."""
+        sg = self.sigma if sigma is None else sigma
+        s, ok = self.signed_distance(vertices)
+        return jnp.where(ok, self.weight * log_ndtr(self.labels * s / sg), -jnp.inf)
+
     def residuals(self, vertices):
         """Distances (px) from the mask's outline points (:func:`~bayesshape.obs.mask_contour_points`,
         midpoints between inside and outside neighbours) to the model's projected outline, over

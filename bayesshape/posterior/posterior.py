@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._gaussian import gaussian_draws
+from ._arviz import arviz_groups, to_inference_data
 from .samples import ShapeSamples
 
 __all__ = ["Posterior", "observation_vertices", "standardised_residuals"]
@@ -57,7 +58,18 @@ class Posterior(ShapeSamples):
         >>> mesh = post.mean_mesh(); r95 = post.credible_radius(0.95)        # doctest: +SKIP
     """
 
-    def __init__(self, problem, theta, method: str, diagnostics=None, *, theta_map=None, gaussian=None, seed: int = 0):
+    def __init__(
+        self,
+        problem,
+        theta,
+        method: str,
+        diagnostics=None,
+        *,
+        theta_map=None,
+        gaussian=None,
+        seed: int = 0,
+        sample_stats: dict | None = None,
+    ):
         theta = jnp.asarray(theta)
         if theta.ndim == 2:
             theta = theta[None]
@@ -72,6 +84,7 @@ class Posterior(ShapeSamples):
         self.theta_map = theta_map
         self.gaussian = gaussian  # (mean, cov) of theta when the posterior is Gaussian
         self.seed = int(seed)
+        self.sample_stats = dict(sample_stats or {})
         self._vertices: Any = None
         self._misfit: Any = None
 
@@ -150,6 +163,7 @@ class Posterior(ShapeSamples):
             theta_map=self.theta_map,
             gaussian=self.gaussian,
             seed=self.seed,
+            sample_stats=self.sample_stats,
         )
         for name in ("_vertices", "_misfit", "_stats"):  # the caches: samples and summaries are the same
             if name in self.__dict__:
@@ -175,22 +189,32 @@ class Posterior(ShapeSamples):
         self._misfit = out
         return out
 
-    def to_arviz(self):
-        """An ``arviz.InferenceData`` of the parameter samples (needs ``pip install arviz``)."""
-        try:
-            import arviz as az
-        except ImportError:
-            raise ImportError("to_arviz needs ArviZ: pip install arviz") from None
-        th = np.asarray(self.theta)
-        k = self.problem.n_modes
-        post = {"alpha": th[..., :k]}
-        prior = self.problem.pose_prior
-        if prior is not None:
-            post["rotation"] = th[..., k : k + 3] * prior.rotation_sd
-            post["translation"] = th[..., k + 3 : k + 6] * prior.translation_sd
-        if self.problem.pose == "similarity":
-            post["log_scale"] = th[..., k + 6] * prior.scale_sd
-        return az.from_dict(posterior=post)
+    def arviz_groups(self, log_likelihood: str | None = "pointwise") -> dict:
+        """The groups of :meth:`to_arviz` as NumPy arrays (``posterior``, ``sample_stats``,
+        ``log_likelihood``, ``observed_data``, with ``dims`` and ``coords``): what a posterior file keeps."""
+        return arviz_groups(self, log_likelihood)
+
+    def to_arviz(self, log_likelihood: str | None = "pointwise"):
+        """An ``arviz.InferenceData`` with the groups ``az.from_numpyro`` gives (needs ``pip install arviz``).
+
+        * ``posterior``: ``alpha`` (dims ``chain, draw, mode``: the whitened shape coefficients),
+          with a pose ``rotation`` (rotation vector, rad) and ``translation`` (mm) over ``axis``
+          (``x y z``), ``log_scale`` for a similarity pose, and ``noise_scale`` over
+          ``observation`` where noise scales were inferred;
+        * ``sample_stats``: for NUTS ``diverging``, ``tree_depth``, ``n_steps``, ``energy``,
+          ``lp``, ``acceptance_rate`` and ``step_size`` per draw; for importance sampling the run's
+          ``importance_ess`` and Pareto ``pareto_k``;
+        * ``log_likelihood``: ``data``, one term per datum (a landmark, a contour point, a pixel;
+          the coordinate ``observation`` names the observation each belongs to), summing to the
+          log-likelihood, so that ``az.loo`` and ``az.waic`` run; ``log_likelihood="observation"``
+          keeps one term per observation (leave one view out), ``None`` none;
+        * ``observed_data``: each observation's data (points, pixels, image or mask).
+
+        Example:
+            >>> idata = post.to_arviz()                               # doctest: +SKIP
+            >>> az.summary(idata, var_names=["alpha"]); az.loo(idata)  # doctest: +SKIP
+        """
+        return to_inference_data(self.arviz_groups(log_likelihood))
 
     def summary(self) -> dict:
         """JSON-ready summary: method, sample counts, diagnostics (no large arrays)."""

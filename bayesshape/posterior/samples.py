@@ -194,6 +194,7 @@ class ShapeSamples:
         self._faces = f
         self.method = method
         self.diagnostics = diagnostics
+        self.inference_groups: dict | None = None  # ArviZ groups kept by a posterior file
 
     # ------------------------------------------------------------ samples
     @property
@@ -398,6 +399,18 @@ class ShapeSamples:
             float(level),
             vals,
         )
+
+    def to_arviz(self):
+        """An ``arviz.InferenceData`` of the parameter samples that a posterior file keeps (see
+        :meth:`bayesshape.Posterior.to_arviz`); vertex samples alone cannot be converted."""
+        if not self.inference_groups:
+            raise ValueError(
+                "to_arviz: these samples hold vertices only, no parameter samples; convert the Posterior that "
+                "bayesshape.infer returned, or a posterior file written by save_posterior from one"
+            )
+        from ._arviz import to_inference_data
+
+        return to_inference_data(self.inference_groups)
 
     def summary(self) -> dict:
         """JSON-ready summary: method, number of samples, diagnostics (no large arrays)."""
