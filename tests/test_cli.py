@@ -331,3 +331,33 @@ def test_build_model_raw_errors(tmp_path, capsys):
     assert "--reference" in capsys.readouterr().err
     assert main(["build-model", "--example", "5", "--reference", "r.ply", "--out", str(tmp_path / "m.npz")]) == 2
     assert "go with --raw" in capsys.readouterr().err
+
+
+def test_infer_from_slicer_landmarks(tmp_path, capsys):
+    """3D landmarks alone: a patient's .fcsv against the same names on the model's mean (.mrk.json)."""
+    model_path = tmp_path / "m.npz"
+    assert _run(["build-model", "--example", "10", "--out", str(model_path)]) == 0
+    model = bs.io.load_model(model_path)
+    mean = np.asarray(model.mean)
+    ids = np.arange(0, mean.shape[0], 300)
+    names = tuple(f"L{i}" for i in range(len(ids)))
+    bs.io.write_landmarks(tmp_path / "model.mrk.json", bs.io.LandmarkSet(names, mean[ids]))
+    truth = bs.datasets.example_shapes(1, seed=21)[0]
+    points = truth.vertices[ids] + np.random.default_rng(0).normal(scale=0.5, size=(len(ids), 3))
+    bs.io.write_landmarks(tmp_path / "patient.fcsv", bs.io.LandmarkSet(names[::-1], points[::-1]))  # any order
+    trimesh.Trimesh(truth.vertices, truth.faces, process=False).export(tmp_path / "truth.ply")
+    common = ["infer", "--model", str(model_path), "--landmarks", str(tmp_path / "patient.fcsv")]
+    case = tmp_path / "case"
+    argv = [*common, "--model-landmarks", str(tmp_path / "model.mrk.json"), "--landmark-sigma", "0.5"]
+    assert _run([*argv, "--truth", str(tmp_path / "truth.ply"), "--quiet", "--out", str(case)]) == 0
+    summary = json.loads((case / "summary.json").read_text())
+    assert summary["inputs"]["kind"] == "landmarks" and summary["inputs"]["likelihood"] == "Landmarks3D"
+    assert summary["error_mm"]["vertex_mean"] < 2.0  # 11 landmarks of 0.5 mm noise pin a 9-mode model
+    assert not (case / "views.json").exists()
+    capsys.readouterr()
+    assert _run([*common, "--out", str(tmp_path / "bad")]) == 2
+    assert "--model-landmarks" in _one_line_error(capsys, "infer")
+    bs.io.write_landmarks(tmp_path / "other.mrk.json", bs.io.LandmarkSet(("A", "B"), mean[:2]))
+    bad = [*common, "--model-landmarks", str(tmp_path / "other.mrk.json"), "--out", str(tmp_path / "bad")]
+    assert _run(bad) == 2
+    assert "are not in --model-landmarks" in _one_line_error(capsys, "infer")

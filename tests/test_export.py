@@ -370,3 +370,40 @@ def test_vtk9_legacy_files_with_metadata_are_read(tmp_path, binary):
     for k, v in arrays.items():  # VTK's ASCII writer keeps 6 significant digits of a float
         np.testing.assert_allclose(data[k], v, rtol=0 if binary else 1e-5, err_msg=k)
         assert data[k].dtype == v.dtype, k
+
+
+def test_measurements_as_slicer_markups(tmp_path, samples):
+    out = bs.export.export_markups(
+        samples, tmp_path / "m.mrk.json", lines={"length": (0, 1600)}, angles={"bend": (0, 800, 1600)}, level=0.9
+    )
+    data = json.loads((tmp_path / "m.mrk.json").read_text())
+    assert data["@schema"].endswith("markups-schema-v1.0.3.json#")
+    line, angle = data["markups"]
+    assert (line["type"], angle["type"]) == ("Line", "Angle")
+    v = samples.vertex_samples()
+    mean = np.asarray(v).mean(0)
+    # the control points are the posterior mean positions, in LPS mm
+    np.testing.assert_allclose([cp["position"] for cp in angle["controlPoints"]], mean[[0, 800, 1600]])
+    assert angle["coordinateSystem"] == "LPS" and angle["coordinateUnits"] == "mm"
+    # the measurement over the samples: the same as Posterior.measure of the same function
+    length = samples.measure(lambda x: jnp.linalg.norm(x[1600] - x[0]), level=0.9)
+    np.testing.assert_allclose(
+        [out["length"].mean, out["length"].lower, out["length"].upper],
+        [length.mean, length.lower, length.upper],
+        rtol=1e-6,
+    )
+    assert line["measurements"][0] == pytest.approx(
+        {"name": "length", "enabled": True, "value": float(length.mean), "units": "mm", "printFormat": "%-#4.4g%s"}
+    )
+    assert f"{float(length.lower):.2f} to {float(length.upper):.2f} mm" in line["description"]
+    u, w = v[:, 0] - v[:, 800], v[:, 1600] - v[:, 800]
+    deg = np.degrees(np.arccos(np.sum(u * w, -1) / np.linalg.norm(u, axis=-1) / np.linalg.norm(w, axis=-1)))
+    assert float(out["bend"].mean) == pytest.approx(float(deg.mean()), rel=1e-9)
+    assert angle["measurements"][0]["units"] == "deg"
+    # the first markup's points read back as landmarks
+    lms = bs.io.read_landmarks(tmp_path / "m.mrk.json")
+    np.testing.assert_allclose(lms.points, mean[[0, 1600]])
+    with pytest.raises(ValueError, match=r"vertex indices must lie in 0\.\."):
+        bs.export.export_markups(samples, tmp_path / "x.mrk.json", lines={"bad": (0, 10**7)})
+    with pytest.raises(ValueError, match="end in .mrk.json"):
+        bs.export.export_markups(samples, tmp_path / "x.json", lines={"a": (0, 1)})

@@ -155,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     i.add_argument("--contours", nargs="+", help="contour points, one CSV (row,col) per view")
     i.add_argument(
+        "--landmarks",
+        help="3D landmarks of the patient, mm, LPS (.json Scalismo, .mrk.json or .fcsv Slicer, .csv name,x,y,z)",
+    )
+    i.add_argument("--landmarks2d", nargs="+", help="2D landmarks on the X-rays, one CSV (name,row,col) per view")
+    i.add_argument(
+        "--model-landmarks",
+        help="the same landmarks, by name, on the model's mean shape (each is tied to its nearest vertex)",
+    )
+    i.add_argument(
+        "--landmark-sigma", type=float, default=2.0, help="landmark noise sd: mm (3D) or pixels (2D); default 2"
+    )
+    i.add_argument(
         "--mask-likelihood",
         choices=["contour", "silhouette"],
         default="contour",

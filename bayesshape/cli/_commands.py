@@ -265,6 +265,53 @@ def _radiographs(args):
     return views, names, images
 
 
+def _landmark_observations(args, model, views) -> list:
+    """``--landmarks`` and ``--landmarks2d``, tied to model vertices through ``--model-landmarks``."""
+    import bayesshape as bs
+
+    if not (args.landmarks or args.landmarks2d):
+        if args.model_landmarks:
+            raise ValueError("--model-landmarks: give the patient's --landmarks or --landmarks2d too")
+        return []
+    if not args.model_landmarks:
+        raise ValueError(
+            "--landmarks/--landmarks2d: give --model-landmarks FILE, the same landmarks (by name) on the model's "
+            "mean shape"
+        )
+    if not args.landmark_sigma > 0:
+        raise ValueError(f"--landmark-sigma: expected a positive sd, got {args.landmark_sigma}")
+    ref = bs.io.read_landmarks(args.model_landmarks)
+    mean = np.asarray(model.mean, dtype=np.float64)
+    vertex_of, far = {}, []
+    for name, p in zip(ref.names, ref.points):
+        d = np.linalg.norm(mean - p[None], axis=1)
+        vertex_of[name] = int(np.argmin(d))
+        if d.min() > 5.0:
+            far.append(f"{name} ({d.min():.1f} mm)")
+    if far:
+        print(f"note: model landmarks far from the mean shape's nearest vertex: {', '.join(far)}")
+
+    def ids_for(names, path):
+        unknown = [n for n in names if n not in vertex_of]
+        if unknown:
+            raise ValueError(f"{path}: landmarks {unknown} are not in --model-landmarks ({', '.join(ref.names)})")
+        return np.asarray([vertex_of[n] for n in names], dtype=np.int64)
+
+    out = []
+    if args.landmarks:
+        lms = bs.io.read_landmarks(args.landmarks)
+        out.append(bs.obs.Landmarks3D(ids_for(lms.names, args.landmarks), lms.points, args.landmark_sigma))
+    if args.landmarks2d:
+        if len(args.landmarks2d) != len(views):
+            raise ValueError(
+                f"--landmarks2d: expected one file per view ({len(views)} views), got {len(args.landmarks2d)}"
+            )
+        for path, view in zip(args.landmarks2d, views):
+            names, pixels = _files.read_named_pixels(path)
+            out.append(bs.obs.Landmarks2D(view, ids_for(names, path), pixels, args.landmark_sigma))
+    return out
+
+
 def _observations(args, views, xray_images=None):
     import bayesshape as bs
 
@@ -273,8 +320,10 @@ def _observations(args, views, xray_images=None):
         for k, v in (("masks", args.masks), ("images", args.images), ("contours", args.contours), ("xray", args.xray))
         if v
     ]
-    if len(given) != 1:
-        raise ValueError("give one kind of input: --masks, --images, --contours or --xray (one file per view)")
+    if len(given) > 1:
+        raise ValueError("give one kind of image input: --masks, --images, --contours or --xray (one file per view)")
+    if not given:
+        return [], [], [], []
     kind, paths = given[0]
     if len(paths) != len(views):
         raise ValueError(
@@ -333,16 +382,24 @@ def infer(args) -> int:
     _files.check_output_folder(args.out)
     as_seed(args.seed)
     model = _files.read_model(args.model, args.group)
+    xray_images = None
     if args.xray:
         views, names, xray_images = _radiographs(args)
     elif args.views:
         views, names = bs.read_views(args.views)
-        xray_images = None
-    else:
+    elif args.masks or args.images or args.contours or args.landmarks2d:
         raise ValueError("give the view geometry: --views FILE, or DICOM radiographs with --xray")
+    else:
+        views, names = [], []
     obs, images, kinds, points = _observations(args, views, xray_images)
+    landmark_obs = _landmark_observations(args, model, views)
+    if not obs and not landmark_obs:
+        raise ValueError("give observations: --masks, --images, --contours or --xray per view, and/or --landmarks")
+    obs = obs + landmark_obs
+    kind = kinds[0] if kinds else "landmarks"
     truth = bs.io.read_mesh(args.truth) if args.truth else None
-    print(f"inferring with {args.method} ({len(views)} views, {kinds[0]}, pose {args.pose}, {model.n_modes} modes)")
+    what = f"{len(views)} views, {kind}" + (" and landmarks" if kinds and landmark_obs else "")
+    print(f"inferring with {args.method} ({what}, pose {args.pose}, {model.n_modes} modes)")
     post = bs.infer(
         model,
         obs,
@@ -354,11 +411,14 @@ def infer(args) -> int:
     )
     inputs = {
         "model": str(args.model),
-        "views": str(args.views) if args.views else "from the DICOM files",
-        "kind": kinds[0],
+        "views": str(args.views) if args.views else ("from the DICOM files" if args.xray else None),
+        "kind": kind,
         "likelihood": type(obs[0]).__name__,
-        "files": [str(p) for p in (args.masks or args.images or args.contours or args.xray)],
+        "files": [str(p) for p in (args.masks or args.images or args.contours or args.xray or [])],
     }
+    if landmark_obs:
+        inputs["landmarks"] = [str(p) for p in ([args.landmarks] if args.landmarks else []) + (args.landmarks2d or [])]
+        inputs["model_landmarks"] = str(args.model_landmarks)
     settings = {
         "method": args.method,
         "pose": args.pose,
@@ -367,7 +427,7 @@ def infer(args) -> int:
         **({"chains": args.chains} if args.method == "nuts" else {}),
         "sigma": [float(o.sigma) for o in obs],
     }
-    if kinds[0] == "drr":
+    if kind == "drr":
         settings["drr_pixel"] = args.drr_pixel
     summary = write_case(
         args.out,

@@ -74,6 +74,27 @@ def read_points_csv(path) -> np.ndarray:
     return pts
 
 
+def read_named_pixels(path) -> tuple[list[str], np.ndarray]:
+    """2D landmarks on an X-ray: a CSV ``name,row,col`` (pixels; a header line is allowed)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"landmarks {path}: no such file")
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r) and not r[0].startswith("#")]
+    if rows and [c.strip() for c in rows[0][:3]] == ["name", "row", "col"]:
+        rows = rows[1:]
+    names, pts = [], []
+    for i, r in enumerate(rows):
+        try:
+            names.append(r[0].strip())
+            pts.append([float(r[1]), float(r[2])])
+        except (ValueError, IndexError):
+            raise ValueError(f"landmarks {path}: row {i + 1} is not 'name,row,col' (pixels): {','.join(r)!r}") from None
+    if not names:
+        raise ValueError(f"landmarks {path}: no rows; expected 'name,row,col' per line (pixels)")
+    return names, np.asarray(pts, dtype=np.float64)
+
+
 def write_points_csv(path, points) -> None:
     lines = ["row,col"] + [f"{r:.4f},{c:.4f}" for r, c in np.asarray(points)]
     with atomic_path(path) as tmp:

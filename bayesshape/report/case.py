@@ -84,8 +84,9 @@ def write_case(out, posterior, views, names, images, kinds, *, points=None, mu: 
     and a new case."""
     with atomic_folder(out) as tmp:
         save_posterior(posterior, tmp / "posterior.npz")
-        write_views(tmp / "views.json", views, names)
-        save_inputs(tmp / "inputs.npz", images, kinds, points, mu)
+        if len(views):  # 3D landmarks alone: no views, no images
+            write_views(tmp / "views.json", views, names)
+            save_inputs(tmp / "inputs.npz", images, kinds, points, mu)
         return export_case(posterior, tmp, **export_kw)
 
 
