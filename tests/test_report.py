@@ -80,6 +80,49 @@ def test_report_is_self_contained(case, page):
     assert "Accuracy against the truth" in html and "Software" in html
 
 
+def _visible_text(page_html: str) -> str:
+    body = re.sub(r"<script.*?</script>", " ", page_html, flags=re.S)
+    return html_module.unescape(re.sub(r"<[^>]+>", " ", body))
+
+
+def _row(page_html: str, label: str) -> str:
+    m = re.search(r"<tr><th>" + re.escape(html_module.escape(label)) + r"</th><td[^>]*>(.*?)</td></tr>", page_html)
+    assert m, label
+    return html_module.unescape(m.group(1))
+
+
+def test_report_tables_read_as_figures_with_units(case, page):
+    page_html = page.read_text()
+    summary = json.loads((case / "summary.json").read_text())
+    err, rel = summary["error_mm"], summary["reliability"]
+    assert _row(page_html, "Mean vertex error") == f"{err['vertex_mean']:.3g} mm"
+    assert _row(page_html, "Vertices whose truth lies inside their 95% credible ball") == (
+        f"{100 * err['coverage_95']:.1f}%"
+    )
+    assert _row(page_html, "Vertices whose credible radius exceeds the tolerance") == (
+        f"{100 * rel['fraction_vertices_flagged']:.1f}%"
+    )
+    assert _row(page_html, "Clinical tolerance") == "2 mm"
+    u = summary["uncertainty_mm"]["credible_radius_95"]
+    assert _row(page_html, "95% credible radius") == (
+        f"mean {u['mean']:.3g} mm, median {u['median']:.3g} mm, largest {u['max']:.3g} mm"
+    )
+    text = _visible_text(page_html)
+    for raw in (
+        "vertex_p95",
+        "coverage_95",
+        "fraction_vertices_flagged",
+        "map_newton_decrement",
+        "mean_sq_std_residual",
+    ):
+        assert raw not in text, raw
+    # clinical figures first, the solver's diagnostics after the pictures
+    assert text.index("Accuracy against the truth") < text.index("Confidence mesh") < text.index("Solver diagnostics")
+    # the 3D view offers every field
+    for name in ("credible_radius", "normal_std", "flag", "error"):
+        assert f"<option value='{name}'>" in page_html, name
+
+
 def _chromium():
     for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
         path = shutil.which(name)
@@ -117,3 +160,12 @@ def test_report_renders_in_headless_chromium(case, page):
     # ... and logged nothing else: no exceptions, no errors
     others = [ln for ln in console if READY_MESSAGE not in ln]
     assert not others, others
+    # the colour-bar ticks follow the field; a link can open another field
+    assert re.search(r'<span style="left:100%">4 mm \+</span>', res.stdout), res.stdout[-3000:]
+    res = subprocess.run(
+        [*cmd[:-1], page.resolve().as_uri() + "#field=flag"], capture_output=True, text=True, timeout=180
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "colour: flag (credible radius above 2 mm)" in res.stdout
+    assert '<span style="left:50%">0.5</span>' in res.stdout
+    assert not [ln for ln in res.stderr.splitlines() if ":CONSOLE" in ln and READY_MESSAGE not in ln]

@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument(
         "--xray",
         nargs="+",
-        help="DICOM radiographs (DX, CR, XA), one per view: converted to line integrals, views from their tags",
+        help="DICOM radiographs (DX, CR, XA), one per view: converted to line integrals, views from their tags; "
+        "with --masks or --contours, the radiographs those segment (the views, and the backdrop of the pictures)",
     )
     i.add_argument("--flat-field", help="--xray: the open-beam image (.dcm) for the air reference")
     i.add_argument("--air", type=float, help="--xray: the open-beam intensity (instead of --flat-field)")

@@ -320,8 +320,16 @@ def _observations(args, views, xray_images=None):
         for k, v in (("masks", args.masks), ("images", args.images), ("contours", args.contours), ("xray", args.xray))
         if v
     ]
+    # radiographs with their segmentations: the DICOM files give the views and the pictures' backdrop,
+    # the masks or contours the likelihood
+    backdrop = xray_images if args.xray and (args.masks or args.contours) else None
+    if backdrop is not None:
+        given = [g for g in given if g[0] != "xray"]
     if len(given) > 1:
-        raise ValueError("give one kind of image input: --masks, --images, --contours or --xray (one file per view)")
+        raise ValueError(
+            "give one kind of image input: --masks, --images, --contours or --xray (one file per view); --xray "
+            "goes with --masks or --contours as the radiographs they segment"
+        )
     if not given:
         return [], [], [], []
     kind, paths = given[0]
@@ -336,7 +344,7 @@ def _observations(args, views, xray_images=None):
             pts = _files.read_points_csv(p)
             sigma = args.sigma or 1.0
             obs.append(bs.obs.Contour(view, pts, sigma))
-            img = np.zeros((h, w))
+            img = np.zeros((h, w)) if backdrop is None else np.asarray(backdrop[i], dtype=np.float64)
             points.append(pts)
             kinds.append("contour")
         else:
@@ -368,7 +376,7 @@ def _observations(args, views, xray_images=None):
                 )
                 points.append(None)
                 kinds.append("drr")
-            img = arr.astype(np.float64)
+            img = arr.astype(np.float64) if backdrop is None else np.asarray(backdrop[i], dtype=np.float64)
         images.append(img)
     return obs, images, kinds, points
 

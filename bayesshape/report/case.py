@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_folder, remove_stale_temporaries
-from ..export import COLORMAP, colour_scale, export_confidence_mesh, export_samples, write_summary
+from ..export import COLORMAP, export_confidence_mesh, export_samples, write_summary
 from ..io.case_inputs import load_inputs, save_inputs
 from ..io.mesh import read_mesh, write_mesh
 from ..io.posterior import load_posterior, save_posterior
@@ -160,10 +160,11 @@ def make_report(case_dir, *, n_overlay_samples: int = 8, title: str | None = Non
     pictures["Standard deviation along the surface normal"] = confidence_png(
         mean, post.faces, post.normal_std(), pics / "normal_std.png", vmax=tol, label="normal sd (mm)"
     )
+    error = None
     if (case / "truth.ply").exists():
         truth = read_mesh(case / "truth.ply")
         if truth.vertices.shape == mean.shape:
-            err = np.linalg.norm(mean - truth.vertices, axis=1)
+            err = error = np.linalg.norm(mean - truth.vertices, axis=1)
             pictures["Error of the posterior mean against the truth"] = confidence_png(
                 mean, post.faces, err, pics / "error.png", vmax=2 * tol, label="vertex error (mm)"
             )
@@ -188,13 +189,34 @@ def make_report(case_dir, *, n_overlay_samples: int = 8, title: str | None = Non
                 pictures[f"View {name}: DRR residual"] = drr_residual_png(
                     img, view, mean, post.faces, pics / f"drr_residual_{i}.png", mu=mu, title=name
                 )
-    mesh = {
-        "vertices": mean,
-        "faces": post.faces,
-        "colours": colour_scale(r, 2 * tol),
-        "label": f"{100 * level:.0f}% credible radius",
-        "vmax": 2 * tol,
-    }
+    fields = [
+        {
+            "name": "credible_radius",
+            "label": f"{100 * level:.0f}% credible radius",
+            "unit": "mm",
+            "vmax": 2 * tol,
+            "values": r,
+        },
+        {
+            "name": "normal_std",
+            "label": "sd along the surface normal",
+            "unit": "mm",
+            "vmax": tol,
+            "values": post.normal_std(),
+        },
+        {
+            "name": "flag",
+            "label": f"flag (credible radius above {tol:g} mm)",
+            "unit": "",
+            "vmax": 1.0,
+            "values": (r > tol).astype(np.float32),
+        },
+    ]
+    if error is not None:
+        fields.append(
+            {"name": "error", "label": "error against the truth", "unit": "mm", "vmax": 2 * tol, "values": error}
+        )
+    mesh = {"vertices": mean, "faces": post.faces, "fields": fields}
     return write_report(
         case / "report.html",
         title=title or f"bayesshape reconstruction: {case.name}",

@@ -17,9 +17,10 @@ from ..projection.topology import Topology
 
 __all__ = ["confidence_png", "overlay_png", "drr_residual_png", "calibration_png", "save_figure"]
 
-#: (elevation, azimuth) in degrees of the default mesh renders: anterior, lateral, posterior, medial
+#: (elevation, azimuth) in degrees of the default mesh renders: from the front, the patient's left, the back and the
+#: patient's right (LPS: +x is the patient's left), whichever side the bone is from
 VIEW_ANGLES = ((0.0, -90.0), (0.0, 0.0), (0.0, 90.0), (0.0, 180.0))
-VIEW_NAMES = ("anterior", "lateral (+x)", "posterior", "medial (-x)")
+VIEW_NAMES = ("anterior", "left (+x)", "posterior", "right (-x)")
 
 
 def _plt():
@@ -166,7 +167,8 @@ def overlay_png(
     pad = 0.15 * float(np.max(hi - lo)) + 5.0
     ax.set_xlim(max(lo[0] - pad, -0.5), min(hi[0] + pad, img.shape[1] - 0.5))
     ax.set_ylim(min(hi[1] + pad, img.shape[0] - 0.5), max(lo[1] - pad, -0.5))
-    ax.legend(loc="lower right", fontsize=7, framealpha=0.7)
+    # the legend below the image, where it hides no part of the bone
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=7, frameon=False)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("column (px)")
     ax.set_ylabel("row (px)")
