@@ -297,7 +297,7 @@ def _landmark_observations(args, model, views) -> list:
             raise ValueError(f"{path}: landmarks {unknown} are not in --model-landmarks ({', '.join(ref.names)})")
         return np.asarray([vertex_of[n] for n in names], dtype=np.int64)
 
-    out = []
+    out: list = []
     if args.landmarks:
         lms = bs.io.read_landmarks(args.landmarks)
         out.append(bs.obs.Landmarks3D(ids_for(lms.names, args.landmarks), lms.points, args.landmark_sigma))

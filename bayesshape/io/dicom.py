@@ -244,7 +244,7 @@ def write_radiograph(
     """
     import pydicom
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     p = np.asarray(line_integrals, dtype=np.float64)
     if view.is_parallel:
@@ -275,10 +275,12 @@ def write_radiograph(
     counts = np.clip(np.rint(air * np.exp(-p)), 0, 65535).astype(np.uint16)
     primary, secondary = dicom_angles(d)
     rng = np.random.default_rng(seed)
-    uid = lambda: generate_uid(entropy_srcs=[str(rng.integers(2**62))])  # noqa: E731
+
+    def uid():
+        return generate_uid(entropy_srcs=[str(rng.integers(2**62))])
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = _DX_FOR_PROCESSING
+    meta.MediaStorageSOPClassUID = UID(_DX_FOR_PROCESSING)
     meta.MediaStorageSOPInstanceUID = uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = pydicom.Dataset()

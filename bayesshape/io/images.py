@@ -52,8 +52,7 @@ def _read_png(path: Path) -> np.ndarray:
 
     with Image.open(path) as im:
         if im.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
-            im = im.convert("RGB")
-            return np.asarray(im)[..., 0]
+            return np.asarray(im.convert("RGB"))[..., 0]
         return np.asarray(im)
 
 
@@ -86,7 +85,7 @@ def _read_nifti(path: Path) -> np.ndarray:
     import nibabel as nib
 
     img = nib.load(str(path))
-    return _from_volume(np.asarray(img.dataobj))
+    return _from_volume(np.asarray(img.dataobj))  # type: ignore[attr-defined]
 
 
 _READERS = {

@@ -67,11 +67,12 @@ def save_posterior(
     if groups is None and posterior.inference_groups:
         groups = posterior.inference_groups
     if groups:
-        meta["arviz"] = {"dims": groups.get("dims", {}), "coords": groups.get("coords", {}), "groups": {}}
+        stored: dict[str, list[str]] = {}
         for group in _ARVIZ_GROUPS:
             for name, arr in (groups.get(group) or {}).items():
                 arrays[f"arviz/{group}/{name}"] = np.asarray(arr)
-                meta["arviz"]["groups"].setdefault(group, []).append(name)
+                stored.setdefault(group, []).append(name)
+        meta["arviz"] = {"dims": groups.get("dims", {}), "coords": groups.get("coords", {}), "groups": stored}
         arrays["meta"] = np.array(json.dumps(meta, default=json_default))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

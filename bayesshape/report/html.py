@@ -401,7 +401,9 @@ def _viewer(mesh: dict) -> str:
             "fields": fields,
         }
     )
-    options = "".join(f"<option value='{html.escape(fd['name'])}'>{html.escape(fd['label'])}</option>" for fd in fields)
+    options = "".join(
+        f"<option value='{html.escape(str(fd['name']))}'>{html.escape(str(fd['label']))}</option>" for fd in fields
+    )
     views = (
         ("from the front (anterior)", 0.0, 0.0),
         ("from the patient's left", 1.5708, 0.0),
