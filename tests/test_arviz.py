@@ -102,7 +102,7 @@ def test_other_methods_and_options(landmark_case):
     model, lm, _, _ = landmark_case
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        imp = bs.infer(model, lm, method="importance", pose="rigid", num_samples=200, seed=0)
+        imp = bs.infer(model, lm, method=bs.Importance(rounds=2, samples=300), pose="rigid", num_samples=200, seed=0)
     idata = imp.to_arviz(log_likelihood="observation")
     assert float(idata.sample_stats["pareto_k"]) == pytest.approx(imp.diagnostics.info.khat)
     assert float(idata.sample_stats["importance_ess"]) == pytest.approx(imp.diagnostics.info.ess)

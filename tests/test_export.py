@@ -407,3 +407,17 @@ def test_measurements_as_slicer_markups(tmp_path, samples):
         bs.export.export_markups(samples, tmp_path / "x.mrk.json", lines={"bad": (0, 10**7)})
     with pytest.raises(ValueError, match="end in .mrk.json"):
         bs.export.export_markups(samples, tmp_path / "x.json", lines={"a": (0, 1)})
+
+
+def test_meshlab_reads_the_credible_radius_as_quality(tmp_path, samples):
+    """MeshLab's own reader (pymeshlab): the credible radius as vertex quality, the colours as vertex colours."""
+    pymeshlab = pytest.importorskip("pymeshlab")
+    fields = bs.export_confidence_mesh(samples, tmp_path / "c.ply")
+    ms = pymeshlab.MeshSet()
+    ms.load_new_mesh(str(tmp_path / "c.ply"))
+    m = ms.current_mesh()
+    assert m.vertex_number() == len(samples.mean_vertices()) and m.has_vertex_scalar()
+    np.testing.assert_allclose(m.vertex_scalar_array(), fields["credible_radius"], rtol=1e-6)
+    np.testing.assert_allclose(m.vertex_matrix(), samples.mean_vertices(), atol=1e-9)
+    plain = _plain_ply(tmp_path / "c.ply")
+    np.testing.assert_array_equal(np.rint(m.vertex_color_matrix()[:, 0] * 255), plain["red"])

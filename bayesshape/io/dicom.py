@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._atomic import atomic_path
-from ..projection.dicom_geometry import dicom_angles, patient_orientation, view_from_dicom
-from ..projection.views import XRayView
+from ..projection.dicom_geometry import dicom_angles, patient_orientation
+from ..projection.views import XRayView, view_from_dicom
 
 __all__ = ["Radiograph", "read_radiograph", "write_radiograph"]
 

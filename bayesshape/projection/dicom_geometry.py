@@ -34,15 +34,25 @@ from typing import Any
 
 import numpy as np
 
-from .views import XRayView, cos_sin_degrees
-
-__all__ = ["view_from_dicom", "dicom_angles", "patient_orientation"]
+__all__ = ["dicom_view_parameters", "dicom_angles", "patient_orientation", "cos_sin_degrees"]
 
 _LETTERS = {"L": (1, 0, 0), "R": (-1, 0, 0), "P": (0, 1, 0), "A": (0, -1, 0), "H": (0, 0, 1), "F": (0, 0, -1)}
 
 #: central-ray direction (source to detector) of each DX ViewPosition (LL: the patient's left
 #: side at the detector)
 _VIEW_POSITIONS = {"AP": (0, 1, 0), "PA": (0, -1, 0), "LL": (1, 0, 0), "RL": (-1, 0, 0)}
+
+
+def cos_sin_degrees(angle: float) -> tuple[float, float]:
+    """``(cos, sin)`` of an angle in degrees, exact at multiples of 90 degrees (where ``math.cos``
+    of the radian value is off by 1e-16, which would make a view's frame differ with the path
+    that built it)."""
+    angle = float(angle)
+    quarter, rest = divmod(angle, 90.0)
+    if rest == 0.0:
+        return ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[int(quarter) % 4]
+    r = math.radians(angle)
+    return math.cos(r), math.sin(r)
 
 
 def _tag(ds, name: str):
@@ -87,12 +97,14 @@ def patient_orientation(u, v) -> list[str]:
     return out
 
 
-def view_from_dicom(ds, *, isocenter=(0.0, 0.0, 0.0), **overrides: Any) -> tuple[XRayView, bool]:
-    """The view of a DICOM radiograph, and whether its image must be flipped left to right to match it.
+def dicom_view_parameters(ds, **overrides: Any) -> dict[str, Any]:
+    """The parameters of a DICOM radiograph's view (for :meth:`bayesshape.XRayView.cone_beam`):
+    ``source_to_detector``, ``source_to_isocenter``, ``detector_shape``, ``pixel_spacing``,
+    ``direction``, ``up``, and ``row_direction`` (the patient direction of the image rows from
+    PatientOrientation, or None), from which a mirrored image is recognised.
 
     Args:
         ds: a ``pydicom.Dataset`` (or a dict of tag keywords to values).
-        isocenter: the world point on the central ray at DistanceSourceToPatient, mm.
         overrides: values that replace missing or wrong tags: ``source_to_detector``,
             ``source_to_isocenter`` (mm), ``pixel_spacing`` (mm at the detector, a number or (row, col)),
             ``primary_angle``, ``secondary_angle`` (degrees), ``up`` (world direction shown as image up).
@@ -156,7 +168,6 @@ def view_from_dicom(ds, *, isocenter=(0.0, 0.0, 0.0), **overrides: Any) -> tuple
 
     orientation = _tag(ds, "PatientOrientation")
     up = ov.get("up")
-    mirrored = False
     row_dir = None
     if orientation is not None and len(list(orientation)) == 2:
         row_dir = _direction_from_letters(orientation[0])
@@ -168,15 +179,12 @@ def view_from_dicom(ds, *, isocenter=(0.0, 0.0, 0.0), **overrides: Any) -> tuple
     up = np.asarray(up, dtype=np.float64)
     if abs(float(up @ direction)) > 0.999 * np.linalg.norm(up):
         up = np.array([0.0, 0.0, 1.0]) if abs(direction[2]) < 0.9 else np.array([0.0, -1.0, 0.0])
-    view = XRayView.cone_beam(
-        float(_floats(sdd, 1, "DistanceSourceToDetector")[0]),
-        float(_floats(sod, 1, "DistanceSourceToPatient")[0]),
-        (int(rows), int(cols)),
-        np.broadcast_to(np.asarray(spacing, dtype=np.float64), (2,)),
-        isocenter=isocenter,
-        direction=direction,
-        up=up,
-    )
-    if row_dir is not None:
-        mirrored = float(row_dir @ np.asarray(view.u)) < 0
-    return view, mirrored
+    return {
+        "source_to_detector": float(_floats(sdd, 1, "DistanceSourceToDetector")[0]),
+        "source_to_isocenter": float(_floats(sod, 1, "DistanceSourceToPatient")[0]),
+        "detector_shape": (int(rows), int(cols)),
+        "pixel_spacing": np.broadcast_to(np.asarray(spacing, dtype=np.float64), (2,)).copy(),
+        "direction": direction,
+        "up": up,
+        "row_direction": row_dir,
+    }

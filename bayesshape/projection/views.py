@@ -27,20 +27,9 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._checks import is_concrete
+from .dicom_geometry import cos_sin_degrees, dicom_view_parameters
 
-__all__ = ["XRayView", "biplanar", "carm_view", "stack_views"]
-
-
-def cos_sin_degrees(angle: float) -> tuple[float, float]:
-    """``(cos, sin)`` of an angle in degrees, exact at multiples of 90 degrees (where ``math.cos``
-    of the radian value is off by 1e-16, which would make a view's frame differ with the path
-    that built it)."""
-    angle = float(angle)
-    quarter, rest = divmod(angle, 90.0)
-    if rest == 0.0:
-        return ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[int(quarter) % 4]
-    r = math.radians(angle)
-    return math.cos(r), math.sin(r)
+__all__ = ["XRayView", "biplanar", "carm_view", "stack_views", "view_from_dicom"]
 
 
 def _unit(v, name):
@@ -208,7 +197,8 @@ class XRayView(eqx.Module):
             overrides: ``source_to_detector``, ``source_to_isocenter``, ``pixel_spacing``,
                 ``primary_angle``, ``secondary_angle``, ``up``: values for missing or wrong tags.
 
-        The tags read and the conventions are listed in :mod:`bayesshape.projection.dicom_geometry`.
+        The tags read and the conventions are listed in :mod:`bayesshape.projection.dicom_geometry`
+        and in the user guide (Radiographs, segmentations and landmarks).
         A file whose PatientOrientation says the image is mirrored gets the view of the image
         flipped left to right, as :func:`bayesshape.io.read_radiograph` returns it.
 
@@ -219,8 +209,6 @@ class XRayView(eqx.Module):
             >>> view = XRayView.from_dicom("ap.dcm")                         # doctest: +SKIP
             >>> view = XRayView.from_dicom("ap.dcm", source_to_detector=1150.0)  # doctest: +SKIP
         """
-        from .dicom_geometry import view_from_dicom
-
         if not hasattr(source, "dir"):  # a path, not a Dataset
             import pydicom
 
@@ -436,3 +424,33 @@ def carm_view(
     return XRayView.cone_beam(
         source_to_detector, source_to_isocenter, detector_shape, pixel_spacing, isocenter=isocenter, direction=d, up=up
     )
+
+
+def view_from_dicom(ds, *, isocenter=(0.0, 0.0, 0.0), **overrides) -> tuple[XRayView, bool]:
+    """The view of a DICOM radiograph's ``pydicom.Dataset`` (or a dict of tag keywords to values),
+    and whether its image must be flipped left to right to match it (see
+    :mod:`bayesshape.projection.dicom_geometry` for the tags and conventions).
+
+    Args:
+        ds: the dataset.
+        isocenter: the world point on the central ray at DistanceSourceToPatient, mm.
+        overrides: values that replace missing or wrong tags: ``source_to_detector``,
+            ``source_to_isocenter`` (mm), ``pixel_spacing`` (mm at the detector, a number or (row, col)),
+            ``primary_angle``, ``secondary_angle`` (degrees), ``up`` (world direction shown as image up).
+
+    Raises:
+        ValueError: naming every missing tag, and the argument that can be given instead.
+    """
+    g = dicom_view_parameters(ds, **overrides)
+    view = XRayView.cone_beam(
+        g["source_to_detector"],
+        g["source_to_isocenter"],
+        g["detector_shape"],
+        g["pixel_spacing"],
+        isocenter=isocenter,
+        direction=g["direction"],
+        up=g["up"],
+    )
+    row = g["row_direction"]
+    mirrored = row is not None and float(row @ np.asarray(view.u)) < 0
+    return view, mirrored
