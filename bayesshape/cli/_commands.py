@@ -29,18 +29,21 @@ example:
 SIMULATE_HELP = """\
 Simulate X-rays of a mesh (or of a shape drawn from a model) in the views of a view
 geometry file: DRR line-integral images (.npy), masks (.png), contour points (.csv),
-the views (views.json) and the true shape (truth.ply).
+the views (views.json) and the true shape (truth.ply); with --dicom, also DICOM DX
+radiographs (NAME.dcm) and the open beam (flat_field.dcm) of cone-beam views.
 
 example:
   bayesshape simulate --model example.npz --sample-seed 3 --views views.json --out xray
   bayesshape simulate --mesh bone.ply --biplanar 480 --out xray
+  bayesshape simulate --model example.npz --views carm.json --dicom --out xray_dicom
 """
 
 INFER_HELP = """\
 Infer the posterior over 3D shapes from X-ray observations and write a case folder:
 posterior.npz, confidence meshes (.ply .vtk .vtp), sample meshes, summary.json
 (and report.html with --report). Give one mask, image or contour file per view,
-in the order of the view geometry file.
+in the order of the view geometry file; or DICOM radiographs (--xray), whose tags
+give the views; and/or landmarks (--landmarks, --landmarks2d with --model-landmarks).
 
 example:
   bayesshape infer --model example.npz --views xray/views.json \\
@@ -49,6 +52,12 @@ example:
       --masks xray/AP_mask.png xray/LAT_mask.png --mask-likelihood silhouette --out case1s
   bayesshape infer --model example.npz --views xray/views.json \\
       --images xray/AP_drr.npy xray/LAT_drr.npy --mu 0.05 --out case2 --report
+  bayesshape infer --model example.npz --xray xray/AP.dcm xray/LAT.dcm \
+      --flat-field xray/flat_field.dcm --out case3
+  bayesshape infer --model example.npz --xray xray/AP.dcm xray/LAT.dcm --air 60000 \
+      --masks AP_seg.nrrd LAT_seg.nrrd --out case4
+  bayesshape infer --model example.npz --landmarks patient.mrk.json \
+      --model-landmarks model_landmarks.mrk.json --landmark-sigma 1 --out case5
 """
 
 EXPORT_HELP = """\
