@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 
 from ._atomic import atomic_path, json_default
@@ -168,9 +169,10 @@ def _vertex_ids(spec, n_points: int, n_vertices: int, what: str) -> np.ndarray:
 
 
 def _angle_deg(a, b, c):
+    """The angle at ``b`` between ``a - b`` and ``c - b``, degrees."""
     u, v = a - b, c - b
-    cos = np.sum(u * v, axis=-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    cos = jnp.sum(u * v) / (jnp.linalg.norm(u) * jnp.linalg.norm(v))
+    return jnp.degrees(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
 
 
 def export_markups(posterior, path, *, lines: dict | None = None, angles: dict | None = None, level: float = 0.95):
@@ -195,8 +197,6 @@ def export_markups(posterior, path, *, lines: dict | None = None, angles: dict |
     Example:
         >>> export_markups(post, "case/measurements.mrk.json", lines={"length": (12, 3040)})  # doctest: +SKIP
     """
-    from .posterior.samples import Measurement
-
     path = Path(path)
     if not path.name.endswith(".mrk.json"):
         raise ValueError(f"{path}: Slicer markups files end in .mrk.json")
@@ -207,27 +207,18 @@ def export_markups(posterior, path, *, lines: dict | None = None, angles: dict |
         raise ValueError("give lines= and/or angles= to export")
     if set(lines) & set(angles):
         raise ValueError(f"names used twice: {sorted(set(lines) & set(angles))}")
-    samples = np.asarray(posterior.vertex_samples(), dtype=np.float64)
-    mean = samples.mean(0)
+    mean = posterior.mean_vertices()
     n_vertices = mean.shape[0]
-    a = (1 - level) / 2
     out, markups = {}, []
     for kind, items in (("Line", lines), ("Angle", angles)):
         for name, spec in items.items():
             ids = _vertex_ids(spec, 2 if kind == "Line" else 3, n_vertices, f"{kind.lower()}s[{name!r}]")
-            p = samples[:, ids]
             if kind == "Line":
-                vals, quantity, units = np.linalg.norm(p[:, 1] - p[:, 0], axis=-1), "length", "mm"
+                quantity, units = "length", "mm"
+                m = posterior.measure(lambda v, i=ids: jnp.linalg.norm(v[i[1]] - v[i[0]]), level)
             else:
-                vals, quantity, units = _angle_deg(p[:, 0], p[:, 1], p[:, 2]), "angle", "deg"
-            m = Measurement(
-                np.asarray(vals.mean()),
-                np.asarray(vals.std(ddof=1)),
-                np.asarray(np.quantile(vals, a)),
-                np.asarray(np.quantile(vals, 1 - a)),
-                float(level),
-                vals,
-            )
+                quantity, units = "angle", "deg"
+                m = posterior.measure(lambda v, i=ids: _angle_deg(v[i[0]], v[i[1]], v[i[2]]), level)
             out[name] = m
             text = (
                 f"{quantity} {float(m.mean):.2f} {units} (sd {float(m.sd):.2f}); {100 * level:g}% credible interval "

@@ -88,6 +88,8 @@ def test_flat_field_monochrome2_mirrored_and_log(tmp_path):
     ds.save_as(tmp_path / "log.dcm")
     with pytest.raises(ValueError, match="log_scale"):
         read_radiograph(tmp_path / "log.dcm", air=40000.0)
+    with pytest.raises(ValueError, match="air: expected a positive open-beam intensity"):
+        read_radiograph(tmp_path / "log.dcm", air=0.0, log_scale=1000.0)  # not a silent log(0)
     xr = read_radiograph(tmp_path / "log.dcm", air=40000.0, log_scale=1000.0)
     np.testing.assert_allclose(xr.line_integrals, np.log(40000.0) - log_counts / 1000.0, atol=1e-12)
 

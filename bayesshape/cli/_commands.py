@@ -212,7 +212,7 @@ def simulate(args) -> int:
     for name, img, mask, pts in zip(names, sim.drr, sim.masks, sim.contours):
         # with --dicom, the quantised line integrals of the DICOM files, in full precision
         _files.write_npy(out / f"{name}_drr.npy", np.asarray(img, dtype=np.float64 if args.dicom else np.float32))
-        _files.write_mask_png(out / f"{name}_mask.png", mask)
+        bs.io.write_mask(out / f"{name}_mask.png", mask)
         _files.write_points_csv(out / f"{name}_contour.csv", pts)
         files["drr"].append(f"{name}_drr.npy")
         files["masks"].append(f"{name}_mask.png")
@@ -360,7 +360,7 @@ def _observations(args, views, xray_images=None):
             if kind == "xray":
                 arr = xray_images[i]
             else:
-                arr = _files.read_mask(p) if kind == "masks" else _files.read_array(p, "image")
+                arr = bs.io.read_mask(p) if kind == "masks" else bs.io.read_image(p, "image")
             if arr.shape != (h, w):
                 raise ValueError(
                     f"{p}: image of {arr.shape[0]} x {arr.shape[1]} pixels does not match view {i}'s "

@@ -36,26 +36,6 @@ def write_model(model, path):
         raise ValueError(f"{path}: model files are .npz (bayesshape) or .h5 (Statismo), got {path.suffix!r}")
 
 
-def read_array(path, what: str) -> np.ndarray:
-    """A 2D image from any format of :func:`bayesshape.io.read_image` (``.npy`` without pickles)."""
-    from ..io.images import read_image
-
-    return read_image(path, what)
-
-
-def read_mask(path) -> np.ndarray:
-    from ..io.images import read_mask as read
-
-    return read(path)
-
-
-def write_mask_png(path, mask) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        plt.imsave(tmp, np.asarray(mask, dtype=np.float64), cmap="gray", vmin=0.0, vmax=1.0, format="png")
-
-
 def read_points_csv(path) -> np.ndarray:
     """Contour points ``(M, 2)`` ``(row, col)`` pixels from a CSV with a ``row,col`` header."""
     path = Path(path)

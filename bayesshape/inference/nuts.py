@@ -82,17 +82,9 @@ def run_nuts(problem: Problem, theta_map, cov, key, config: NUTSConfig, num_samp
         mcmc.run(
             k_run,
             init_params={"theta": starts if num_chains > 1 else starts[0]},
-            extra_fields=(
-                "diverging",
-                "num_steps",
-                "energy",
-                "potential_energy",
-                "accept_prob",
-                "adapt_state.step_size",
-            ),
+            extra_fields=_EXTRA_FIELDS,
         )
     theta = mcmc.get_samples(group_by_chain=True)["theta"]
-    extra = mcmc.get_extra_fields()
     by_chain = {
         k: np.asarray(v).reshape(num_chains, num_samples) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()
     }
@@ -107,9 +99,9 @@ def run_nuts(problem: Problem, theta_map, cov, key, config: NUTSConfig, num_samp
         "acceptance_rate": by_chain["accept_prob"].astype(np.float64),
         "step_size": by_chain["adapt_state.step_size"].astype(np.float64),
     }
-    div = int(np.asarray(extra["diverging"]).sum())
+    div = int(stats["diverging"].sum())
     th = np.asarray(theta, dtype=np.float64)
-    steps = np.asarray(extra["num_steps"])
+    steps = n_steps
     # a tree of depth d holds 2**(d-1) to 2**d - 1 leapfrog steps: Stan's treedepth__ == max_depth
     max_rhat = rhat = None
     # a chain stuck at one value (divergences everywhere) has no within-chain variance: its R-hat

@@ -185,7 +185,7 @@ def read_radiograph(
         air_ref = ref
         notes.append("air reference: the flat field")
     elif air is not None:
-        if not np.isfinite(air) or (air <= 0 and not is_log):
+        if not np.isfinite(air) or air <= 0:
             raise ValueError(f"air: expected a positive open-beam intensity, got {air}")
         air_ref = np.float64(np.log(air)) if is_log else np.float64(air)
     else:

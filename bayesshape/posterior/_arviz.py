@@ -15,36 +15,23 @@ import numpy as np
 MAX_POINTWISE = 50_000_000
 
 
-@eqx.filter_jit
-def _pointwise_batch(problem, thetas):
-    def one(theta):
-        vs = problem.observation_vertices(problem.vertices(theta))
-        terms = [
-            o.pointwise_log_likelihood(v, sigma=s) for o, s, v in zip(problem.observations, problem.sigmas(theta), vs)
-        ]
-        return jnp.concatenate(terms)
-
-    return jax.lax.map(one, thetas, batch_size=16)
+def _terms(problem, theta, pointwise: bool) -> list:
+    """Each observation's log-likelihood at ``theta``: its terms per datum, or its total."""
+    vs = problem.observation_vertices(problem.vertices(theta))
+    sigmas = problem.sigmas(theta)
+    if pointwise:
+        return [o.pointwise_log_likelihood(v, sigma=s) for o, s, v in zip(problem.observations, sigmas, vs)]
+    return [o.log_likelihood(v, sigma=s)[None] for o, s, v in zip(problem.observations, sigmas, vs)]
 
 
 @eqx.filter_jit
-def _per_observation_batch(problem, thetas):
-    def one(theta):
-        vs = problem.observation_vertices(problem.vertices(theta))
-        terms = [o.log_likelihood(v, sigma=s) for o, s, v in zip(problem.observations, problem.sigmas(theta), vs)]
-        return jnp.stack(terms)
-
-    return jax.lax.map(one, thetas, batch_size=16)
+def _log_likelihood_batch(problem, thetas, pointwise: bool):
+    return jax.lax.map(lambda t: jnp.concatenate(_terms(problem, t, pointwise)), thetas, batch_size=16)
 
 
 def _pointwise_sizes(problem, theta) -> list[int]:
-    def terms(problem, theta):
-        vs = problem.observation_vertices(problem.vertices(theta))
-        return [
-            o.pointwise_log_likelihood(v, sigma=s) for o, s, v in zip(problem.observations, problem.sigmas(theta), vs)
-        ]
-
-    return [int(t.shape[0]) for t in eqx.filter_eval_shape(terms, problem, theta)]
+    shapes = eqx.filter_eval_shape(lambda p, t: _terms(p, t, True), problem, theta)
+    return [int(t.shape[0]) for t in shapes]
 
 
 def _observed(o) -> np.ndarray | None:
@@ -99,16 +86,14 @@ def arviz_groups(post, log_likelihood: str | None = "pointwise") -> dict[str, An
                     f"{MAX_POINTWISE:.0e} values; pass log_likelihood='observation' (one term per observation) "
                     "or None"
                 )
-            ll = np.asarray(_pointwise_batch(problem, flat), dtype=np.float64).reshape(chains, draws, -1)
-            groups["log_likelihood"] = {"data": ll}
             dims["data"] = ["datum"]
-            coords["datum"] = list(range(ll.shape[-1]))
+            coords["datum"] = list(range(n_data))
             coords["datum_observation"] = [n for n, m in zip(names, sizes) for _ in range(m)]
         else:
-            ll = np.asarray(_per_observation_batch(problem, flat), dtype=np.float64).reshape(chains, draws, -1)
-            groups["log_likelihood"] = {"data": ll}
             dims["data"] = ["observation"]
             coords["observation"] = names
+        ll = _log_likelihood_batch(problem, flat, log_likelihood == "pointwise")
+        groups["log_likelihood"] = {"data": np.asarray(ll, dtype=np.float64).reshape(chains, draws, -1)}
     observed = {}
     for name, o in zip(names, problem.observations):
         a = _observed(o)
@@ -132,32 +117,27 @@ def to_inference_data(groups: dict[str, Any]):
         raise ImportError("to_arviz needs ArviZ: pip install arviz") from None
     dims = {k: list(v) for k, v in groups.get("dims", {}).items()}
     coords = {k: list(v) for k, v in groups.get("coords", {}).items() if k != "datum_observation"}
-    per_draw: dict[str, dict] = {}
-    scalars: dict[str, dict] = {}
-    for group in ("posterior", "sample_stats", "log_likelihood"):
-        arrays = groups.get(group) or {}
-        per_draw[group] = {k: np.asarray(v) for k, v in arrays.items() if np.ndim(v) >= 2}
-        scalars[group] = {k: np.asarray(v) for k, v in arrays.items() if np.ndim(v) < 2}
+    stats = {k: np.asarray(v) for k, v in (groups.get("sample_stats") or {}).items()}
+    per_draw = {k: v for k, v in stats.items() if v.ndim >= 2}
+    per_run = {k: v for k, v in stats.items() if v.ndim < 2}  # importance sampling's ESS and k-hat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         idata = az.from_dict(
-            posterior=per_draw["posterior"],
-            sample_stats=per_draw["sample_stats"] or None,
-            log_likelihood=per_draw["log_likelihood"] or None,
+            posterior={k: np.asarray(v) for k, v in groups["posterior"].items()},
+            sample_stats=per_draw or None,
+            log_likelihood=groups.get("log_likelihood") or None,
             observed_data=groups.get("observed_data") or None,
             dims=dims,
             coords=coords,
         )
     import xarray as xr
 
-    if scalars["sample_stats"]:  # run-level statistics (importance sampling's ESS and k-hat)
-        ds = idata.sample_stats if "sample_stats" in idata.groups() else xr.Dataset()
-        for k, v in scalars["sample_stats"].items():
-            ds[k] = xr.DataArray(v)
+    if per_run:
+        run = xr.Dataset({k: xr.DataArray(v) for k, v in per_run.items()})
         if "sample_stats" in idata.groups():
-            idata.sample_stats = ds
+            idata.sample_stats = idata.sample_stats.merge(run)
         else:
-            idata.add_groups(sample_stats=ds)
+            idata.add_groups(sample_stats=run)
     if "datum_observation" in groups.get("coords", {}) and "log_likelihood" in idata.groups():
         idata.log_likelihood = idata.log_likelihood.assign_coords(
             observation=("datum", list(groups["coords"]["datum_observation"]))

@@ -365,20 +365,14 @@ class ShapeSamples:
         Example:
             >>> bs.io.save_statismo(post.to_shape_model(), "posterior_model.h5")   # doctest: +SKIP
         """
+        from ..prior._shapes import pca
         from ..prior.model import ShapeModel
 
-        x = np.asarray(self.vertex_samples(), dtype=np.float64)
-        s, n = x.shape[0], x.shape[1]
         if rank is not None and (not isinstance(rank, int | np.integer) or rank < 1):
             raise ValueError(f"rank: expected a positive number of modes or None, got {rank!r}")
-        mean = self.mean_vertices()
-        d = (x - mean[None]).reshape(s, 3 * n) / np.sqrt(s - 1)
-        _, sv, vt = np.linalg.svd(d, full_matrices=False)
-        lam = sv**2
-        keep = lam > 1e-12 * max(float(lam.max(initial=0.0)), 1e-300)
-        if rank is not None:
-            keep[int(rank) :] = False
-        return ShapeModel(mean, vt[keep].T, lam[keep], faces=self.faces, total_variance=float(lam.sum()))
+        mean, basis, var, total = pca(np.asarray(self.vertex_samples(), dtype=np.float64))
+        k = var.shape[0] if rank is None else min(int(rank), var.shape[0])
+        return ShapeModel(mean, basis[:, :k], var[:k], faces=self.faces, total_variance=total)
 
     def measure(self, fn, level: float = 0.95) -> Measurement:
         """Credible interval of a derived measurement ``fn(vertices (n_vert, 3)) -> scalar or array``.

@@ -16,10 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from .._atomic import atomic_folder, remove_stale_temporaries
-from ..export import COLORMAP, export_confidence_mesh, export_samples, write_summary
+from ..export import COLORMAP, confidence_fields, export_confidence_mesh, export_samples, write_summary
 from ..io.case_inputs import load_inputs, save_inputs
 from ..io.mesh import read_mesh, write_mesh
 from ..io.posterior import load_posterior, save_posterior
@@ -147,7 +145,11 @@ def make_report(case_dir, *, n_overlay_samples: int = 8, title: str | None = Non
     remove_stale_temporaries(case)
     remove_stale_temporaries(pics)
     mean = post.mean_vertices()
-    r = post.credible_radius(level)
+    truth = read_mesh(case / "truth.ply") if (case / "truth.ply").exists() else None
+    if truth is not None and truth.vertices.shape != mean.shape:
+        truth = None  # not in correspondence: no error map
+    fields = confidence_fields(post, truth=truth, level=level, tolerance_mm=tol)
+    r = fields["credible_radius"]
     pictures = {}
     pictures[f"{100 * level:.0f}% credible radius"] = confidence_png(
         mean,
@@ -158,16 +160,12 @@ def make_report(case_dir, *, n_overlay_samples: int = 8, title: str | None = Non
         label=f"{100 * level:.0f}% credible radius (mm)",
     )
     pictures["Standard deviation along the surface normal"] = confidence_png(
-        mean, post.faces, post.normal_std(), pics / "normal_std.png", vmax=tol, label="normal sd (mm)"
+        mean, post.faces, fields["normal_std"], pics / "normal_std.png", vmax=tol, label="normal sd (mm)"
     )
-    error = None
-    if (case / "truth.ply").exists():
-        truth = read_mesh(case / "truth.ply")
-        if truth.vertices.shape == mean.shape:
-            err = error = np.linalg.norm(mean - truth.vertices, axis=1)
-            pictures["Error of the posterior mean against the truth"] = confidence_png(
-                mean, post.faces, err, pics / "error.png", vmax=2 * tol, label="vertex error (mm)"
-            )
+    if "error" in fields:
+        pictures["Error of the posterior mean against the truth"] = confidence_png(
+            mean, post.faces, fields["error"], pics / "error.png", vmax=2 * tol, label="vertex error (mm)"
+        )
     if (case / "views.json").exists() and (case / "inputs.npz").exists():
         views, names = read_views(case / "views.json")
         images, kinds, points, mu = load_inputs(case / "inputs.npz")
@@ -189,34 +187,18 @@ def make_report(case_dir, *, n_overlay_samples: int = 8, title: str | None = Non
                 pictures[f"View {name}: DRR residual"] = drr_residual_png(
                     img, view, mean, post.faces, pics / f"drr_residual_{i}.png", mu=mu, title=name
                 )
-    fields = [
-        {
-            "name": "credible_radius",
-            "label": f"{100 * level:.0f}% credible radius",
-            "unit": "mm",
-            "vmax": 2 * tol,
-            "values": r,
-        },
-        {
-            "name": "normal_std",
-            "label": "sd along the surface normal",
-            "unit": "mm",
-            "vmax": tol,
-            "values": post.normal_std(),
-        },
-        {
-            "name": "flag",
-            "label": f"flag (credible radius above {tol:g} mm)",
-            "unit": "",
-            "vmax": 1.0,
-            "values": (r > tol).astype(np.float32),
-        },
+    shown = (
+        ("credible_radius", f"{100 * level:.0f}% credible radius", "mm", 2 * tol),
+        ("normal_std", "sd along the surface normal", "mm", tol),
+        ("flag", f"flag (credible radius above {tol:g} mm)", "", 1.0),
+        ("error", "error against the truth", "mm", 2 * tol),
+    )
+    viewer_fields = [
+        {"name": name, "label": label, "unit": unit, "vmax": vmax, "values": fields[name]}
+        for name, label, unit, vmax in shown
+        if name in fields
     ]
-    if error is not None:
-        fields.append(
-            {"name": "error", "label": "error against the truth", "unit": "mm", "vmax": 2 * tol, "values": error}
-        )
-    mesh = {"vertices": mean, "faces": post.faces, "fields": fields}
+    mesh = {"vertices": mean, "faces": post.faces, "fields": viewer_fields}
     return write_report(
         case / "report.html",
         title=title or f"bayesshape reconstruction: {case.name}",
