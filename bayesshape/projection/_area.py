@@ -18,23 +18,69 @@ side has ``Phi = 0``, so only two kinds of piece remain:
 
 No polygon is built and no loop runs over pixels: every (triangle, window pixel) pair is
 one element of a batched, branch-free computation.
+
+Degenerate positions
+--------------------
+The area of ``T n S`` is not differentiable where a projected edge lies on a pixel side or
+runs through a corner (voxel meshes on parallel views sit there), though the image, a sum
+over triangles, is. Each such tie is broken as if the pixel grid were shifted by an
+infinitesimal ``(eps_x, eps_y)``, ``eps_y << eps_x``: every quantity compared carries its
+coefficients in ``eps_x`` and ``eps_y`` and ties are settled by them, so that all the pieces
+of a pixel take the derivative on the same side and sum to the image's derivative. The
+values are those of the unshifted grid.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jax import lax
 
 
-def _clip(offset, inv, moving, inside):
-    """Parameters ``t`` in [0, 1] where ``offset + t * delta`` lies in ``[0, 1]``, with ``offset``
-    the start relative to the square's lower side and ``inv = 1 / delta``; a segment parallel to
-    the sides is in (``inside``: ``0 <= offset < 1``, half-open so that an edge on a side shared
-    by two pixels counts once) or out."""
-    ta = -offset * inv
-    tb = ta + inv
-    t_lo = jnp.where(moving, jnp.minimum(ta, tb), jnp.where(inside, 0.0, 1.0))
-    t_hi = jnp.where(moving, jnp.maximum(ta, tb), jnp.where(inside, 1.0, 0.0))
-    return t_lo, t_hi
+def _gt(a, b):
+    """``a > b`` for perturbed quantities ``(value, eps_x coefficient, eps_y coefficient)``."""
+    return (a[0] > b[0]) | ((a[0] == b[0]) & ((a[1] > b[1]) | ((a[1] == b[1]) & (a[2] > b[2]))))
+
+
+def _pick(take, a, b):
+    return tuple(jnp.where(take, p, q) for p, q in zip(a, b, strict=True))
+
+
+def _max(a, b):
+    """The larger perturbed quantity; the derivative is the one of the side taken."""
+    return _pick(_gt(a, b), a, b)
+
+
+def _min(a, b):
+    return _pick(_gt(b, a), a, b)
+
+
+def _snap(value, exact):
+    """``exact``'s value with ``value``'s derivative."""
+    return value + lax.stop_gradient(exact - value)
+
+
+def _clip(a, delta, b, side0, moving, eps):
+    """Parameters ``t`` in [0, 1] where the segment ``a -> b`` (``delta = b - a``, one coordinate)
+    lies between ``side0`` and ``side0 + 1`` shifted by ``eps``, as perturbed quantities. The
+    crossings are ``(side - a) / delta``, and exactly 0 or 1 for an end on a side. A
+    segment parallel to the sides is in (``side0 < a <= side0 + 1``: the side it lies on is
+    shifted past it) or out."""
+    safe = jnp.where(moving, delta, 1.0)
+    side1 = side0 + 1.0
+
+    def cross(side):  # an end on the side gives exactly 0 or 1, whatever the division rounds to
+        t = (side - a) / safe
+        return _snap(t, jnp.where(a == side, 0.0, jnp.where(b == side, 1.0, t)))
+
+    ta, tb = cross(side0), cross(side1)
+    inside = (a > side0) & (a <= side1)
+    zero = jnp.zeros_like(ta)
+    coef = jnp.where(moving, 1.0 / safe, 0.0)  # d t / d eps
+    lo = jnp.where(moving, jnp.minimum(ta, tb), jnp.where(inside, 0.0, 1.0))
+    hi = jnp.where(moving, jnp.maximum(ta, tb), jnp.where(inside, 1.0, 0.0))
+    if eps == "x":
+        return (lo, coef, zero), (hi, coef, zero)
+    return (lo, zero, coef), (hi, zero, coef)
 
 
 def triangle_pixel_integrals(x, y, d, px0, py0):
@@ -64,17 +110,20 @@ def triangle_pixel_integrals(x, y, d, px0, py0):
     ex = (jnp.roll(x, -1, axis=1) - x)[g]
     ey = (jnp.roll(y, -1, axis=1) - y)[g]
     ed = (jnp.roll(d, -1, axis=1) - d)[g]
+    xb, yb = jnp.roll(x, -1, axis=1)[g], jnp.roll(y, -1, axis=1)[g]
     left, low = px0[:, None], py0[:, None]  # the squares, (F, 1, K, K)
+    right = left + 1.0
     mx, my = ex != 0, ey != 0
-    inv_x = 1.0 / jnp.where(mx, ex, 1.0)
-    inv_y = 1.0 / jnp.where(my, ey, 1.0)
     u0 = xa - left  # the edge's start, from the square's left side (pixels)
-    v0 = ya - low
-    # the edge, clipped to the square (Liang-Barsky)
-    tx0, tx1 = _clip(u0, inv_x, mx, (u0 >= 0) & (u0 < 1))
-    ty0, ty1 = _clip(v0, inv_y, my, (v0 >= 0) & (v0 < 1))
-    t0 = jnp.maximum(jnp.maximum(tx0, ty0), 0.0)
-    length = jnp.maximum(jnp.minimum(jnp.minimum(tx1, ty1), 1.0) - t0, 0.0)
+    # the edge, clipped to the square (Liang-Barsky) with ties settled by the perturbation
+    tx0, tx1 = _clip(xa, ex, xb, left, mx, "x")
+    ty0, ty1 = _clip(ya, ey, yb, low, my, "y")
+    zero = jnp.zeros_like(tx0[0])
+    t0 = _max(_max(tx0, ty0), (zero, zero, zero))
+    t1 = _min(_min(tx1, ty1), (zero + 1.0, zero, zero))
+    span = tuple(p - q for p, q in zip(t1, t0, strict=True))
+    length = jnp.where(_gt(span, (zero, zero, zero)), span[0], 0.0)
+    t0 = t0[0]
     # Phi(t) = u (f - gx u / 2) along the edge, with u = u0 + t ex and f = d_a + t (d_b - d_a):
     # quadratic in t, so Simpson's rule is exact
     gxe = gx[:, None, None, None]
@@ -85,16 +134,27 @@ def triangle_pixel_integrals(x, y, d, px0, py0):
 
     simpson = (phi(t0) + 4.0 * phi(t0 + 0.5 * length) + phi(t0 + length)) / 6.0
     total = jnp.sum(ey * length * simpson, axis=1)
-    # the right side x = px0 + 1 lies inside an edge's half-plane where
+    # the right side x = px0 + 1 (+ eps_x) lies inside an edge's half-plane where
     # ex (y - y_a) - ey (px0 + 1 - x_a) >= 0: a bound on y for a slanted edge
-    bound = ya + ey * inv_x * (1.0 - u0)
-    y_lo = jnp.max(jnp.where(ex > 0, bound, -jnp.inf), axis=1)
-    y_hi = jnp.min(jnp.where(ex < 0, bound, jnp.inf), axis=1)
-    # a vertical edge: the side is inside or not; on the edge itself it belongs to the
-    # triangle on the left (ey > 0), whose own edge is then not counted (half-open clip)
-    empty = jnp.any(~mx & ((ey * (1.0 - u0) > 0) | ((u0 == 1.0) & (ey < 0))), axis=1)
-    lo = jnp.maximum(y_lo, py0)
-    hi = jnp.minimum(y_hi, py0 + 1.0)
-    seg = jnp.where(empty, 0.0, jnp.maximum(hi - lo, 0.0))
-    mid = jnp.where(seg > 0, 0.5 * (lo + hi), py0)
+    # (an end on the side gives its own row exactly)
+    safe_x = jnp.where(mx, ex, 1.0)
+    slope = ey / safe_x
+    bound = ya + ey * ((right - xa) / safe_x)
+    bound = _snap(bound, jnp.where(xa == right, ya, jnp.where(xb == right, yb, bound)))
+    inf = jnp.full_like(bound, jnp.inf)
+    zb = jnp.zeros_like(bound)
+    y_lo = (jnp.where(ex > 0, bound, -inf), jnp.where(ex > 0, slope, 0.0), zb)
+    y_hi = (jnp.where(ex < 0, bound, inf), jnp.where(ex < 0, slope, 0.0), zb)
+    y_lo = _max(_max(tuple(q[:, 0] for q in y_lo), tuple(q[:, 1] for q in y_lo)), tuple(q[:, 2] for q in y_lo))
+    y_hi = _min(_min(tuple(q[:, 0] for q in y_hi), tuple(q[:, 1] for q in y_hi)), tuple(q[:, 2] for q in y_hi))
+    # a vertical edge: the shifted side is inside its half-plane or not
+    shifted_out = ((ey > 0) & (xa <= right)) | ((ey < 0) & (xa > right))
+    empty = jnp.any(~mx & shifted_out, axis=1)
+    zs, ones = jnp.zeros_like(py0), jnp.ones_like(py0)
+    lo = _max(y_lo, (py0, zs, ones))
+    hi = _min(y_hi, (py0 + 1.0, zs, ones))
+    gap = tuple(p - q for p, q in zip(hi, lo, strict=True))
+    open_ = _gt(gap, (zs, zs, zs)) & ~empty
+    seg = jnp.where(open_, gap[0], 0.0)
+    mid = jnp.where(open_, 0.5 * (lo[0] + hi[0]), py0)
     return total + seg * (f_mid + gy[e] * mid)

@@ -277,12 +277,12 @@ def _rasterise(vertices, z, faces, view, k, pixel):
         j0 = jnp.ceil(xmin).astype(jnp.int32)
         i0 = jnp.ceil(ymin).astype(jnp.int32)
         too_big = jnp.any(reaches & (jnp.maximum(xmax - xmin, ymax - ymin) > k - 1))
-    else:  # the pixels whose squares [i - 1/2, i + 1/2] meet the bounding box
-        j0 = jnp.floor(xmin + 0.5).astype(jnp.int32)
-        i0 = jnp.floor(ymin + 0.5).astype(jnp.int32)
+    else:  # the pixels whose squares [i - 1/2, i + 1/2], shifted by +eps (see _area), meet the bounding box
+        j0 = jnp.ceil(xmin - 0.5).astype(jnp.int32)
+        i0 = jnp.ceil(ymin - 0.5).astype(jnp.int32)
         reaches = (xmax >= -0.5) & (xmin <= w - 0.5) & (ymax >= -0.5) & (ymin <= h - 0.5)
-        cols = jnp.floor(xmax + 0.5).astype(jnp.int32) - j0
-        rows = jnp.floor(ymax + 0.5).astype(jnp.int32) - i0
+        cols = jnp.ceil(xmax - 0.5).astype(jnp.int32) - j0
+        rows = jnp.ceil(ymax - 0.5).astype(jnp.int32) - i0
         too_big = jnp.any(reaches & ((cols >= k) | (rows >= k)))
     jj = j0[:, None, None] + off[None, None, :]  # (F, K, K)
     ii = i0[:, None, None] + off[None, :, None]
