@@ -273,7 +273,9 @@ def test_area_drr_gradient_at_vertices_and_edges_on_pixel_sides(shift_px):
 
     @jax.jit
     def image(scale, tx):
-        return bs.projection.render_drr(v * scale + jnp.stack([tx, 0.0, 0.0])[None, :], f, view, footprint=k, pixel="area")
+        return bs.projection.render_drr(
+            v * scale + jnp.stack([tx, 0.0, 0.0])[None, :], f, view, footprint=k, pixel="area"
+        )
 
     h = 1e-6
     for tangent in [(1.0, 0.0), (0.0, 1.0), (1.0, 0.7)]:
