@@ -27,7 +27,10 @@ over triangles, is. Each such tie is broken as if the pixel grid were shifted by
 infinitesimal ``(eps_x, eps_y)``, ``eps_y << eps_x``: every quantity compared carries its
 coefficients in ``eps_x`` and ``eps_y`` and ties are settled by them, so that all the pieces
 of a pixel take the derivative on the same side and sum to the image's derivative. The
-values are those of the unshifted grid.
+values are those of the unshifted grid. An edge's crossing of a side is exactly 0 or 1 where
+one of its ends lies on that side, whatever the division rounds to; a tie in the middle of an
+edge (an edge through a corner) is settled only where the divisions are exact, as they are
+on grids of halves and quarters of a pixel.
 """
 
 from __future__ import annotations
@@ -52,6 +55,12 @@ def _max(a, b):
 
 def _min(a, b):
     return _pick(_gt(b, a), a, b)
+
+
+def _over_edges(op, q):
+    """``op`` (:func:`_max` or :func:`_min`) over the three edges (axis 1) of a perturbed quantity."""
+    edge = [tuple(c[:, i] for c in q) for i in range(3)]
+    return op(op(edge[0], edge[1]), edge[2])
 
 
 def _snap(value, exact):
@@ -107,10 +116,9 @@ def triangle_pixel_integrals(x, y, d, px0, py0):
     # the three edges a -> b along axis 1: (F, 3, 1, 1) against the squares (F, 1, K, K)
     g = (slice(None), slice(None), None, None)
     xa, ya, da = x[g], y[g], d[g]
-    ex = (jnp.roll(x, -1, axis=1) - x)[g]
-    ey = (jnp.roll(y, -1, axis=1) - y)[g]
-    ed = (jnp.roll(d, -1, axis=1) - d)[g]
     xb, yb = jnp.roll(x, -1, axis=1)[g], jnp.roll(y, -1, axis=1)[g]
+    ex, ey = xb - xa, yb - ya
+    ed = (jnp.roll(d, -1, axis=1) - d)[g]
     left, low = px0[:, None], py0[:, None]  # the squares, (F, 1, K, K)
     right = left + 1.0
     mx, my = ex != 0, ey != 0
@@ -145,8 +153,8 @@ def triangle_pixel_integrals(x, y, d, px0, py0):
     zb = jnp.zeros_like(bound)
     y_lo = (jnp.where(ex > 0, bound, -inf), jnp.where(ex > 0, slope, 0.0), zb)
     y_hi = (jnp.where(ex < 0, bound, inf), jnp.where(ex < 0, slope, 0.0), zb)
-    y_lo = _max(_max(tuple(q[:, 0] for q in y_lo), tuple(q[:, 1] for q in y_lo)), tuple(q[:, 2] for q in y_lo))
-    y_hi = _min(_min(tuple(q[:, 0] for q in y_hi), tuple(q[:, 1] for q in y_hi)), tuple(q[:, 2] for q in y_hi))
+    y_lo = _over_edges(_max, y_lo)
+    y_hi = _over_edges(_min, y_hi)
     # a vertical edge: the shifted side is inside its half-plane or not
     shifted_out = ((ey > 0) & (xa <= right)) | ((ey < 0) & (xa > right))
     empty = jnp.any(~mx & shifted_out, axis=1)
