@@ -1,4 +1,4 @@
-"""The ``bayesshape`` command line: demo, build-model, simulate, infer, export, report.
+"""The ``bayesshape`` command line: demo, build-model, simulate, infer, batch, export, report.
 
 Errors are one line on stderr with exit code 2 (a traceback only with ``--debug``).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _commands, _demo
+from . import _batch, _commands, _demo
 
 __all__ = ["main", "build_parser"]
 
@@ -37,6 +37,43 @@ def _inference_args(p, default_method: str):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _infer_options(i):
+    """The options of `infer` that are not input files (shared by every case of `batch`)."""
+    i.add_argument("--model", required=True, help="model file (.npz or .h5)")
+    i.add_argument("--group", help="HDF5 group of a nested Statismo model (e.g. shape)")
+    i.add_argument(
+        "--landmark-sigma", type=float, default=2.0, help="landmark noise sd: mm (3D) or pixels (2D); default 2"
+    )
+    i.add_argument(
+        "--mask-likelihood",
+        choices=["contour", "silhouette"],
+        default="contour",
+        help="masks: the chamfer of their outline points (Contour, default) or every pixel near the "
+        "boundary (Silhouette, a probit of its signed distance to the outline; docs/likelihoods.md)",
+    )
+    i.add_argument(
+        "--sigma",
+        type=float,
+        help="noise sd: contours and masks in pixels (default 1; 0.5 with "
+        "--mask-likelihood silhouette), images in image units "
+        "(default: estimated from the image)",
+    )
+    i.add_argument("--mu", type=float, default=0.05, help="attenuation coefficient of the images, 1/mm")
+    i.add_argument("--fit-scale-offset", action="store_true", help="DRR: fit an unknown intensity scale and offset")
+    i.add_argument(
+        "--drr-pixel",
+        choices=["centre", "area"],
+        default="centre",
+        help="images: the model DRR at pixel centres, or averaged over each pixel's area (smooth in the "
+        "shape, which NUTS needs; several times slower; docs/likelihoods.md)",
+    )
+    i.add_argument("--pose", choices=["none", "rigid", "similarity"], default="rigid")
+    i.add_argument("--level", type=float, default=0.95, help="credible level of the exported radius")
+    i.add_argument("--export-samples", type=int, default=10, help="posterior sample meshes to write")
+    i.add_argument("--report", action="store_true", help="also write pictures and report.html")
+    _inference_args(i, "laplace")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bayesshape", description="Probabilistic 3D shape reconstruction from X-rays.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -48,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--size", type=int, default=256, help="detector size in pixels")
     d.add_argument("--train", type=int, default=20, help="training shapes for the model")
     d.add_argument("--jitter", type=float, default=0.5, help="contour noise, pixels")
+    d.add_argument("--cohort", type=int, help="instead: an example cohort of this many cases, run by `batch`")
+    d.add_argument("--workers", type=int, help="with --cohort: local Dask workers (default: serial)")
     _inference_args(d, "laplace")
 
     b = _sub(
@@ -122,8 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder (created)")
 
     i = _sub(sub, "infer", "infer the posterior from X-ray inputs", _commands.INFER_HELP, _commands.infer)
-    i.add_argument("--model", required=True, help="model file (.npz or .h5)")
-    i.add_argument("--group", help="HDF5 group of a nested Statismo model (e.g. shape)")
     i.add_argument("--views", help="view geometry file (JSON or YAML); not needed with --xray")
     i.add_argument("--masks", nargs="+", help="segmentation masks, one per view (.png .tif .nrrd .nii .nii.gz .npy)")
     i.add_argument(
@@ -164,39 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-landmarks",
         help="the same landmarks, by name, on the model's mean shape (each is tied to its nearest vertex)",
     )
-    i.add_argument(
-        "--landmark-sigma", type=float, default=2.0, help="landmark noise sd: mm (3D) or pixels (2D); default 2"
-    )
-    i.add_argument(
-        "--mask-likelihood",
-        choices=["contour", "silhouette"],
-        default="contour",
-        help="masks: the chamfer of their outline points (Contour, default) or every pixel near the "
-        "boundary (Silhouette, a probit of its signed distance to the outline; docs/likelihoods.md)",
-    )
-    i.add_argument(
-        "--sigma",
-        type=float,
-        help="noise sd: contours and masks in pixels (default 1; 0.5 with "
-        "--mask-likelihood silhouette), images in image units "
-        "(default: estimated from the image)",
-    )
-    i.add_argument("--mu", type=float, default=0.05, help="attenuation coefficient of the images, 1/mm")
-    i.add_argument("--fit-scale-offset", action="store_true", help="DRR: fit an unknown intensity scale and offset")
-    i.add_argument(
-        "--drr-pixel",
-        choices=["centre", "area"],
-        default="centre",
-        help="images: the model DRR at pixel centres, or averaged over each pixel's area (smooth in the "
-        "shape, which NUTS needs; several times slower; docs/likelihoods.md)",
-    )
-    i.add_argument("--pose", choices=["none", "rigid", "similarity"], default="rigid")
     i.add_argument("--truth", help="true mesh in correspondence, for simulated cases (error maps)")
-    i.add_argument("--level", type=float, default=0.95, help="credible level of the exported radius")
-    i.add_argument("--export-samples", type=int, default=10, help="posterior sample meshes to write")
-    i.add_argument("--report", action="store_true", help="also write pictures and report.html")
+    _infer_options(i)
     i.add_argument("--out", required=True, help="case folder (created)")
-    _inference_args(i, "laplace")
+
+    bt = _sub(sub, "batch", "reconstruct every case of a manifest (a cohort)", _batch.BATCH_HELP, _batch.batch)
+    bt.add_argument("manifest", help="the cases: a CSV or YAML manifest (see above)")
+    _infer_options(bt)
+    bt.add_argument("--workers", type=int, help="run on a local Dask cluster of this many worker processes")
+    bt.add_argument("--scheduler", help="run on a running Dask cluster: its scheduler's address (tcp://host:8786)")
+    bt.add_argument("--out", required=True, help="cohort folder (created; an existing one is resumed)")
 
     e = _sub(sub, "export", "export a posterior file as meshes and JSON", _commands.EXPORT_HELP, _commands.export)
     e.add_argument("--posterior", required=True, help="posterior.npz written by infer")

@@ -13,6 +13,7 @@ and report.html. Prints the surface error, diagnostics and reliability.
 example:
   bayesshape demo --out demo
   bayesshape demo --out demo --method laplace --views 4
+  bayesshape demo --cohort 20 --workers 2 --out cohort_demo   # a cohort through `bayesshape batch`
 """
 
 
@@ -32,6 +33,8 @@ def demo(args) -> int:
 
     out = check_output_folder(args.out)
     as_seed(args.seed)
+    if args.cohort is not None:
+        return _cohort_demo(args)
     t0 = time.perf_counter()
     print(f"[1/4] building a PCA model from {args.train} example shapes (mode variances calibrated by leave-one-out)")
     model = bs.build_pca_model(bs.datasets.example_shapes(args.train, seed=0), align="rigid", variance="loo")
@@ -121,3 +124,25 @@ def demo(args) -> int:
         f"({time.perf_counter() - t0:.0f} s; open {out / 'report.html'})"
     )
     return 0
+
+
+def _cohort_demo(args) -> int:
+    """``demo --cohort N``: an example cohort (model, masks, true meshes, manifest) in OUT/inputs,
+    reconstructed by ``bayesshape batch`` into OUT/cohort."""
+    from pathlib import Path
+
+    from . import _batch, build_parser
+    from ._cohort_example import write_example_cohort
+
+    if args.cohort < 1:
+        raise ValueError(f"--cohort: expected a positive number of cases, got {args.cohort}")
+    out = Path(args.out)
+    size = f"{args.size} x {args.size}"
+    print(f"writing an example cohort of {args.cohort} cases ({size} biplanar masks) to {out / 'inputs'}")
+    manifest = write_example_cohort(out / "inputs", args.cohort, size=args.size, train=args.train, seed=args.seed)
+    argv = ["batch", str(manifest), "--model", str(out / "inputs" / "model.npz"), "--out", str(out / "cohort")]
+    argv += ["--method", args.method, "--samples", str(args.samples), "--chains", str(args.chains)]
+    argv += ["--tolerance", str(args.tolerance), "--seed", str(args.seed)] + (["--quiet"] if args.quiet else [])
+    argv += ["--workers", str(args.workers)] if args.workers else []
+    print("bayesshape " + " ".join(argv))
+    return _batch.batch(build_parser().parse_args(argv))
