@@ -6,6 +6,7 @@ from .case_inputs import load_inputs, save_inputs
 from .dicom import Radiograph, read_radiograph, write_radiograph
 from .images import IMAGE_SUFFIXES, read_image, read_mask, write_image, write_mask
 from .landmarks import LANDMARK_SUFFIXES, LandmarkSet, read_landmarks, write_landmarks
+from .manifest import MANIFEST_COLUMNS, Case, read_manifest
 from .mesh import MESH_SUFFIXES, read_mesh, write_mesh
 from .native import load_model, save_model
 from .posterior import load_posterior, save_posterior
@@ -46,4 +47,7 @@ __all__ = [
     "Radiograph",
     "read_radiograph",
     "write_radiograph",
+    "Case",
+    "read_manifest",
+    "MANIFEST_COLUMNS",
 ]

@@ -1,6 +1,7 @@
 """Pictures, case folders and the self-contained HTML report."""
 
 from .case import export_case, make_report, write_case
+from .cohort import COHORT_COLUMNS, case_finished, cohort_row, read_summary, write_cohort
 from .html import READY_MESSAGE, write_report
 from .pictures import calibration_png, confidence_png, drr_residual_png, overlay_png
 
@@ -14,4 +15,9 @@ __all__ = [
     "overlay_png",
     "drr_residual_png",
     "calibration_png",
+    "case_finished",
+    "cohort_row",
+    "read_summary",
+    "write_cohort",
+    "COHORT_COLUMNS",
 ]

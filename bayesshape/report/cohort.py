@@ -22,7 +22,7 @@ from ..export import write_json
 from .case import _check_summary
 from .html import _CSS
 
-__all__ = ["case_finished", "cohort_row", "write_cohort", "COHORT_COLUMNS"]
+__all__ = ["case_finished", "cohort_row", "read_summary", "write_cohort", "COHORT_COLUMNS"]
 
 #: the columns of ``cohort.csv``, in order (``cohort.json`` holds the same per case)
 COHORT_COLUMNS = (
