@@ -56,6 +56,9 @@ class MapInfo:
             observation has one.
         composite_weights: the composite-likelihood weights, in the order of the observations
             with correlated residuals (contours), or None when none were estimated.
+        model_error_scale: the factor on the model error's standard deviation the posterior
+            used (``LikelihoodOptions(model_error_scale=...)``: given, or chosen by the evidence),
+            or None when the model error was not scaled.
     """
 
     log_density: float
@@ -64,6 +67,7 @@ class MapInfo:
     newton_steps: int
     warm_start: tuple[str | None, ...] | None = None
     composite_weights: tuple[float, ...] | None = None
+    model_error_scale: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -76,6 +80,8 @@ class MapInfo:
             d["map_warm_start"] = list(self.warm_start)
         if self.composite_weights is not None:
             d["composite_weights"] = list(self.composite_weights)
+        if self.model_error_scale is not None:
+            d["model_error_scale"] = self.model_error_scale
         return d
 
     @classmethod
@@ -90,6 +96,7 @@ class MapInfo:
             int(d["map_newton_steps"]),
             None if ws is None else tuple(ws),
             _floats(d.get("composite_weights")),
+            None if d.get("model_error_scale") is None else float(d["model_error_scale"]),
         )
 
 

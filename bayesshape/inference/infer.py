@@ -18,7 +18,9 @@ from ..obs.base import Observation
 from ..obs.contour import composite_weights as estimate_composite_weights
 from ..posterior.posterior import Posterior, observation_vertices, standardised_residuals
 from ..prior.model import ShapeModel
+from ..prior.model_error import scale_model_error
 from ..projection.pose import as_pose_prior
+from ._error_scale import rescale
 from ._problem import Problem
 from .config import SVI, Importance, Laplace, LikelihoodOptions, Method, as_method
 from .diagnostics import Diagnostics, ImportanceInfo, LaplaceInfo, MapInfo, MethodInfo, sampler_warnings
@@ -224,6 +226,14 @@ def infer(
     if not isinstance(likelihood, LikelihoodOptions):
         raise ValueError(f"likelihood: expected bs.LikelihoodOptions(...), got {type(likelihood).__name__}")
     pose_prior = as_pose_prior(pose)
+    error_scale = likelihood.model_error_scale
+    if error_scale != 1.0 and model.error_factor is None:
+        raise ValueError(
+            f"likelihood.model_error_scale={error_scale!r}: the model has no model error to scale "
+            "(build it with build_pca_model(..., model_error=True) or bs.add_model_error)"
+        )
+    if error_scale not in (1.0, "evidence"):
+        model = scale_model_error(model, float(error_scale))
     num_samples = as_count(num_samples, "num_samples", 1)
     seed = as_seed(seed)
     if progress is None:
@@ -244,6 +254,16 @@ def infer(
         )
     problem, theta_map, gn_cov, map_info = _fit_map(problem, observations, bind, likelihood, seed)
     pairing = _view_pairing_warnings(model, observations, problem, theta_map, map_info, pose_prior, likelihood)
+    if error_scale == "evidence":
+        cov0, _ = _covariance(problem, theta_map, gn_cov)
+        problem, theta_map, gn_cov, used_scale = rescale(problem, theta_map, cov0, "evidence")
+        map_info = dataclasses.replace(
+            map_info,
+            model_error_scale=used_scale,
+            log_density=-float(neg_log_density_and_grad(theta_map, problem)[0]),
+        )
+    elif error_scale != 1.0:
+        map_info = dataclasses.replace(map_info, model_error_scale=float(error_scale))
 
     key = jax.random.key(seed)
     gaussian = None

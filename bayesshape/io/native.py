@@ -1,10 +1,11 @@
 """bayesshape's own model file: a NumPy ``.npz`` archive of plain arrays.
 
 Loaded with ``allow_pickle=False``: a model file holds numbers only and can never
-run code. Keys: ``format`` (``"bayesshape.ShapeModel"``), ``format_version`` (1, or 2 with ``vertex_noise``),
-``mean (N,3)``, ``basis (3N,K)``, ``variance (K,)``, ``noise_variance ()``,
-``total_variance ()``, ``faces (F,3)`` for mesh models and ``vertex_noise (N,3,3)`` for models with
-per-vertex noise (format version 2; version 1 files, without it, still load). All float64 (mm, mm^2).
+run code. Keys: ``format`` (``"bayesshape.ShapeModel"``), ``format_version`` (1, or 2 with a
+model error), ``mean (N,3)``, ``basis (3N,K)``, ``variance (K,)``, ``noise_variance ()``,
+``total_variance ()``, ``faces (F,3)`` for mesh models, and for models with a model error
+``vertex_noise (N,3,3)`` and ``error_factor (K,m)`` (format version 2; version 1 files, without
+them, still load). All float64 (mm, mm^2).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def save_model(model: ShapeModel, path) -> None:
         raise ValueError(f"model: expected a ShapeModel, got {type(model).__name__}")
     arrays: dict[str, Any] = {
         "format": np.array(_FORMAT),
-        "format_version": np.array(_VERSION if model.vertex_noise is not None else 1),
+        "format_version": np.array(_VERSION if model.vertex_noise is not None or model.error_factor is not None else 1),
         "mean": np.asarray(model.mean, np.float64),
         "basis": np.asarray(model.basis, np.float64),
         "variance": np.asarray(model.variance, np.float64),
@@ -45,6 +46,8 @@ def save_model(model: ShapeModel, path) -> None:
         arrays["faces"] = np.asarray(model.faces, np.int32)
     if model.vertex_noise is not None:
         arrays["vertex_noise"] = np.asarray(model.vertex_noise, np.float64)
+    if model.error_factor is not None:
+        arrays["error_factor"] = np.asarray(model.error_factor, np.float64)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
@@ -89,6 +92,7 @@ def load_model(path) -> ShapeModel:
             faces=data.get("faces"),
             total_variance=data["total_variance"],
             vertex_noise=data.get("vertex_noise"),
+            error_factor=data.get("error_factor"),
         )
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None

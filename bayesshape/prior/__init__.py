@@ -6,7 +6,7 @@ from .coarsen import coarsen_mesh
 from .evaluation import ModelEvaluation, evaluate_model
 from .gp import augment, gp_model, low_rank_kernel
 from .model import ShapeModel
-from .model_error import ModelError, add_model_error, fit_model_error
+from .model_error import ModelError, add_model_error, fit_model_error, scale_model_error
 from .residual import best_fit, loo_residual_covariance, loo_variance_ratio
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "ModelError",
     "fit_model_error",
     "add_model_error",
+    "scale_model_error",
     "loo_residual_covariance",
     "loo_variance_ratio",
     "best_fit",

@@ -40,6 +40,12 @@ class ShapeModel(eqx.Module):
             model error that no image can see, independent between vertices, or ``None``.
             :func:`~bayesshape.prior.add_model_error` puts there the sliding of the
             correspondence along the surface; posteriors add it to their vertex samples.
+        error_factor: ``(n_modes, m)`` the model error's share of the prior in the whitened
+            coefficients: ``alpha``'s prior covariance ``I`` splits into ``(I - Q Q^T)``, the
+            shape population's, and ``Q Q^T``, the model error's (set by
+            :func:`~bayesshape.prior.add_model_error`, ``None`` otherwise). It lets
+            :func:`~bayesshape.prior.scale_model_error` (and ``infer``'s
+            ``LikelihoodOptions(model_error_scale=...)``) widen the model error alone.
 
     Example:
         >>> import jax, bayesshape as bs
@@ -55,6 +61,7 @@ class ShapeModel(eqx.Module):
     faces: Int[Array, "n_face 3"] | None
     total_variance: Float[Array, ""]
     vertex_noise: Float[Array, "n_vert 3 3"] | None
+    error_factor: Float[Array, "n_modes m"] | None
 
     def __init__(
         self,
@@ -65,6 +72,7 @@ class ShapeModel(eqx.Module):
         faces=None,
         total_variance=None,
         vertex_noise=None,
+        error_factor=None,
     ):
         if all(is_concrete(a) for a in (mean, basis, variance)):
             mean_np = as_points(mean, "mean")
@@ -95,12 +103,15 @@ class ShapeModel(eqx.Module):
             self.faces = faces
             self.total_variance = jnp.asarray(tv)
             self.vertex_noise = None if vertex_noise is None else jnp.asarray(_as_vertex_noise(vertex_noise, n))
+            q = None if error_factor is None else _as_error_factor(error_factor, len(var_np))
+            self.error_factor = None if q is None else jnp.asarray(q)
         else:  # built from traced values (e.g. inside a transformation): no eager checks
             self.mean, self.basis, self.variance = mean, basis, variance
             self.noise_variance = jnp.asarray(noise_variance)
             self.faces = faces
             self.total_variance = jnp.asarray(jnp.sum(variance) if total_variance is None else total_variance)
             self.vertex_noise = vertex_noise
+            self.error_factor = error_factor
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -211,6 +222,7 @@ class ShapeModel(eqx.Module):
             self.faces,
             self.total_variance,
             self.vertex_noise,
+            None if self.error_factor is None else self.error_factor[:k],
         )
 
     def mesh(self, vertices=None):
@@ -242,3 +254,19 @@ def _as_vertex_noise(cov, n: int) -> np.ndarray:
             f"vertex_noise: not positive semi-definite (vertex {bad} has eigenvalue {w[bad].min():.3g} mm^2)"
         )
     return c
+
+
+def _as_error_factor(q, k: int) -> np.ndarray:
+    """``(k, m)`` finite factor whose ``Q Q^T`` lies below the identity, or a ValueError."""
+    q = np.asarray(q, dtype=np.float64)
+    if q.ndim != 2 or q.shape[0] != k or q.shape[1] < 1:
+        raise ValueError(f"error_factor: expected shape ({k}, m) (one row per mode), got {q.shape}")
+    if not np.all(np.isfinite(q)):
+        raise ValueError("error_factor: contains NaN or inf")
+    top = float(np.linalg.svd(q, compute_uv=False)[0]) if q.size else 0.0
+    if top > 1.0 + 1e-6:
+        raise ValueError(
+            f"error_factor: Q Q^T must not exceed the identity (the model error's share of a unit prior), "
+            f"largest singular value {top:.6g}"
+        )
+    return q

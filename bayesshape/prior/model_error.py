@@ -51,7 +51,7 @@ from .gp import _eigen_from_factor, _pivoted_cholesky
 from .model import ShapeModel
 from .residual import best_fit, loo_residuals
 
-__all__ = ["ModelError", "fit_model_error", "add_model_error"]
+__all__ = ["ModelError", "fit_model_error", "add_model_error", "scale_model_error"]
 
 
 class ModelError(eqx.Module):
@@ -254,7 +254,81 @@ def add_model_error(
     }
     lam, basis = _eigen_from_factor(np.concatenate([u * np.sqrt(lam_model)[None, :], cols], axis=1))
     keep = int(np.sum(lam > 1e-12 * lam[0]))
-    return ShapeModel(mean, basis[:, :keep], lam[:keep], **common)
+    basis, lam = basis[:, :keep], lam[:keep]
+    # the model error's share of the whitened prior: cols = B diag(sqrt(lam)) Q
+    q = (basis.T @ cols) / np.sqrt(lam)[:, None]
+    q *= min(1.0, 1.0 / float(np.linalg.svd(q, compute_uv=False)[0]))  # rounding only: Q Q^T <= I exactly
+    return ShapeModel(mean, basis, lam, error_factor=q, **common)
+
+
+def scale_model_error(model: ShapeModel, scale: float) -> ShapeModel:
+    """``model`` with its model error's standard deviation multiplied by ``scale``.
+
+    The prior covariance ``P + E`` (the shape population's and the model error's) becomes
+    ``P + scale^2 E``: the extra modes and the per-vertex noise (``vertex_noise``) widen
+    together, the population's part is unchanged. The modes are re-diagonalised, so the
+    coefficients of the result are not those of ``model``.
+
+    Args:
+        model: a model with a model error (:func:`add_model_error`; ``model.error_factor``).
+        scale: a positive factor (1 returns the same distribution).
+
+    Example:
+        >>> wider = bs.prior.scale_model_error(model, 2.0)   # doctest: +SKIP
+    """
+    return _scaled_model(model, scale)[0]
+
+
+def _scaled_model(model: ShapeModel, scale: float):
+    """``(scaled model, L, V)``: the model of :func:`scale_model_error`, and the maps between
+    coefficients: ``model``'s whitened ``alpha = L z`` with ``z ~ N(0, I)`` under the scaled prior,
+    and the scaled model's coefficients ``V^T z``."""
+    if not isinstance(model, ShapeModel):
+        raise ValueError(f"model: expected a ShapeModel, got {type(model).__name__}")
+    if model.error_factor is None:
+        raise ValueError(
+            "model: it has no model error to scale (build it with build_pca_model(..., model_error=True) "
+            "or bs.add_model_error)"
+        )
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, (int, float, np.floating))
+        or not (math.isfinite(scale) and scale > 0)
+    ):
+        raise ValueError(f"scale: expected a positive number, got {scale!r}")
+    s2 = float(scale) ** 2
+    q = np.asarray(model.error_factor, np.float64)
+    vq, sq, _ = np.linalg.svd(q, full_matrices=False)
+    grow = np.sqrt(1.0 + (s2 - 1.0) * sq**2)
+    k = q.shape[0]
+    lmat = np.eye(k) + (vq * (grow - 1.0)) @ vq.T
+    lmat_inv = np.eye(k) + (vq * (1.0 / grow - 1.0)) @ vq.T
+    var = np.asarray(model.variance, np.float64)
+    gram = lmat @ (var[:, None] * lmat)
+    lam, v = np.linalg.eigh(0.5 * (gram + gram.T))
+    order = np.argsort(lam)[::-1]
+    lam, v = np.maximum(lam[order], 0.0), v[:, order]
+    basis_old = np.asarray(model.basis, np.float64)
+    safe = np.sqrt(np.where(lam > 0, lam, 1.0))
+    basis = (basis_old * np.sqrt(var)[None, :]) @ (lmat @ v) / safe[None, :]
+    error_var = float(np.sum(var * np.sum(q**2, axis=1)))
+    noise = model.vertex_noise
+    if noise is not None:
+        error_var += float(np.trace(np.asarray(noise, np.float64), axis1=1, axis2=2).sum())
+        noise = (s2 * np.asarray(noise)).astype(np.asarray(noise).dtype)
+    q_new = np.sqrt(s2) * v.T @ lmat_inv @ q
+    q_new *= min(1.0, 1.0 / float(np.linalg.svd(q_new, compute_uv=False)[0]))
+    scaled = ShapeModel(
+        model.mean,
+        basis,
+        lam,
+        noise_variance=model.noise_variance,
+        faces=model.faces,
+        total_variance=float(model.total_variance) + (s2 - 1.0) * error_var,
+        vertex_noise=noise,
+        error_factor=q_new,
+    )
+    return scaled, lmat, v
 
 
 def correlation_factor(points, error: ModelError, *, rank: int, retained: float = 1.0) -> np.ndarray:

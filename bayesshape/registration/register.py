@@ -633,6 +633,7 @@ def _posterior(model: ShapeModel, alpha, prec, transform, n_samples: int, seed: 
         faces=np.asarray(model.faces),
         total_variance=scale**2 * float(model.total_variance),
         vertex_noise=noise,
+        error_factor=model.error_factor,
     )
     dt = moved.variance.dtype
     mean_j, cov_j = jnp.asarray(alpha, dt), jnp.asarray(cov, dt)
