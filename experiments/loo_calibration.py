@@ -209,7 +209,10 @@ def run_case(args, i, names, shapes, faces, fov):
     ids = np.random.default_rng(args.seed).choice(n_pts, size=min(args.points, n_pts), replace=False)
     obs = observations(args, truth_v, faces, views, np.sort(ids), args.seed + 1000 * (i + 1))
     pose = None if align is None else (bs.SimilarityPose() if align == "similarity" else bs.RigidPose())
-    lik = bs.LikelihoodOptions(coarse_faces=args.coarse_faces if faces is not None and args.coarse_faces else None)
+    lik = bs.LikelihoodOptions(
+        coarse_faces=args.coarse_faces if faces is not None and args.coarse_faces else None,
+        model_error_scale=args.model_error_scale if args.model_error else 1.0,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         post = bs.infer(
@@ -240,10 +243,23 @@ def run_case(args, i, names, shapes, faces, fov):
         "mean_r95_mm": float(r95.mean()),
         "score": float(post.reliability().score),
         "n_params": post.problem.dim,
+        "model_error_scale": post.diagnostics.map.model_error_scale or 1.0,
         "wall_s": wall,
         "warnings": " | ".join(sorted({str(w.message)[:100] for w in caught})),
     }
     return row
+
+
+def _error_scale(text: str) -> float | str:
+    if text == "evidence":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'evidence', got {text!r}")
+    return value
 
 
 def summarise(rows, args, names_used) -> dict:
@@ -314,6 +330,12 @@ def main(argv=None) -> int:
         help="the leave-one-out model error inside the prior (bs.add_model_error); --no-model-error without",
     )
     ap.add_argument("--max-rank", type=int, default=200, help="model-error modes at most")
+    ap.add_argument(
+        "--model-error-scale",
+        type=_error_scale,
+        default=1.0,
+        help="factor on the model error's sd: a number, or 'evidence' (chosen per case; LikelihoodOptions)",
+    )
     ap.add_argument("--prior-variance", choices=["sample", "loo"], default="sample")
     ap.add_argument("--cases", type=int, help="leave out the first N shapes in turn (default: all)")
     ap.add_argument("--size", type=int, default=256, help="detector pixels per side")

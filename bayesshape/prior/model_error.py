@@ -312,10 +312,11 @@ def _scaled_model(model: ShapeModel, scale: float):
     safe = np.sqrt(np.where(lam > 0, lam, 1.0))
     basis = (basis_old * np.sqrt(var)[None, :]) @ (lmat @ v) / safe[None, :]
     error_var = float(np.sum(var * np.sum(q**2, axis=1)))
-    noise = model.vertex_noise
-    if noise is not None:
-        error_var += float(np.trace(np.asarray(noise, np.float64), axis1=1, axis2=2).sum())
-        noise = (s2 * np.asarray(noise)).astype(np.asarray(noise).dtype)
+    noise = None
+    if model.vertex_noise is not None:
+        old = np.asarray(model.vertex_noise)
+        error_var += float(np.trace(old.astype(np.float64), axis1=1, axis2=2).sum())
+        noise = (s2 * old).astype(old.dtype)
     q_new = np.sqrt(s2) * v.T @ lmat_inv @ q
     q_new *= min(1.0, 1.0 / float(np.linalg.svd(q_new, compute_uv=False)[0]))
     scaled = ShapeModel(
