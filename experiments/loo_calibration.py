@@ -250,15 +250,13 @@ def run_case(args, i, names, shapes, faces, fov):
     return row
 
 
-def _error_scale(text: str) -> float | str:
-    if text == "evidence":
-        return text
+def _error_scale(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'evidence', got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
@@ -334,7 +332,7 @@ def main(argv=None) -> int:
         "--model-error-scale",
         type=_error_scale,
         default=1.0,
-        help="factor on the model error's sd: a number, or 'evidence' (chosen per case; LikelihoodOptions)",
+        help="factor on the model error's sd (LikelihoodOptions(model_error_scale=...))",
     )
     ap.add_argument("--prior-variance", choices=["sample", "loo"], default="sample")
     ap.add_argument("--cases", type=int, help="leave out the first N shapes in turn (default: all)")

@@ -170,27 +170,24 @@ class LikelihoodOptions:
         infer_noise: also infer one noise-scale multiplier per observation (log-normal prior).
         noise_sd: the sd of that log-normal prior (> 0).
         model_error_scale: for a model with a model error in its prior
-            (``build_pca_model(..., model_error=True)``), a factor on its standard deviation:
-            a positive number, or ``"evidence"``: chosen for this case at or above 1 by the
-            Laplace evidence (the marginal likelihood of the data, linearised at the MAP), then
-            the MAP refitted. The model error is fitted to the training shapes' residuals; a
-            new shape further outside the population than any of them has a larger residual,
-            and its images say so. Default 1: the model error as fitted. The factor used is in
-            ``diagnostics.map.model_error_scale``.
+            (``build_pca_model(..., model_error=True)``), a positive factor on its standard
+            deviation (:func:`bayesshape.prior.scale_model_error`). The model error is fitted
+            to the training shapes' residuals; a case known or flagged to lie further outside
+            the population than any of them has a larger one. Default 1: the model error as
+            fitted. The factor used is in ``diagnostics.map.model_error_scale``.
     """
 
     coarse_faces: int | None = None
     composite_weights: bool = True
     infer_noise: bool = False
     noise_sd: float = 0.5
-    model_error_scale: float | str = 1.0
+    model_error_scale: float = 1.0
 
     def __post_init__(self):
         m = self.model_error_scale
-        if m != "evidence":
-            if isinstance(m, str) or isinstance(m, bool):
-                raise ValueError(f"model_error_scale: expected a positive number or 'evidence', got {m!r}")
-            object.__setattr__(self, "model_error_scale", as_positive(m, "model_error_scale"))
+        if isinstance(m, (str, bool)):
+            raise ValueError(f"model_error_scale: expected a positive number, got {m!r}")
+        object.__setattr__(self, "model_error_scale", as_positive(m, "model_error_scale"))
         if self.coarse_faces is not None:
             object.__setattr__(self, "coarse_faces", as_count(self.coarse_faces, "coarse_faces", 4))
         object.__setattr__(self, "noise_sd", as_positive(self.noise_sd, "noise_sd"))

@@ -57,8 +57,7 @@ class MapInfo:
         composite_weights: the composite-likelihood weights, in the order of the observations
             with correlated residuals (contours), or None when none were estimated.
         model_error_scale: the factor on the model error's standard deviation the posterior
-            used (``LikelihoodOptions(model_error_scale=...)``: given, or chosen by the evidence),
-            or None when the model error was not scaled.
+            used (``LikelihoodOptions(model_error_scale=...)``), or None when it was not scaled.
     """
 
     log_density: float

@@ -20,7 +20,6 @@ from ..posterior.posterior import Posterior, observation_vertices, standardised_
 from ..prior.model import ShapeModel
 from ..prior.model_error import scale_model_error
 from ..projection.pose import as_pose_prior
-from ._error_scale import rescale
 from ._problem import Problem
 from .config import SVI, Importance, Laplace, LikelihoodOptions, Method, as_method
 from .diagnostics import Diagnostics, ImportanceInfo, LaplaceInfo, MapInfo, MethodInfo, sampler_warnings
@@ -232,7 +231,7 @@ def infer(
             f"likelihood.model_error_scale={error_scale!r}: the model has no model error to scale "
             "(build it with build_pca_model(..., model_error=True) or bs.add_model_error)"
         )
-    if error_scale not in (1.0, "evidence"):
+    if error_scale != 1.0:
         model = scale_model_error(model, float(error_scale))
     num_samples = as_count(num_samples, "num_samples", 1)
     seed = as_seed(seed)
@@ -254,15 +253,7 @@ def infer(
         )
     problem, theta_map, gn_cov, map_info = _fit_map(problem, observations, bind, likelihood, seed)
     pairing = _view_pairing_warnings(model, observations, problem, theta_map, map_info, pose_prior, likelihood)
-    if error_scale == "evidence":
-        cov0, _ = _covariance(problem, theta_map, gn_cov)
-        problem, theta_map, gn_cov, used_scale = rescale(problem, theta_map, cov0, "evidence")
-        map_info = dataclasses.replace(
-            map_info,
-            model_error_scale=used_scale,
-            log_density=-float(neg_log_density_and_grad(theta_map, problem)[0]),
-        )
-    elif error_scale != 1.0:
+    if error_scale != 1.0:
         map_info = dataclasses.replace(map_info, model_error_scale=float(error_scale))
 
     key = jax.random.key(seed)
