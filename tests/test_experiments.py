@@ -332,8 +332,16 @@ def test_loo_calibration_on_csv_point_sets(tmp_path):
     _write_example_shapes(tmp_path / "points", "csv", every=20)
     out = tmp_path / "out"
     argv = ["--shapes", str(tmp_path / "points"), "--obs", "landmarks3d", "--points", "15", "--noise", "0.5"]
-    _run_script("loo_calibration.py", [*argv, "--cases", "2", "--max-rank", "10", "--out", str(out)])
+    more = ["--only", "shape_03,shape_01", "--model-error-scale", "1.5", "--max-rank", "10", "--out", str(out)]
+    _run_script("loo_calibration.py", [*argv, *more])
     _check_loo_outputs(out, 2)
+    import csv
+
+    with (out / "cases.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["case"] for r in rows] == ["shape_03", "shape_01"]
+    assert all(float(r["model_error_scale"]) == 1.5 and float(r["misfit"]) > 0 for r in rows)
+    _run_script("loo_calibration.py", [*argv, "--only", "shape_99", "--out", str(tmp_path / "o3")], exit_code=2)
     # a point set has no surface to project
     _run_script(
         "loo_calibration.py",
