@@ -226,6 +226,9 @@ def test_infer_errors_are_one_line(tmp_path, capsys):
     assert main(base + ["--model", str(model), "--masks", masks[0]]) == 2
     assert "one file per view" in _one_line_error(capsys, "infer")
 
+    assert main(base + ["--model", str(model), "--masks", *masks, "--model-error-scale", "2"]) == 2
+    assert "no model error to scale" in _one_line_error(capsys, "infer")
+
     assert main(["report", "--case", str(tmp_path / "nowhere")]) == 2
     assert "no such case folder" in _one_line_error(capsys, "report")
 

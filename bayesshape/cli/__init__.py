@@ -68,6 +68,12 @@ def _infer_options(i):
         "shape, which NUTS needs; several times slower; docs/likelihoods.md)",
     )
     i.add_argument("--pose", choices=["none", "rigid", "similarity"], default="rigid")
+    i.add_argument(
+        "--model-error-scale",
+        type=float,
+        default=1.0,
+        help="factor on the model error's sd, for a model built with one (model_error=True); default 1",
+    )
     i.add_argument("--level", type=float, default=0.95, help="credible level of the exported radius")
     i.add_argument("--export-samples", type=int, default=10, help="posterior sample meshes to write")
     i.add_argument("--report", action="store_true", help="also write pictures and report.html")

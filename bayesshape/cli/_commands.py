@@ -422,6 +422,7 @@ def infer(args) -> int:
         obs,
         method=method_from_args(args),
         pose=None if args.pose == "none" else args.pose,
+        likelihood=bs.LikelihoodOptions(model_error_scale=args.model_error_scale),
         num_samples=args.samples,
         seed=args.seed,
         progress=not args.quiet,
@@ -446,6 +447,8 @@ def infer(args) -> int:
     }
     if kind == "drr":
         settings["drr_pixel"] = args.drr_pixel
+    if args.model_error_scale != 1.0:
+        settings["model_error_scale"] = args.model_error_scale
     summary = write_case(
         args.out,
         post,
