@@ -257,11 +257,11 @@ def test_views_given_with_each_others_outlines_warn(small_model):
     swapped: infer warns."""
     from scipy.spatial.transform import Rotation
 
-    model = bs.build_pca_model(bs.datasets.example_shapes(12, seed=0), align="rigid")
+    model = bs.build_pca_model(bs.datasets.example_shapes(10, seed=0), align="rigid")
     truth = bs.datasets.example_shapes(1, seed=1000)[0]
     c = truth.vertices.mean(0)
     moved = (truth.vertices - c) @ Rotation.from_rotvec([0.02, -0.03, 0.04]).as_matrix().T + c + [4.0, -3.0, 5.0]
-    views = bs.biplanar(field_of_view=480, detector_shape=(80, 80))
+    views = bs.biplanar(field_of_view=480, detector_shape=(64, 64))
     sim = bs.simulate_xray(trimesh.Trimesh(moved, truth.faces, process=False), views, seed=0, contour_jitter=0.5)
     swapped = [obs.Contour(v, m, 0.5) for v, m in zip(views, sim.masks[::-1])]
     with pytest.warns(UserWarning, match="fit much better with the views swapped"):
