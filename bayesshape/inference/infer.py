@@ -17,9 +17,11 @@ from .._checks import as_count, as_seed
 from ..obs.base import Observation
 from ..obs.contour import composite_weights as estimate_composite_weights
 from ..posterior.posterior import Posterior, observation_vertices, standardised_residuals
+from ..prior.assembly import Assembly
 from ..prior.model import ShapeModel
 from ..prior.model_error import scale_model_error
 from ..projection.pose import as_pose_prior
+from ._assembly import build_assembly_problem
 from ._problem import Problem
 from .config import SVI, Importance, Laplace, LikelihoodOptions, Method, as_method
 from .diagnostics import Diagnostics, ImportanceInfo, LaplaceInfo, MapInfo, MethodInfo, sampler_warnings
@@ -168,7 +170,7 @@ def _covariance(problem, theta_map, gn_cov, hessian: str = "gauss-newton"):
 
 
 def infer(
-    model: ShapeModel,
+    model: ShapeModel | Assembly,
     observations,
     method: Method | str = "nuts",
     pose=None,
@@ -181,8 +183,11 @@ def infer(
     """Posterior over 3D shapes given observations in any number of views.
 
     Args:
-        model: the prior, a :class:`ShapeModel` (PCA, GP or augmented).
-        observations: one observation or a list (``bayesshape.obs``), any mix.
+        model: the prior, a :class:`ShapeModel` (PCA, GP or augmented), or an
+            :class:`~bayesshape.prior.Assembly` of several objects (then the posterior's vertices
+            are the combined mesh's; :mod:`bayesshape.posterior.posture` summarises the posture).
+        observations: one observation or a list (``bayesshape.obs``), any mix; with an assembly,
+            an observation sees every object unless wrapped in :class:`~bayesshape.obs.OnObject`.
         method: :class:`~bayesshape.NUTS` (default), :class:`~bayesshape.SVI`,
             :class:`~bayesshape.Laplace` or :class:`~bayesshape.Importance`, with its settings;
             or its name (``"nuts"``, ``"svi"``, ``"laplace"``, ``"importance"``) for the defaults.
@@ -217,8 +222,8 @@ def infer(
         >>> post.diagnostics.info
         LaplaceInfo(hessian='gauss-newton')
     """
-    if not isinstance(model, ShapeModel):
-        raise ValueError(f"model: expected a ShapeModel, got {type(model).__name__}")
+    if not isinstance(model, (ShapeModel, Assembly)):
+        raise ValueError(f"model: expected a ShapeModel or an Assembly, got {type(model).__name__}")
     observations = _as_observations(observations)
     config = as_method(method)
     likelihood = LikelihoodOptions() if likelihood is None else likelihood
@@ -226,12 +231,12 @@ def infer(
         raise ValueError(f"likelihood: expected bs.LikelihoodOptions(...), got {type(likelihood).__name__}")
     pose_prior = as_pose_prior(pose)
     error_scale = likelihood.model_error_scale
-    if error_scale != 1.0 and model.error_factor is None:
+    if error_scale != 1.0 and isinstance(model, ShapeModel) and model.error_factor is None:
         raise ValueError(
             f"likelihood.model_error_scale={error_scale!r}: the model has no model error to scale "
             "(build it with build_pca_model(..., model_error=True) or bs.add_model_error)"
         )
-    if error_scale != 1.0:
+    if error_scale != 1.0 and isinstance(model, ShapeModel):
         model = scale_model_error(model, float(error_scale))
     num_samples = as_count(num_samples, "num_samples", 1)
     seed = as_seed(seed)
@@ -242,7 +247,10 @@ def infer(
             warnings.warn(caveat, UserWarning, stacklevel=2)
     t_start = time.perf_counter()
 
-    problem, bind = build_problem(model, observations, pose_prior, likelihood)
+    if isinstance(model, Assembly):
+        problem, bind = build_assembly_problem(model, observations, pose_prior, likelihood)
+    else:
+        problem, bind = build_problem(model, observations, pose_prior, likelihood)
     n_data = sum(o.n_data for o in problem.observations)
     if n_data < problem.dim:
         warnings.warn(
@@ -252,7 +260,9 @@ def infer(
             stacklevel=2,
         )
     problem, theta_map, gn_cov, map_info = _fit_map(problem, observations, bind, likelihood, seed)
-    pairing = _view_pairing_warnings(model, observations, problem, theta_map, map_info, pose_prior, likelihood)
+    pairing: tuple[str, ...] = ()
+    if isinstance(model, ShapeModel):
+        pairing = _view_pairing_warnings(model, observations, problem, theta_map, map_info, pose_prior, likelihood)
     if error_scale != 1.0:
         map_info = dataclasses.replace(map_info, model_error_scale=float(error_scale))
 

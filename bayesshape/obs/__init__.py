@@ -15,8 +15,12 @@ type               data                                        noise sd (units)
 ``Silhouette``     segmentation mask, pixel by pixel (probit)  ``sigma`` pixels
 ``DRR``            radiograph in line-integral units           ``sigma`` (image)
 =================  ==========================================  ==================
+
+With an :class:`~bayesshape.prior.Assembly`, an observation sees every object (a DRR is the sum of
+their path lengths); ``OnObject(observation, name)`` restricts it to one object.
 """
 
+from .assembly import OnObject
 from .base import Observation, PoseAnchor
 from .contour import Contour, composite_weights, mask_contour_points
 from .drr import DRR
@@ -32,6 +36,7 @@ __all__ = [
     "Contour",
     "Silhouette",
     "DRR",
+    "OnObject",
     "mask_contour_points",
     "composite_weights",
     "boundary_band",

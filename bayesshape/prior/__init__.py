@@ -1,6 +1,7 @@
 """Shape priors: the ShapeModel distribution, PCA building, kernels and GP models."""
 
 from . import kernels
+from .assembly import Assembly, PosturePrior
 from .build import build_pca_model, procrustes_align, similarity_transform
 from .coarsen import coarsen_mesh
 from .evaluation import ModelEvaluation, evaluate_model
@@ -11,6 +12,8 @@ from .residual import best_fit, loo_residual_covariance, loo_variance_ratio
 
 __all__ = [
     "ShapeModel",
+    "Assembly",
+    "PosturePrior",
     "build_pca_model",
     "procrustes_align",
     "similarity_transform",

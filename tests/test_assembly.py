@@ -1,0 +1,193 @@
+"""Assemblies of several objects: kinematics, the posture prior, additive DRRs, closed-form posterior,
+gradients, vmap against loops, and the errors for bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import trimesh
+from scipy.spatial.transform import Rotation
+
+import bayesshape as bs
+from bayesshape.inference._assembly import build_assembly_problem, object_transforms
+from bayesshape.posterior import posture
+from bayesshape.prior import Assembly, PosturePrior
+from bayesshape.projection.render import render_drr
+
+
+def _sphere(center, radius=10.0, subdivisions=2):
+    m = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
+    m.apply_translation(center)
+    return m
+
+
+def _three_spheres(rank=4, **kw):
+    meshes = {"a": _sphere([0, 0, 30]), "b": _sphere([2, 0, 5], 11.0), "c": _sphere([-1, 1, -22], 12.0)}
+    return Assembly.from_meshes(meshes, rank=rank, kernel=bs.kernels.GaussianKernel(4.0, 20.0), **kw)
+
+
+def test_object_transforms_match_composed_homogeneous_matrices(rng):
+    """The chain T_i = T_{i-1} o J_i (J_i: rotation about joint p_i, then translation), built here
+    with scipy rotations and 4 x 4 matrices."""
+    joints = rng.normal(0, 20, (3, 3))
+    inc = np.concatenate([rng.normal(0, 0.2, (3, 3)), rng.normal(0, 3, (3, 3))], axis=1)
+    rots, trans = object_transforms(jnp.asarray(inc), jnp.asarray(joints))
+    t = np.eye(4)
+    expected = [t.copy()]
+    for (rv, tr), p in zip(zip(inc[:, :3], inc[:, 3:]), joints):
+        j = np.eye(4)
+        r = Rotation.from_rotvec(rv).as_matrix()
+        j[:3, :3], j[:3, 3] = r, p + tr - r @ p
+        t = t @ j
+        expected.append(t.copy())
+    for k, e in enumerate(expected):
+        np.testing.assert_allclose(np.asarray(rots[k]), e[:3, :3], atol=1e-12)
+        np.testing.assert_allclose(np.asarray(trans[k]), e[:3, 3], atol=1e-10)
+
+
+def test_assembly_vertices_gather_equals_loop_over_objects_and_vmap_equals_loop(rng):
+    asm = _three_spheres()
+    mean = np.asarray(asm.combined_model().mean)
+    lm = bs.obs.Landmarks3D([0, 200, 400], mean[[0, 200, 400]], 1.0)
+    problem, _ = build_assembly_problem(asm, [lm], pose="rigid")
+    thetas = jnp.asarray(rng.normal(0, 1, (4, problem.dim)))
+    off = asm.vertex_offsets
+    for th in thetas:
+        x = problem.model.instance(problem.alpha(th))
+        rots, trans = problem.object_transforms(th)
+        rot, tr, sc = problem.pose_params(th)
+        parts = []
+        for k in range(asm.n_objects):  # the loop the vectorised gather replaces
+            xk = x[off[k] : off[k + 1]] @ rots[k].T + trans[k][None]
+            parts.append(sc * (xk - problem.center[None]) @ rot.T + (problem.center + tr)[None])
+        np.testing.assert_allclose(np.asarray(problem.vertices(th)), np.asarray(jnp.concatenate(parts)), atol=1e-10)
+    batched = jax.vmap(problem.vertices)(thetas)
+    for i, th in enumerate(thetas):
+        np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(problem.vertices(th)), atol=1e-12)
+
+
+def test_assembly_drr_is_the_sum_of_single_object_drrs():
+    """Overlapping objects included: path lengths add."""
+    a, b = _sphere([0, 0, 0], 10.0, 3), _sphere([6, 0, 0], 8.0, 3)  # overlapping
+    asm = Assembly(
+        ("a", "b"),
+        (bs.gp_model(a, bs.kernels.GaussianKernel(1.0, 10.0), 2), bs.gp_model(b, bs.kernels.GaussianKernel(1.0, 10.0), 2)),
+        jnp.asarray([[3.0, 0.0, 0.0]]),
+        PosturePrior.independent(1),
+    )
+    m = asm.combined_model()
+    view = bs.XRayView.parallel([0, 1, 0], detector_shape=(48, 48), pixel_spacing=0.7)
+    for pixel in ("centre", "area"):
+        both = np.asarray(render_drr(m.mean, m.faces, view, pixel=pixel))
+        single = sum(np.asarray(render_drr(jnp.asarray(x.vertices), jnp.asarray(x.faces), view, pixel=pixel)) for x in (a, b))
+        assert both.max() > 25.0  # the rays through the overlap see both spheres
+        np.testing.assert_allclose(both, single, atol=1e-9)
+
+
+def _linear_two_object_posterior(asm, ids, points, sigma, rot_sd):
+    """The closed-form Gaussian posterior of the whitened parameters (shape, posture) of a two-object
+    assembly observed by 3D landmarks, with the rotation linearised (exact as rot_sd -> 0)."""
+    m = asm.combined_model()
+    k = m.n_modes
+    n = m.n_vertices
+    b = (np.asarray(m.basis) * np.sqrt(np.asarray(m.variance))[None]).reshape(n, 3, k)
+    chol = np.linalg.cholesky(np.asarray(asm.posture.covariance))
+    lower = np.arange(n) >= asm.vertex_offsets[1]
+    v = np.asarray(m.mean) - np.asarray(asm.joints)[0]
+    jac_pose = np.zeros((n, 3, 6))
+    # d/dr of R(r)(x - p) at r = 0 is -[x - p]_x; d/dt is I: only the lower object moves
+    cross = np.zeros((n, 3, 3))
+    cross[:, 0, 1], cross[:, 0, 2], cross[:, 1, 2] = -v[:, 2], v[:, 1], -v[:, 0]
+    cross = cross - np.transpose(cross, (0, 2, 1))
+    jac_pose[:, :, :3] = -cross
+    jac_pose[:, :, 3:] = np.eye(3)
+    jac_pose[~lower] = 0.0
+    jac = np.concatenate([b, jac_pose @ chol], axis=2)[ids].reshape(-1, k + 6)
+    y = (np.asarray(points) - np.asarray(m.mean)[ids]).reshape(-1)
+    prec = np.eye(k + 6) + jac.T @ jac / sigma**2
+    cov = np.linalg.inv(prec)
+    return cov @ jac.T @ y / sigma**2, cov
+
+
+def test_two_object_landmarks_laplace_equals_closed_form_posterior():
+    asm = Assembly.from_meshes(
+        {"up": _sphere([0, 0, 14]), "down": _sphere([0, 0, -14])},
+        rank=5,
+        kernel=bs.kernels.GaussianKernel(4.0, 15.0),
+        posture=PosturePrior.independent(1, rotation_deg=0.005, translation_mm=2.0),
+    )
+    m = asm.combined_model()
+    rng = np.random.default_rng(3)
+    ids = rng.choice(m.n_vertices, 40, replace=False)
+    points = np.asarray(m.mean)[ids] + rng.normal(0, 1.0, (40, 3)) + np.where(ids[:, None] >= asm.vertex_offsets[1], 1.5, 0.0)
+    sigma = 0.8
+    post = bs.infer(asm, bs.obs.Landmarks3D(ids, points, sigma), method=bs.Laplace(), num_samples=100, seed=0)
+    mean, cov = _linear_two_object_posterior(asm, ids, points, sigma, 0.005)
+    theta_map, gcov = post.gaussian
+    np.testing.assert_allclose(np.asarray(theta_map), mean, atol=2e-4)
+    np.testing.assert_allclose(np.asarray(gcov), cov, atol=2e-4)
+    # the lower object's translation is informed (its posterior sd below the prior's 2 mm), though the
+    # shape modes, nearly rigid on a sphere this size, take part of it
+    sd_t = np.sqrt(np.diag(cov)[-3:]) * 2.0
+    assert np.all(sd_t < 1.5)
+
+
+def test_assembly_log_density_gradient_matches_finite_differences(rng):
+    asm = _three_spheres(rank=3)
+    view = bs.XRayView.parallel([0, 1, 0], detector_shape=(40, 40), pixel_spacing=2.0)
+    truth = np.asarray(asm.combined_model().mean)
+    img = np.asarray(render_drr(jnp.asarray(truth), asm.combined_model().faces, view, pixel="area", mu=0.05))
+    obs = [
+        bs.obs.DRR(view, img, 0.05, mu=0.05, pixel="area"),
+        bs.obs.OnObject(bs.obs.Landmarks3D([0, 5, 9], np.asarray(asm.models[1].mean)[[0, 5, 9]] + 0.5, 1.0), "b"),
+    ]
+    problem, _ = build_assembly_problem(asm, obs, pose="rigid")
+    th = jnp.asarray(rng.normal(0, 0.3, problem.dim))
+    grad = np.asarray(jax.grad(problem.log_density)(th))
+    f = jax.jit(lambda x: problem.log_density(x))
+    for i in range(problem.dim):
+        e = jnp.zeros(problem.dim).at[i].set(1e-5)
+        fd = (float(f(th + e)) - float(f(th - e))) / 2e-5
+        assert grad[i] == pytest.approx(fd, rel=1e-4, abs=1e-4), problem.names()[i]
+
+
+def test_posture_angles_of_known_increments():
+    """One joint bent by known angles: the posterior of a sharp prior around them reports them."""
+    asm = _three_spheres(
+        posture=PosturePrior.independent(
+            2, rotation_deg=0.01, translation_mm=0.01, mean=[[0, np.radians(5.0), 0, 0, 0, 0], [np.radians(-3.0), 0, 0, 0, 0, 0]]
+        )
+    )
+    ids = np.arange(0, 160, 8)
+    post = bs.infer(asm, bs.obs.Landmarks3D(ids, np.asarray(asm.models[0].mean)[ids], 1.0), "laplace", num_samples=50)
+    ang = posture.joint_angles(post)
+    np.testing.assert_allclose(ang["sagittal"].mean(0), [5.0, 0.0], atol=0.05)
+    # -3 degrees about x tilts the up axis towards +y: +3 degrees coronal
+    np.testing.assert_allclose(ang["coronal"].mean(0), [0.0, 3.0], atol=0.05)
+    up = posture.plane_angle(post, ("a", [0, 0, 1]), ("c", [0, 0, 1]), plane=(0, 2))
+    assert np.mean(up) == pytest.approx(5.0, abs=0.05)
+    rows = posture.interval_table(ang)
+    assert [r["name"] for r in rows][:2] == ["sagittal[a/b]", "sagittal[b/c]"]
+
+
+def test_bad_assembly_input():
+    with pytest.raises(ValueError, match="not positive definite"):
+        PosturePrior(jnp.zeros((1, 6)), jnp.diag(jnp.asarray([1.0, 1, 1, 1, 1, -1])))
+    with pytest.raises(ValueError, match="for 2 levels"):
+        PosturePrior(jnp.zeros((2, 6)), jnp.eye(6))
+    with pytest.raises(ValueError, match="prior for 2 joints"):
+        model = bs.gp_model(_sphere([0, 0, 0]), bs.kernels.GaussianKernel(1.0, 5.0), 2)
+        Assembly(("a", "b"), (model, model), jnp.zeros((1, 3)), PosturePrior.independent(2))
+    with pytest.warns(UserWarning, match="intersect at the natural posture"):
+        Assembly.from_meshes({"a": _sphere([0, 0, 0]), "b": _sphere([0, 0, 8])}, rank=2)
+    asm = _three_spheres(rank=2)
+    with pytest.raises(ValueError, match="object 'L9': not in this assembly"):
+        bs.infer(asm, bs.obs.OnObject(bs.obs.Landmarks3D([0], np.zeros((1, 3)), 1.0), "L9"), "laplace")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="expected the posterior of an assembly"):
+            posture.joint_angles(object())
