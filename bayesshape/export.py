@@ -36,7 +36,9 @@ def confidence_fields(posterior, *, truth=None, level: float = 0.95, tolerance_m
     ``std`` (RMS distance from the posterior mean), ``normal_std`` (sd along the
     surface normal), ``credible_radius`` (at ``level``), ``flag`` (1 where the credible
     radius exceeds ``tolerance_mm``), and ``error`` (distance of the posterior mean to
-    the corresponding vertex of ``truth``) when a truth mesh in correspondence is given.
+    the corresponding vertex of ``truth``) when a truth mesh in correspondence is given. The
+    posterior of an :class:`~bayesshape.prior.Assembly` adds ``object_id`` (``uint16``: each vertex's
+    object, in the assembly's order).
     """
     fields = {
         "std": posterior.vertex_std(),
@@ -44,6 +46,9 @@ def confidence_fields(posterior, *, truth=None, level: float = 0.95, tolerance_m
         "credible_radius": posterior.credible_radius(level),
     }
     fields["flag"] = (fields["credible_radius"] > tolerance_mm).astype(np.uint8)
+    ids = getattr(getattr(posterior, "problem", None), "object_ids", None)
+    if ids is not None:
+        fields["object_id"] = np.asarray(ids).astype(np.uint16)
     if truth is not None:
         tv = np.asarray(getattr(truth, "vertices", truth), dtype=np.float64)
         mean = posterior.mean_vertices()

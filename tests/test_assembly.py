@@ -72,7 +72,7 @@ def test_assembly_vertices_gather_equals_loop_over_objects_and_vmap_equals_loop(
 
 def test_assembly_drr_is_the_sum_of_single_object_drrs():
     """Overlapping objects included: path lengths add."""
-    a, b = _sphere([0, 0, 0], 10.0, 3), _sphere([6, 0, 0], 8.0, 3)  # overlapping
+    a, b = _sphere([0, 0, 0], 10.0, 2), _sphere([6, 0, 0], 8.0, 2)  # overlapping
     asm = Assembly(
         ("a", "b"),
         (bs.gp_model(a, bs.kernels.GaussianKernel(1.0, 10.0), 2), bs.gp_model(b, bs.kernels.GaussianKernel(1.0, 10.0), 2)),
@@ -80,7 +80,7 @@ def test_assembly_drr_is_the_sum_of_single_object_drrs():
         PosturePrior.independent(1),
     )
     m = asm.combined_model()
-    view = bs.XRayView.parallel([0, 1, 0], detector_shape=(48, 48), pixel_spacing=0.7)
+    view = bs.XRayView.parallel([0, 1, 0], detector_shape=(32, 32), pixel_spacing=1.0)
     for pixel in ("centre", "area"):
         both = np.asarray(render_drr(m.mean, m.faces, view, pixel=pixel))
         single = sum(np.asarray(render_drr(jnp.asarray(x.vertices), jnp.asarray(x.faces), view, pixel=pixel)) for x in (a, b))
@@ -149,13 +149,15 @@ def test_assembly_log_density_gradient_matches_finite_differences(rng):
     th = jnp.asarray(rng.normal(0, 0.3, problem.dim))
     grad = np.asarray(jax.grad(problem.log_density)(th))
     f = jax.jit(lambda x: problem.log_density(x))
-    for i in range(problem.dim):
+    # one shape coefficient per object, the global pose and every posture parameter
+    k = problem.n_modes
+    for i in [0, k // 2, k - 1, *range(k, problem.dim)]:
         e = jnp.zeros(problem.dim).at[i].set(1e-5)
         fd = (float(f(th + e)) - float(f(th - e))) / 2e-5
         assert grad[i] == pytest.approx(fd, rel=1e-4, abs=1e-4), problem.names()[i]
 
 
-def test_posture_angles_of_known_increments():
+def test_posture_angles_of_known_increments(tmp_path):
     """One joint bent by known angles: the posterior of a sharp prior around them reports them."""
     asm = _three_spheres(
         posture=PosturePrior.independent(
@@ -172,6 +174,10 @@ def test_posture_angles_of_known_increments():
     assert np.mean(up) == pytest.approx(5.0, abs=0.05)
     rows = posture.interval_table(ang)
     assert [r["name"] for r in rows][:2] == ["sagittal[a/b]", "sagittal[b/c]"]
+    # the combined confidence mesh carries each vertex's object, read back by trimesh's PLY reader
+    bs.export_confidence_mesh(post, tmp_path / "spine.ply")
+    data = trimesh.load(tmp_path / "spine.ply", process=False).metadata["_ply_raw"]["vertex"]["data"]
+    np.testing.assert_array_equal(np.asarray(data["object_id"]), asm.object_ids())
 
 
 def test_bad_assembly_input():
@@ -191,3 +197,25 @@ def test_bad_assembly_input():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="expected the posterior of an assembly"):
             posture.joint_angles(object())
+
+
+def test_posture_angles_of_increments_equal_the_posteriors():
+    asm = _three_spheres(rank=2)
+    rng = np.random.default_rng(5)
+    problem, _ = build_assembly_problem(asm, [bs.obs.Landmarks3D([0, 200, 400], np.asarray(asm.combined_model().mean)[[0, 200, 400]], 1.0)])
+    theta = jnp.asarray(rng.normal(0, 1, (3, problem.dim)))
+    inc = np.asarray(jax.vmap(problem.increments)(theta))
+
+    class _Post:  # the two things the posture functions read
+        def __init__(self):
+            self.problem = problem
+
+        def flat_theta(self):
+            return theta
+
+    got = posture.joint_angles(_Post())
+    want = posture.posture_angles(asm, inc)
+    for key in ("sagittal", "coronal", "axial"):
+        np.testing.assert_allclose(got[key], want[key], atol=1e-9)
+    a, c = ("a", [0.0, 0.2, 1.0]), ("c", [0.1, 0.0, 1.0])
+    np.testing.assert_allclose(posture.plane_angle(_Post(), a, c), posture.posture_plane_angle(asm, inc, a, c), atol=1e-9)

@@ -494,3 +494,38 @@ def test_bad_silhouettes(setup):
     # a shape beyond the renderer's static footprint: -inf, not NaN
     o = obs.Silhouette(view, sim.masks[0]).bind(model.faces, np.asarray(model.mean)[None])
     assert float(o.log_likelihood(5.0 * model.mean)) == -np.inf
+
+
+def test_drr_composite_weight_is_one_for_pixel_noise_and_small_for_a_shape_error():
+    """Residuals that are pixel noise give a weight near 1 (block means vary as independent errors
+    predict); a shape error (a sphere 4% larger than the model's) gives correlated residuals and a
+    weight far below 1, which scales the log-likelihood and its Gauss-Newton residuals."""
+    import trimesh
+
+    from bayesshape.obs import DRR, drr_composite_weights
+    from bayesshape.projection.render import render_drr
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=20.0)
+    v, f = jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces)
+    view = bs.XRayView.parallel([0, 1, 0], detector_shape=(64, 64), pixel_spacing=1.0)
+    clean = np.asarray(render_drr(v, f, view, mu=0.02))
+    rng = np.random.default_rng(0)
+    sigma = 0.01
+    noisy = clean + rng.normal(0, sigma, clean.shape)
+    bigger = np.asarray(render_drr(v * 1.04, f, view, mu=0.02)) + rng.normal(0, sigma, clean.shape)
+    weights = []
+    for img in (noisy, bigger):
+        o = DRR(view, img, sigma, mu=0.02, block_size=8).bind(np.asarray(f), np.asarray(v)[None])
+        (w,) = drr_composite_weights([o], v)
+        weights.append(w)
+    assert weights[0] > 0.8
+    assert weights[1] < 0.05
+    o = DRR(view, bigger, sigma, mu=0.02, block_size=8).bind(np.asarray(f), np.asarray(v)[None])
+    ow = o.with_weight(weights[1])
+    assert o.correlated_residuals and not DRR(view, bigger, sigma, mu=0.02).correlated_residuals
+    assert float(ow.log_likelihood(v)) == pytest.approx(weights[1] * float(o.log_likelihood(v)), rel=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(ow.whitened_residuals(v)), np.sqrt(weights[1]) * np.asarray(o.whitened_residuals(v)), rtol=1e-12
+    )
+    with pytest.raises(ValueError, match="block_size: expected an integer >= 2"):
+        DRR(view, bigger, sigma, block_size=1)

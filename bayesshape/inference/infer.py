@@ -16,6 +16,7 @@ import numpy as np
 from .._checks import as_count, as_seed
 from ..obs.base import Observation
 from ..obs.contour import composite_weights as estimate_composite_weights
+from ..obs.drr import DRR, drr_composite_weights
 from ..posterior.posterior import Posterior, observation_vertices, standardised_residuals
 from ..prior.assembly import Assembly
 from ..prior.model import ShapeModel
@@ -133,9 +134,19 @@ def _fit_map(problem: Problem, observations, bind, likelihood: LikelihoodOptions
     correlated = [i for i, o in enumerate(problem.observations) if o.correlated_residuals]
     if likelihood.composite_weights and correlated:
         vs = _fitted_vertices(problem, theta_map)
-        weights = estimate_composite_weights(
-            [problem.observations[i] for i in correlated], [vs[i] for i in correlated], seed=seed
+        images = [i for i in correlated if isinstance(problem.observations[i], DRR)]
+        outlines = [i for i in correlated if i not in images]
+        found = dict(
+            zip(
+                outlines,
+                estimate_composite_weights([problem.observations[i] for i in outlines], [vs[i] for i in outlines], seed=seed)
+                if outlines
+                else [],
+            )
         )
+        if images:
+            found.update(zip(images, drr_composite_weights([problem.observations[i] for i in images], [vs[i] for i in images])))
+        weights = [found[i] for i in correlated]
         obs_w = list(problem.observations)
         for i, w in zip(correlated, weights):
             obs_w[i] = obs_w[i].with_weight(w)

@@ -23,7 +23,7 @@ their path lengths); ``OnObject(observation, name)`` restricts it to one object.
 from .assembly import OnObject
 from .base import Observation, PoseAnchor
 from .contour import Contour, composite_weights, mask_contour_points
-from .drr import DRR
+from .drr import DRR, drr_composite_weights
 from .landmarks import Landmarks2D, Landmarks3D, SurfacePoints
 from .silhouette import Silhouette, boundary_band
 
@@ -39,5 +39,6 @@ __all__ = [
     "OnObject",
     "mask_contour_points",
     "composite_weights",
+    "drr_composite_weights",
     "boundary_band",
 ]

@@ -17,7 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["ObjectReliability", "joint_angles", "plane_angle", "interval_table", "object_reliability"]
+__all__ = [
+    "ObjectReliability",
+    "joint_angles",
+    "plane_angle",
+    "posture_angles",
+    "posture_plane_angle",
+    "interval_table",
+    "object_reliability",
+]
 
 
 def _check(post):
@@ -50,17 +58,41 @@ def joint_angles(post, *, forward: int = 0, lateral: int = 1, up: int = 2) -> di
     Returns:
         ``{"joints": names "A/B", "sagittal": (n, J), "coronal": (n, J), "axial": (n, J)}``.
     """
-    f, l, u = _axes(forward, lateral, up)
     problem = _check(post)
     rots, _ = _transforms(post)
+    return _angles(rots, problem.object_names, _axes(forward, lateral, up))
+
+
+def _angles(rots: np.ndarray, names, axes) -> dict:
+    f, l, u = axes
     rel = np.einsum("nkji,nkjl->nkil", rots[:, :-1], rots[:, 1:])  # R_{i-1}^T R_i
-    names = problem.object_names
     return {
         "joints": [f"{a}/{b}" for a, b in zip(names[:-1], names[1:])],
         "sagittal": np.degrees(np.arctan2(rel[..., f, u], rel[..., u, u])),
         "coronal": np.degrees(np.arctan2(rel[..., l, u], rel[..., u, u])),
         "axial": np.degrees(np.arctan2(rel[..., l, f], rel[..., f, f])),
     }
+
+
+def posture_angles(assembly, increments, *, forward: int = 0, lateral: int = 1, up: int = 2) -> dict:
+    """:func:`joint_angles` of given postures: ``increments`` ``(n, n_joint, 6)`` (or one,
+    ``(n_joint, 6)``) joint increments of ``assembly`` (e.g. a simulated truth)."""
+    rots = _increment_rotations(assembly, increments)
+    return _angles(rots, assembly.names, _axes(forward, lateral, up))
+
+
+def _increment_rotations(assembly, increments) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    inc = np.array(increments, np.float64)  # a writable copy (scipy's rotations need one)
+    if inc.ndim == 2:
+        inc = inc[None]
+    if inc.shape[1:] != (assembly.n_objects - 1, 6):
+        raise ValueError(f"increments: expected shape (n, {assembly.n_objects - 1}, 6), got {inc.shape}")
+    rots = [np.broadcast_to(np.eye(3), (inc.shape[0], 3, 3))]
+    for i in range(inc.shape[1]):
+        rots.append(np.einsum("nij,njk->nik", rots[-1], Rotation.from_rotvec(np.ascontiguousarray(inc[:, i, :3])).as_matrix()))
+    return np.stack(rots, axis=1)
 
 
 def plane_angle(post, a: tuple[str, object], b: tuple[str, object], *, plane: tuple[int, int] = (0, 2)) -> np.ndarray:
@@ -72,7 +104,16 @@ def plane_angle(post, a: tuple[str, object], b: tuple[str, object], *, plane: tu
     plane ``(0, 2)`` (forward, up).
     """
     problem = _check(post)
-    names = list(problem.object_names)
+    rots, _ = _transforms(post)
+    return _plane_angle(rots, list(problem.object_names), a, b, plane)
+
+
+def posture_plane_angle(assembly, increments, a, b, *, plane: tuple[int, int] = (0, 2)) -> np.ndarray:
+    """:func:`plane_angle` of given postures ``(n, n_joint, 6)`` (or ``(n_joint, 6)``) of ``assembly``."""
+    return _plane_angle(_increment_rotations(assembly, increments), list(assembly.names), a, b, plane)
+
+
+def _plane_angle(rots, names, a, b, plane) -> np.ndarray:
     i, j = plane
     dirs = []
     for name, vec in (a, b):
@@ -82,7 +123,6 @@ def plane_angle(post, a: tuple[str, object], b: tuple[str, object], *, plane: tu
         if v.shape != (3,) or not np.all(np.isfinite(v)) or np.linalg.norm(v) == 0:
             raise ValueError(f"direction of {name!r}: expected a finite non-zero (3,) vector, got {vec!r}")
         dirs.append((names.index(name), v / np.linalg.norm(v)))
-    rots, _ = _transforms(post)
     va = np.einsum("nij,j->ni", rots[:, dirs[0][0]], dirs[0][1])
     vb = np.einsum("nij,j->ni", rots[:, dirs[1][0]], dirs[1][1])
     cross = vb[:, i] * va[:, j] - vb[:, j] * va[:, i]
@@ -124,7 +164,7 @@ class ObjectReliability:
         misfit: the mean squared standardised residual of the image data where this object is what
             the ray sees most (its share of each pixel's path length above one half), over every
             image observation; ``nan`` where no pixel is its own.
-        flagged: ``misfit`` or ``shape_mahalanobis`` above its threshold.
+        flagged: see :func:`object_reliability`.
     """
 
     name: str
@@ -137,9 +177,17 @@ class ObjectReliability:
         return dataclasses.asdict(self)
 
 
-def object_reliability(post, *, misfit_threshold: float = 2.0, mahalanobis_threshold: float = 4.0) -> list[ObjectReliability]:
+def object_reliability(
+    post, *, misfit_threshold: float = 2.0, misfit_ratio: float = 1.3, mahalanobis_threshold: float = 4.0
+) -> list[ObjectReliability]:
     """Per object: its credible radius, how atypical its fitted shape is and how badly its own pixels
-    fit (:class:`ObjectReliability`); flagged where a threshold is passed."""
+    fit (:class:`ObjectReliability`).
+
+    An object is flagged when its misfit is above ``misfit_threshold`` *and* above ``misfit_ratio``
+    times the median misfit of the assembly's objects (a shape the model cannot make shows up as
+    one object fitting worse than its neighbours, which share the views, the noise and the model's
+    general limits), or when its shape's Mahalanobis norm is above ``mahalanobis_threshold``.
+    """
     from ..projection.render import render_drr
 
     problem = _check(post)
@@ -174,12 +222,14 @@ def object_reliability(post, *, misfit_threshold: float = 2.0, mahalanobis_thres
             sq[k] += r2[own[k]].sum()
             cnt[k] += own[k].sum()
     mis = np.where(cnt > 0, sq / np.maximum(cnt, 1), np.nan)
+    typical = float(np.nanmedian(mis)) if np.isfinite(mis).any() else np.nan
     out = []
     mo = problem.mode_offsets
     for k, name in enumerate(names):
         a = alpha[mo[k] : mo[k + 1]]
         maha = float(np.mean(a**2)) if a.size else 0.0
-        flag = bool((np.isfinite(mis[k]) and mis[k] > misfit_threshold) or maha > mahalanobis_threshold)
+        bad_fit = np.isfinite(mis[k]) and mis[k] > misfit_threshold and mis[k] > misfit_ratio * typical
+        flag = bool(bad_fit or maha > mahalanobis_threshold)
         out.append(ObjectReliability(name, float(r95[ids == k].mean()), maha, float(mis[k]), flag))
     return out
 

@@ -1,7 +1,7 @@
 """Shape priors: the ShapeModel distribution, PCA building, kernels and GP models."""
 
 from . import kernels
-from .assembly import Assembly, PosturePrior
+from .assembly import Assembly, PosturePrior, without_rigid_motion
 from .build import build_pca_model, procrustes_align, similarity_transform
 from .coarsen import coarsen_mesh
 from .evaluation import ModelEvaluation, evaluate_model
@@ -14,6 +14,7 @@ __all__ = [
     "ShapeModel",
     "Assembly",
     "PosturePrior",
+    "without_rigid_motion",
     "build_pca_model",
     "procrustes_align",
     "similarity_transform",

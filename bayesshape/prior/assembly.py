@@ -33,7 +33,40 @@ from jaxtyping import Array, Float
 from .._checks import is_concrete
 from .model import ShapeModel
 
-__all__ = ["PosturePrior", "Assembly"]
+__all__ = ["PosturePrior", "Assembly", "without_rigid_motion"]
+
+
+def without_rigid_motion(model: ShapeModel) -> ShapeModel:
+    """The model with the rigid motions of its mean taken out of its variation: the covariance
+    ``P C P`` with ``P`` the projection orthogonal to the six fields of an infinitesimal rigid motion
+    (three translations, three rotations about the mean's centroid), re-diagonalised.
+
+    In an assembly a shape mode that moves a whole object rigidly (a GP model of a reference has
+    them) is the same thing as a change of posture, so the posture would not be identifiable; a
+    model built from Procrustes-aligned shapes has almost none, and loses almost nothing here.
+    """
+    mean = np.asarray(model.mean, np.float64)
+    n = mean.shape[0]
+    d = mean - mean.mean(0)
+    fields = np.zeros((n, 3, 6))
+    fields[:, :, :3] = np.eye(3)
+    fields[:, :, 3] = np.stack([np.zeros(n), -d[:, 2], d[:, 1]], 1)  # e_x cross d
+    fields[:, :, 4] = np.stack([d[:, 2], np.zeros(n), -d[:, 0]], 1)  # e_y cross d
+    fields[:, :, 5] = np.stack([-d[:, 1], d[:, 0], np.zeros(n)], 1)  # e_z cross d
+    q, _ = np.linalg.qr(fields.reshape(3 * n, 6))
+    b = np.asarray(model.basis, np.float64) * np.sqrt(np.asarray(model.variance, np.float64))[None]
+    b = b - q @ (q.T @ b)
+    u, sv, _ = np.linalg.svd(b, full_matrices=False)
+    keep = sv**2 > 1e-12 * max(float(sv[0]) ** 2, 1e-300)
+    return ShapeModel(
+        mean,
+        u[:, keep],
+        sv[keep] ** 2,
+        noise_variance=float(model.noise_variance),
+        faces=model.faces,
+        total_variance=float(model.total_variance),
+        vertex_noise=model.vertex_noise,
+    )
 
 
 class PosturePrior(eqx.Module):
@@ -251,6 +284,7 @@ class Assembly(eqx.Module):
         joints=None,
         kernel=None,
         rank: int = 20,
+        rigid_free: bool = True,
         overlap_tolerance: float = 0.01,
     ) -> Assembly:
         """An assembly from each object's mesh (or model) in the natural posture.
@@ -265,6 +299,8 @@ class Assembly(eqx.Module):
             kernel: the kernel of the GP models; default ``multiscale((4, 1), (40, 15))``: 2 mm of
                 smooth variation over 40 mm and 1 mm over 15 mm, a scale for vertebrae.
             rank: the modes of each GP model.
+            rigid_free: take each object's rigid motions out of its model
+                (:func:`without_rigid_motion`), so that its pose is the posture's alone.
             overlap_tolerance: warn when more than this fraction of an object's vertices lies
                 inside a neighbour at the natural posture (meshes that intersect).
         """
@@ -276,6 +312,8 @@ class Assembly(eqx.Module):
         kernel = multiscale((4.0, 1.0), (40.0, 15.0)) if kernel is None else kernel
         names = tuple(str(n) for n in objects)
         models = tuple(o if isinstance(o, ShapeModel) else gp_model(o, kernel, rank) for o in objects.values())
+        if rigid_free:
+            models = tuple(without_rigid_motion(m) for m in models)
         means = [np.asarray(m.mean, np.float64) for m in models]
         if joints is None:
             joints = np.stack([_closest_midpoint(a, b) for a, b in zip(means[:-1], means[1:])]).reshape(-1, 3)
