@@ -108,7 +108,9 @@ def simulate_case(asm: Assembly, truth_models, rng: np.random.Generator, *, frac
             v = wedge(v)
         shapes.append(v)
     cov = np.asarray(asm.posture.covariance)
-    inc = (np.asarray(asm.posture.mean).reshape(-1) + np.linalg.cholesky(cov) @ rng.normal(size=cov.shape[0])).reshape(-1, 6)
+    inc = (np.asarray(asm.posture.mean).reshape(-1) + np.linalg.cholesky(cov) @ rng.normal(size=cov.shape[0])).reshape(
+        -1, 6
+    )
     from bayesshape.inference._assembly import object_transforms
 
     rots, trans = (np.asarray(x) for x in object_transforms(jax.numpy.asarray(inc), asm.joints))
@@ -127,8 +129,13 @@ def run_case(asm, truth_models, views, rng, normals, *, fracture=None, samples=4
     sim = bs.simulate_xray((world, faces), views, seed=seed, noise=0.01, mu=0.02)
     t0 = time.perf_counter()
     post = bs.infer(
-        asm, sim.observations("drr", block_size=block or None), bs.Laplace(), bs.RigidPose(rotation_sd=0.1, translation_sd=10.0),
-        num_samples=samples, seed=seed, likelihood=likelihood,
+        asm,
+        sim.observations("drr", block_size=block or None),
+        bs.Laplace(),
+        bs.RigidPose(rotation_sd=0.1, translation_sd=10.0),
+        num_samples=samples,
+        seed=seed,
+        likelihood=likelihood,
     )
     wall = time.perf_counter() - t0
     mean_v = post.mean_vertices()
@@ -162,13 +169,18 @@ def run_case(asm, truth_models, views, rng, normals, *, fracture=None, samples=4
     truth["lordosis_sagittal"] = posture.posture_plane_angle(asm, inc, *lord, plane=(0, 2))
     truth["lordosis_coronal"] = posture.posture_plane_angle(asm, inc, *lord, plane=(1, 2))
     angle_rows = []
-    for key in ("sagittal", "coronal", "lordosis_sagittal", "lordosis_coronal"):
+    for key in ("sagittal", "coronal", "axial", "lordosis_sagittal", "lordosis_coronal"):
         d, t = np.asarray(draws[key]), np.asarray(truth[key])
         d = d[:, None] if d.ndim == 1 else d
         t = t.reshape(-1)
         for c in range(d.shape[1]):
             label = key if key.startswith("lordosis") else f"{key}[{draws['joints'][c]}]"
-            row = {"angle": label, "truth_deg": float(t[c]), "mean_deg": float(d[:, c].mean()), "sd_deg": float(d[:, c].std())}
+            row = {
+                "angle": label,
+                "truth_deg": float(t[c]),
+                "mean_deg": float(d[:, c].mean()),
+                "sd_deg": float(d[:, c].std()),
+            }
             for lev in LEVELS:
                 lo, hi = np.quantile(d[:, c], [0.5 - lev / 2, 0.5 + lev / 2])
                 row[f"covered_{lev:g}"] = bool(lo <= t[c] <= hi)
@@ -181,13 +193,19 @@ def run_case(asm, truth_models, views, rng, normals, *, fracture=None, samples=4
         r_true = Rotation.from_rotvec(inc[j, :3])
         rot_err.append(float(np.degrees((r_est.inv() * r_true).magnitude())))
     weights = post.diagnostics.map.composite_weights
-    return {"vertebrae": vert_rows, "angles": angle_rows, "rotation_error_deg": rot_err, "wall_s": wall, "weights": weights}
+    return {
+        "vertebrae": vert_rows,
+        "angles": angle_rows,
+        "rotation_error_deg": rot_err,
+        "wall_s": wall,
+        "weights": weights,
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--quick", action="store_true", help="6 spines, coarser meshes (minutes on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="6 spines (minutes on 2 cores) instead of 20")
     ap.add_argument("--cases", type=int, default=None, help="spines (default 20, --quick 6)")
     ap.add_argument("--data", type=Path, default=DATA, help="folder with L2.ply ... L5.ply")
     ap.add_argument("--seed", type=int, default=0)
@@ -196,7 +214,7 @@ def main(argv=None) -> int:
     ap.add_argument("--truth-rank", type=int, default=150, help="modes of the kernels the true shapes come from")
     args = ap.parse_args(argv)
     n_cases = args.cases or (6 if args.quick else 20)
-    n_faces = 1200 if args.quick else 2400
+    n_faces = 1200
     rank = args.rank
     meshes = load_spine(args.data, n_faces)
     prior = PosturePrior.independent(3, rotation_deg=ROTATION_SD_DEG, translation_mm=TRANSLATION_SD_MM)
@@ -219,15 +237,40 @@ def main(argv=None) -> int:
             f"rotation error {np.round(r['rotation_error_deg'], 2).tolist()} deg, composite weights {r['weights']}",
             flush=True,
         )
-    frac = run_case(asm, truth_models, views, rng, normals, fracture="L4", seed=args.seed + 1000, likelihood=lik, block=args.block_size)
+    frac = run_case(
+        asm,
+        truth_models,
+        views,
+        rng,
+        normals,
+        fracture="L4",
+        seed=args.seed + 1000,
+        likelihood=lik,
+        block=args.block_size,
+    )
     flagged = [v["vertebra"] for v in frac["vertebrae"] if v["flagged"]]
-    print(f"fracture of L4: flagged {flagged}; " + ", ".join(f"{v['vertebra']} misfit {v['misfit']:.2f} maha {v['shape_mahalanobis']:.2f}" for v in frac["vertebrae"]))
+    print(
+        f"fracture of L4: flagged {flagged}; "
+        + ", ".join(
+            f"{v['vertebra']} misfit {v['misfit']:.2f} maha {v['shape_mahalanobis']:.2f}" for v in frac["vertebrae"]
+        )
+    )
 
     verts = [v for c in cases for v in c["vertebrae"]]
     angles = [a for c in cases for a in c["angles"]]
     lordosis = [a for a in angles if a["angle"] == "lordosis_sagittal"]
-    coverage = {f"{lev:g}": float(np.mean([a[f"covered_{lev:g}"] for a in angles])) for lev in LEVELS}
-    se = {k: float(np.sqrt(v * (1 - v) / len(angles))) for k, v in coverage.items()}
+    # the clinical angles: sagittal and coronal, per joint and the lordosis; axial rotation apart
+    clinical = [a for a in angles if not a["angle"].startswith("axial")]
+    axial = [a for a in angles if a["angle"].startswith("axial")]
+    coverage = {f"{lev:g}": float(np.mean([a[f"covered_{lev:g}"] for a in clinical])) for lev in LEVELS}
+    se = {k: float(np.sqrt(v * (1 - v) / len(clinical))) for k, v in coverage.items()}
+
+    def abs_err(rows):
+        return float(np.mean([abs(a["mean_deg"] - a["truth_deg"]) for a in rows]))
+
+    def mean_sd(rows):
+        return float(np.mean([a["sd_deg"] for a in rows]))
+
     summary = {
         "cases": n_cases,
         "faces_per_vertebra": n_faces,
@@ -243,7 +286,14 @@ def main(argv=None) -> int:
         "lordosis_error_deg": float(np.mean([abs(a["mean_deg"] - a["truth_deg"]) for a in lordosis])),
         "angle_coverage": coverage,
         "angle_coverage_se": se,
-        "angles_per_case": len(angles) // n_cases,
+        "angles_per_case": len(clinical) // n_cases,
+        "axial_coverage": {f"{lev:g}": float(np.mean([a[f"covered_{lev:g}"] for a in axial])) for lev in LEVELS},
+        "angle_error_deg": {
+            p: abs_err([a for a in angles if a["angle"].startswith(p)]) for p in ("sagittal", "coronal", "axial")
+        },
+        "angle_sd_deg": {
+            p: mean_sd([a for a in angles if a["angle"].startswith(p)]) for p in ("sagittal", "coronal", "axial")
+        },
         "flagged_in_normal_cases": sum(v["flagged"] for v in verts),
         "fracture_flagged": flagged == ["L4"],
         "fracture_flags": flagged,

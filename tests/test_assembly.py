@@ -75,7 +75,10 @@ def test_assembly_drr_is_the_sum_of_single_object_drrs():
     a, b = _sphere([0, 0, 0], 10.0, 2), _sphere([6, 0, 0], 8.0, 2)  # overlapping
     asm = Assembly(
         ("a", "b"),
-        (bs.gp_model(a, bs.kernels.GaussianKernel(1.0, 10.0), 2), bs.gp_model(b, bs.kernels.GaussianKernel(1.0, 10.0), 2)),
+        (
+            bs.gp_model(a, bs.kernels.GaussianKernel(1.0, 10.0), 2),
+            bs.gp_model(b, bs.kernels.GaussianKernel(1.0, 10.0), 2),
+        ),
         jnp.asarray([[3.0, 0.0, 0.0]]),
         PosturePrior.independent(1),
     )
@@ -83,7 +86,9 @@ def test_assembly_drr_is_the_sum_of_single_object_drrs():
     view = bs.XRayView.parallel([0, 1, 0], detector_shape=(32, 32), pixel_spacing=1.0)
     for pixel in ("centre", "area"):
         both = np.asarray(render_drr(m.mean, m.faces, view, pixel=pixel))
-        single = sum(np.asarray(render_drr(jnp.asarray(x.vertices), jnp.asarray(x.faces), view, pixel=pixel)) for x in (a, b))
+        single = sum(
+            np.asarray(render_drr(jnp.asarray(x.vertices), jnp.asarray(x.faces), view, pixel=pixel)) for x in (a, b)
+        )
         assert both.max() > 25.0  # the rays through the overlap see both spheres
         np.testing.assert_allclose(both, single, atol=1e-9)
 
@@ -123,7 +128,11 @@ def test_two_object_landmarks_laplace_equals_closed_form_posterior():
     m = asm.combined_model()
     rng = np.random.default_rng(3)
     ids = rng.choice(m.n_vertices, 40, replace=False)
-    points = np.asarray(m.mean)[ids] + rng.normal(0, 1.0, (40, 3)) + np.where(ids[:, None] >= asm.vertex_offsets[1], 1.5, 0.0)
+    points = (
+        np.asarray(m.mean)[ids]
+        + rng.normal(0, 1.0, (40, 3))
+        + np.where(ids[:, None] >= asm.vertex_offsets[1], 1.5, 0.0)
+    )
     sigma = 0.8
     post = bs.infer(asm, bs.obs.Landmarks3D(ids, points, sigma), method=bs.Laplace(), num_samples=100, seed=0)
     mean, cov = _linear_two_object_posterior(asm, ids, points, sigma, 0.005)
@@ -161,7 +170,10 @@ def test_posture_angles_of_known_increments(tmp_path):
     """One joint bent by known angles: the posterior of a sharp prior around them reports them."""
     asm = _three_spheres(
         posture=PosturePrior.independent(
-            2, rotation_deg=0.01, translation_mm=0.01, mean=[[0, np.radians(5.0), 0, 0, 0, 0], [np.radians(-3.0), 0, 0, 0, 0, 0]]
+            2,
+            rotation_deg=0.01,
+            translation_mm=0.01,
+            mean=[[0, np.radians(5.0), 0, 0, 0, 0], [np.radians(-3.0), 0, 0, 0, 0, 0]],
         )
     )
     ids = np.arange(0, 160, 8)
@@ -202,7 +214,9 @@ def test_bad_assembly_input():
 def test_posture_angles_of_increments_equal_the_posteriors():
     asm = _three_spheres(rank=2)
     rng = np.random.default_rng(5)
-    problem, _ = build_assembly_problem(asm, [bs.obs.Landmarks3D([0, 200, 400], np.asarray(asm.combined_model().mean)[[0, 200, 400]], 1.0)])
+    problem, _ = build_assembly_problem(
+        asm, [bs.obs.Landmarks3D([0, 200, 400], np.asarray(asm.combined_model().mean)[[0, 200, 400]], 1.0)]
+    )
     theta = jnp.asarray(rng.normal(0, 1, (3, problem.dim)))
     inc = np.asarray(jax.vmap(problem.increments)(theta))
 
@@ -218,4 +232,6 @@ def test_posture_angles_of_increments_equal_the_posteriors():
     for key in ("sagittal", "coronal", "axial"):
         np.testing.assert_allclose(got[key], want[key], atol=1e-9)
     a, c = ("a", [0.0, 0.2, 1.0]), ("c", [0.1, 0.0, 1.0])
-    np.testing.assert_allclose(posture.plane_angle(_Post(), a, c), posture.posture_plane_angle(asm, inc, a, c), atol=1e-9)
+    np.testing.assert_allclose(
+        posture.plane_angle(_Post(), a, c), posture.posture_plane_angle(asm, inc, a, c), atol=1e-9
+    )

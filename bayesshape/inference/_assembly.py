@@ -77,6 +77,7 @@ class AssemblyProblem(Problem):
         k = self.n_modes + self.n_pose - self.n_posture
         z = theta[k : k + self.n_posture]
         dt = theta.dtype
+        assert self.posture_mean is not None and self.posture_chol is not None
         return self.posture_mean.astype(dt) + (self.posture_chol.astype(dt) @ z).reshape(-1, 6)
 
     def object_transforms(self, theta):
@@ -160,4 +161,3 @@ def build_assembly_problem(assembly: Assembly, observations, pose=None, likeliho
         mode_offsets=assembly.mode_offsets,
     )
     return problem, bind
-

@@ -139,13 +139,17 @@ def _fit_map(problem: Problem, observations, bind, likelihood: LikelihoodOptions
         found = dict(
             zip(
                 outlines,
-                estimate_composite_weights([problem.observations[i] for i in outlines], [vs[i] for i in outlines], seed=seed)
+                estimate_composite_weights(
+                    [problem.observations[i] for i in outlines], [vs[i] for i in outlines], seed=seed
+                )
                 if outlines
                 else [],
             )
         )
         if images:
-            found.update(zip(images, drr_composite_weights([problem.observations[i] for i in images], [vs[i] for i in images])))
+            found.update(
+                zip(images, drr_composite_weights([problem.observations[i] for i in images], [vs[i] for i in images]))
+            )
         weights = [found[i] for i in correlated]
         obs_w = list(problem.observations)
         for i, w in zip(correlated, weights):

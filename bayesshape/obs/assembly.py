@@ -91,7 +91,7 @@ class OnObject(Observation):
         return self._wrap(self.observation.with_weight(weight))
 
     def residual_vectors(self, vertices):
-        return self.observation.residual_vectors(self._rows(vertices))  # type: ignore[attr-defined]
+        return self.observation.residual_vectors(self._rows(vertices))
 
     def sampling_caveat(self) -> str | None:
         return self.observation.sampling_caveat()
@@ -108,7 +108,7 @@ class OnObject(Observation):
 
     @property
     def sigma(self):
-        return self.observation.sigma  # type: ignore[attr-defined]
+        return self.observation.sigma
 
     @property
     def n_data(self) -> int:

@@ -43,7 +43,9 @@ def _transforms(post):
 
 def _axes(forward: int, lateral: int, up: int):
     if sorted((forward, lateral, up)) != [0, 1, 2]:
-        raise ValueError(f"forward, lateral, up: expected a permutation of the axes 0, 1, 2, got {(forward, lateral, up)}")
+        raise ValueError(
+            f"forward, lateral, up: expected a permutation of the axes 0, 1, 2, got {(forward, lateral, up)}"
+        )
     return forward, lateral, up
 
 
@@ -64,13 +66,13 @@ def joint_angles(post, *, forward: int = 0, lateral: int = 1, up: int = 2) -> di
 
 
 def _angles(rots: np.ndarray, names, axes) -> dict:
-    f, l, u = axes
+    fw, lat, up = axes
     rel = np.einsum("nkji,nkjl->nkil", rots[:, :-1], rots[:, 1:])  # R_{i-1}^T R_i
     return {
         "joints": [f"{a}/{b}" for a, b in zip(names[:-1], names[1:])],
-        "sagittal": np.degrees(np.arctan2(rel[..., f, u], rel[..., u, u])),
-        "coronal": np.degrees(np.arctan2(rel[..., l, u], rel[..., u, u])),
-        "axial": np.degrees(np.arctan2(rel[..., l, f], rel[..., f, f])),
+        "sagittal": np.degrees(np.arctan2(rel[..., fw, up], rel[..., up, up])),
+        "coronal": np.degrees(np.arctan2(rel[..., lat, up], rel[..., up, up])),
+        "axial": np.degrees(np.arctan2(rel[..., lat, fw], rel[..., fw, fw])),
     }
 
 
@@ -91,7 +93,9 @@ def _increment_rotations(assembly, increments) -> np.ndarray:
         raise ValueError(f"increments: expected shape (n, {assembly.n_objects - 1}, 6), got {inc.shape}")
     rots = [np.broadcast_to(np.eye(3), (inc.shape[0], 3, 3))]
     for i in range(inc.shape[1]):
-        rots.append(np.einsum("nij,njk->nik", rots[-1], Rotation.from_rotvec(np.ascontiguousarray(inc[:, i, :3])).as_matrix()))
+        rots.append(
+            np.einsum("nij,njk->nik", rots[-1], Rotation.from_rotvec(np.ascontiguousarray(inc[:, i, :3])).as_matrix())
+        )
     return np.stack(rots, axis=1)
 
 
@@ -232,4 +236,3 @@ def object_reliability(
         flag = bool(bad_fit or maha > mahalanobis_threshold)
         out.append(ObjectReliability(name, float(r95[ids == k].mean()), maha, float(mis[k]), flag))
     return out
-

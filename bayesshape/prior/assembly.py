@@ -176,7 +176,7 @@ class Assembly(eqx.Module):
     Example:
         >>> import bayesshape as bs
         >>> a = bs.datasets.example_shapes(1, seed=0)[0]
-        >>> b = a.copy(); b.apply_translation([0.0, 0.0, -120.0])
+        >>> b = a.copy(); _ = b.apply_translation([0.0, 0.0, -450.0])
         >>> asm = bs.prior.Assembly.from_meshes({"upper": a, "lower": b}, rank=5)
         >>> asm.combined_model().n_vertices == 2 * len(a.vertices)
         True
@@ -199,8 +199,7 @@ class Assembly(eqx.Module):
             raise ValueError(f"joints: expected shape ({len(names) - 1}, 3), got {tuple(self.joints.shape)}")
         if self.posture.n_levels != len(names) - 1:
             raise ValueError(
-                f"posture: a prior for {self.posture.n_levels} joints, but {len(names)} objects have "
-                f"{len(names) - 1}"
+                f"posture: a prior for {self.posture.n_levels} joints, but {len(names)} objects have {len(names) - 1}"
             )
 
     # ---------------------------------------------------------------- layout
@@ -256,7 +255,10 @@ class Assembly(eqx.Module):
         noise = None
         if any(m.vertex_noise is not None for m in self.models):
             noise = np.concatenate(
-                [np.zeros((m.n_vertices, 3, 3)) if m.vertex_noise is None else np.asarray(m.vertex_noise) for m in self.models]
+                [
+                    np.zeros((m.n_vertices, 3, 3)) if m.vertex_noise is None else np.asarray(m.vertex_noise)
+                    for m in self.models
+                ]
             )
         return ShapeModel(
             mean,
@@ -324,18 +326,18 @@ class Assembly(eqx.Module):
         return out
 
     def check_overlap(self, tolerance: float = 0.01) -> list[tuple[str, str, float]]:
-        """Warn (and return ``(a, b, fraction)``) for neighbours whose mean meshes intersect: more than
+        """Warn (and return ``(inside, outside, fraction)``) for neighbours whose mean meshes intersect: more than
         ``tolerance`` of ``b``'s vertices inside ``a`` or the other way round."""
         from .._geometry import winding_numbers
 
-        found = []
+        found: list[tuple[str, str, float]] = []
         for i in range(self.n_objects - 1):
-            for a, b in ((i, i + 1), (i + 1, i)):
-                ma, mb = self.models[a], self.models[b]
+            for ia, ib in ((i, i + 1), (i + 1, i)):
+                ma, mb = self.models[ia], self.models[ib]
                 w = np.asarray(winding_numbers(jnp.asarray(mb.mean), jnp.asarray(ma.mean), jnp.asarray(ma.faces)))
                 frac = float(np.mean(np.abs(w) > 0.5))
                 if frac > tolerance:
-                    found.append((self.names[b], self.names[a], frac))
+                    found.append((self.names[ib], self.names[ia], frac))
         for b, a, frac in found:
             warnings.warn(
                 f"objects {b!r} and {a!r} intersect at the natural posture: {100 * frac:.1f}% of {b!r}'s vertices "
