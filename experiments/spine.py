@@ -209,12 +209,15 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", type=int, default=None, help="spines (default 20, --quick 6)")
     ap.add_argument("--data", type=Path, default=DATA, help="folder with L2.ply ... L5.ply")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--faces", type=int, default=1200, help="faces per vertebra after decimation")
+    ap.add_argument("--detector", type=int, default=128, help="detector side, pixels (field of view 192 mm)")
+    ap.add_argument("--samples", type=int, default=400, help="posterior draws per spine")
     ap.add_argument("--block-size", type=int, default=16, help="DRR composite-likelihood blocks, pixels (0: none)")
     ap.add_argument("--rank", type=int, default=60, help="modes of each vertebra's GP model (the prior)")
     ap.add_argument("--truth-rank", type=int, default=150, help="modes of the kernels the true shapes come from")
     args = ap.parse_args(argv)
     n_cases = args.cases or (6 if args.quick else 20)
-    n_faces = 1200
+    n_faces = args.faces
     rank = args.rank
     meshes = load_spine(args.data, n_faces)
     prior = PosturePrior.independent(3, rotation_deg=ROTATION_SD_DEG, translation_mm=TRANSLATION_SD_MM)
@@ -223,13 +226,23 @@ def main(argv=None) -> int:
     truth_models = [without_rigid_motion(bs.gp_model(m, kernel, args.truth_rank)) for m in meshes.values()]
     normals = (endplate_normal(meshes["L2"], +1), endplate_normal(meshes["L5"], -1))
     allv = np.concatenate([m.vertices for m in meshes.values()])
-    views = bs.biplanar(isocenter=tuple(allv.mean(0)), field_of_view=192.0, detector_shape=(128, 128))
+    views = bs.biplanar(isocenter=tuple(allv.mean(0)), field_of_view=192.0, detector_shape=(args.detector,) * 2)
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     cases = []
     lik = bs.LikelihoodOptions()
     for i in range(n_cases):
-        r = run_case(asm, truth_models, views, rng, normals, seed=args.seed + i, likelihood=lik, block=args.block_size)
+        r = run_case(
+            asm,
+            truth_models,
+            views,
+            rng,
+            normals,
+            seed=args.seed + i,
+            likelihood=lik,
+            block=args.block_size,
+            samples=args.samples,
+        )
         cases.append(r)
         print(
             f"spine {i}: {r['wall_s']:.0f} s, dice {np.mean([v['dice'] for v in r['vertebrae']]):.3f}, "
@@ -247,6 +260,7 @@ def main(argv=None) -> int:
         seed=args.seed + 1000,
         likelihood=lik,
         block=args.block_size,
+        samples=args.samples,
     )
     flagged = [v["vertebra"] for v in frac["vertebrae"] if v["flagged"]]
     print(

@@ -348,3 +348,22 @@ def test_loo_calibration_on_csv_point_sets(tmp_path):
         ["--shapes", str(tmp_path / "points"), "--obs", "contour", "--out", str(tmp_path / "o2")],
         exit_code=2,
     )
+
+
+@pytest.mark.slow
+def test_spine_smoke(tmp_path):
+    """One spine and the fracture case at a tiny setting: every summary key the page reports."""
+    from tests.conftest import shared
+
+    data = shared("lumbar_l2l5")
+    argv = ["--cases", "1", "--faces", "300", "--rank", "4", "--truth-rank", "8", "--detector", "48"]
+    _run_script(
+        "spine.py", [*argv, "--block-size", "8", "--samples", "50", "--data", str(data), "--out", str(tmp_path)]
+    )
+    s = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("dice_mean", "surface_error_mm", "rotation_error_deg", "lordosis_error_deg", "fracture_flagged"):
+        assert key in s
+    assert set(s["angle_coverage"]) == {"0.5", "0.8", "0.9", "0.95"}
+    assert 0.5 < s["dice_mean"] <= 1.0
+    rows = (tmp_path / "angles.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * 3 + 2  # header, three planes at three joints, two lordosis angles
