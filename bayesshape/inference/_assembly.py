@@ -8,8 +8,6 @@ so the prior is ``N(0, I)`` as for one object.
 
 from __future__ import annotations
 
-import dataclasses
-
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -20,7 +18,7 @@ from ..prior.assembly import Assembly
 from ..projection.pose import as_pose_prior, rotation_matrix, transform_points
 from ._problem import Problem
 from .config import LikelihoodOptions
-from .init import check_units, initial_pose, mean_centroid
+from .init import check_units, problem_fields
 
 __all__ = ["AssemblyProblem", "build_assembly_problem", "object_transforms"]
 
@@ -135,24 +133,11 @@ def build_assembly_problem(assembly: Assembly, observations, pose=None, likeliho
 
     bound = bind(observations)
     check_units(model, bound)
-    if pose_prior is None:
-        rv, tr, ls = np.zeros(3), np.zeros(3), 0.0
-    elif isinstance(pose_prior.initial, tuple):
-        rv, tr, ls = pose_prior.initial
-    else:
-        rv, tr, ls = initial_pose(model, bound, pose_prior.kind)
     dt = model.variance.dtype
     problem = AssemblyProblem(
         model,
         tuple(bound),
-        jnp.asarray(mean_centroid(model), dtype=dt),
-        jnp.asarray(rv, dtype=dt),
-        jnp.asarray(tr, dtype=dt),
-        jnp.asarray(ls, dtype=dt),
-        None if pose_prior is None else dataclasses.replace(pose_prior, initial=None),
-        likelihood.noise_sd if likelihood.infer_noise else None,
-        None,
-        (),
+        **problem_fields(model, bound, pose_prior, likelihood),
         object_ids=jnp.asarray(assembly.object_ids()),
         joints=jnp.asarray(assembly.joints, dtype=dt),
         posture_mean=jnp.asarray(assembly.posture.mean, dtype=dt),

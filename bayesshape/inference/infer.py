@@ -27,7 +27,7 @@ from ._problem import Problem
 from .config import SVI, Importance, Laplace, LikelihoodOptions, Method, as_method
 from .diagnostics import Diagnostics, ImportanceInfo, LaplaceInfo, MapInfo, MethodInfo, sampler_warnings
 from .importance import importance_sample
-from .init import check_units, initial_pose, mean_centroid
+from .init import check_units, problem_fields
 from .laplace import laplace_covariance, laplace_draws, neg_log_density_and_grad
 from .map import find_map, refine_map
 from .nuts import run_nuts
@@ -93,26 +93,12 @@ def build_problem(model: ShapeModel, observations, pose=None, likelihood: Likeli
 
     bound = bind(observations)
     check_units(model, bound)
-    if pose_prior is None:
-        rv, tr, ls = np.zeros(3), np.zeros(3), 0.0
-    elif isinstance(pose_prior.initial, tuple):
-        rv, tr, ls = pose_prior.initial
-    else:
-        rv, tr, ls = initial_pose(model, bound, pose_prior.kind)
-    dt = model.variance.dtype
     problem = Problem(
         model,
         tuple(bound),
-        jnp.asarray(mean_centroid(model), dtype=dt),
-        jnp.asarray(rv, dtype=dt),
-        jnp.asarray(tr, dtype=dt),
-        jnp.asarray(ls, dtype=dt),
-        # the initial pose lives in the arrays above; kept out of the static prior, problems that differ only
-        # in it share one compilation
-        None if pose_prior is None else dataclasses.replace(pose_prior, initial=None),
-        likelihood.noise_sd if likelihood.infer_noise else None,
-        index,
-        on_coarse,
+        **problem_fields(model, bound, pose_prior, likelihood),
+        likelihood_index=index,
+        on_coarse=on_coarse,
     )
     return problem, bind
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..prior.build import similarity_transform
 from ..prior.model import ShapeModel
 
-__all__ = ["initial_pose", "check_units", "mean_centroid"]
+__all__ = ["initial_pose", "check_units", "mean_centroid", "problem_fields"]
 
 
 def mean_centroid(model: ShapeModel) -> np.ndarray:
@@ -92,3 +92,28 @@ def check_units(model: ShapeModel, observations) -> None:
         )
     for o in observations:
         o.check_units(mean)
+
+
+def problem_fields(model: ShapeModel, bound, pose_prior, likelihood) -> dict:
+    """The fields a :class:`~bayesshape.inference._problem.Problem` takes after its observations:
+    the rotation centre, the initial pose (rotation vector, translation, log scale) as arrays, the
+    pose prior without its initial pose, and the inferred noise's sd (or None)."""
+    import dataclasses
+
+    if pose_prior is None:
+        rv, tr, ls = np.zeros(3), np.zeros(3), 0.0
+    elif isinstance(pose_prior.initial, tuple):
+        rv, tr, ls = pose_prior.initial
+    else:
+        rv, tr, ls = initial_pose(model, bound, pose_prior.kind)
+    dt = model.variance.dtype
+    return {
+        "center": jnp.asarray(mean_centroid(model), dtype=dt),
+        "init_rotvec": jnp.asarray(rv, dtype=dt),
+        "init_translation": jnp.asarray(tr, dtype=dt),
+        "init_log_scale": jnp.asarray(ls, dtype=dt),
+        # the initial pose lives in the arrays above; kept out of the static prior, problems that differ
+        # only in it share one compilation
+        "pose_prior": None if pose_prior is None else dataclasses.replace(pose_prior, initial=None),
+        "noise_sd": likelihood.noise_sd if likelihood.infer_noise else None,
+    }
