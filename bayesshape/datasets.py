@@ -36,7 +36,17 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PARAMETERS", "sample_parameters", "make_shape", "example_shapes", "template_faces", "icosphere"]
+__all__ = [
+    "PARAMETERS",
+    "sample_parameters",
+    "make_shape",
+    "example_shapes",
+    "template_faces",
+    "icosphere",
+    "SPINE_LEVELS",
+    "example_vertebra",
+    "example_spine",
+]
 
 #: name -> (mean, standard deviation)
 PARAMETERS: dict[str, tuple[float, float]] = {
@@ -143,3 +153,97 @@ def icosphere(radius: float = 1.0, subdivisions: int = 4, center=(0.0, 0.0, 0.0)
     m = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
     m.apply_translation(np.asarray(center, dtype=np.float64))
     return m
+
+
+#: the vertebrae of :func:`example_spine`, top to bottom
+SPINE_LEVELS = ("L2", "L3", "L4", "L5")
+# per level: body half-width (left-right), half-depth (anterior-posterior), half-height (mm), and the
+# tilt about the left-right axis (degrees) and the anterior shift (mm) of the natural posture
+_LEVEL_SIZE = {
+    "L2": (21.0, 15.5, 12.5, -4.0, 0.0),
+    "L3": (22.5, 16.0, 13.0, 0.0, 3.0),
+    "L4": (23.5, 16.5, 13.0, 4.0, 3.5),
+    "L5": (24.5, 17.0, 12.5, 10.0, 0.5),
+}
+
+
+def example_vertebra(
+    width: float = 22.0,
+    depth: float = 16.0,
+    height: float = 13.0,
+    *,
+    spinous: float = 28.0,
+    transverse: float = 16.0,
+    subdivisions: int = 3,
+):
+    """A procedural vertebra-like closed surface (trimesh, mm), centred on its body.
+
+    A sphere triangulation mapped radially onto a body with flat endplates (a superellipsoid of
+    half-width ``width`` along x, half-depth ``depth`` along y and half-height ``height`` along z)
+    with a spinous process of length ``spinous`` pointing posteriorly (+y) and down, and two
+    transverse processes of length ``transverse`` to the sides. Frame: LPS (x to the left, y
+    posterior, z superior). Star-shaped about its centre, so watertight and never
+    self-intersecting; every vertebra with the same ``subdivisions`` has the same vertices and faces
+    (in correspondence).
+    """
+    import trimesh
+
+    for name, val in (("width", width), ("depth", depth), ("height", height)):
+        if not (np.isfinite(val) and val > 0):
+            raise ValueError(f"{name}: expected a positive size in mm, got {val}")
+    if not (spinous >= 0 and transverse >= 0):
+        raise ValueError(f"spinous, transverse: expected process lengths >= 0 mm, got {spinous}, {transverse}")
+    sphere = trimesh.creation.icosphere(subdivisions=int(subdivisions), radius=1.0)
+    u = np.asarray(sphere.vertices, np.float64)
+    u = u / np.linalg.norm(u, axis=1, keepdims=True)
+    p, q = 2.5, 6.0  # a rounded body in plan view, flat endplates
+    body = (np.abs(u[:, 0] / width) ** p + np.abs(u[:, 1] / depth) ** p) ** (q / p) + np.abs(u[:, 2] / height) ** q
+    r = body ** (-1.0 / q)
+
+    def lobe(direction, length, width_rad):
+        d = np.asarray(direction, np.float64)
+        d /= np.linalg.norm(d)
+        angle = np.arccos(np.clip(u @ d, -1.0, 1.0))
+        return length * np.exp(-0.5 * (angle / width_rad) ** 2)
+
+    r = r + lobe((0.0, 1.0, -0.35), spinous, 0.22)
+    r = r + lobe((1.0, 0.55, 0.0), transverse, 0.2) + lobe((-1.0, 0.55, 0.0), transverse, 0.2)
+    return trimesh.Trimesh(u * r[:, None], np.asarray(sphere.faces), process=False)
+
+
+def example_spine(*, seed: int | None = None, spread: float = 0.05, subdivisions: int = 3) -> dict:
+    """A procedural lumbar spine, L2 to L5 (:data:`SPINE_LEVELS`), in a lordotic natural posture.
+
+    Returns ``{name: trimesh}`` in chain order, top to bottom, in one LPS frame (mm): bodies 36 to
+    38 mm apart along z with 10 mm discs, tilted about the left-right axis and shifted anteriorly
+    (-y) as in a standing lumbar lordosis of about 14 degrees from L2 to L5. ``seed=None`` gives the
+    mean spine; a seed gives one whose body sizes and process lengths vary by independent normal
+    factors of sd ``spread`` (relative) around the mean. Each vertebra is an
+    :func:`example_vertebra` with ``subdivisions``, so the vertebrae of every spine correspond.
+
+    Example:
+        >>> spine = example_spine()
+        >>> list(spine), spine["L3"].is_watertight
+        (['L2', 'L3', 'L4', 'L5'], True)
+    """
+    import trimesh
+
+    rng = None if seed is None else np.random.default_rng(seed)
+
+    def vary(x):
+        return x if rng is None else x * float(np.exp(spread * rng.standard_normal()))
+
+    out, z = {}, 0.0
+    prev_height = None
+    for name in SPINE_LEVELS:
+        w, d, h, tilt, shift = _LEVEL_SIZE[name]
+        w, d, h = vary(w), vary(d), vary(h)
+        if prev_height is not None:
+            z -= prev_height + 10.0 + h
+        prev_height = h
+        v = example_vertebra(w, d, h, spinous=vary(28.0), transverse=vary(16.0), subdivisions=subdivisions)
+        c, s = np.cos(np.radians(tilt)), np.sin(np.radians(tilt))
+        rot = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])  # about x (left-right)
+        verts = np.asarray(v.vertices) @ rot.T + np.array([0.0, -shift, z])
+        out[name] = trimesh.Trimesh(verts, np.asarray(v.faces), process=False)
+    return out

@@ -7,6 +7,7 @@ Every file is written atomically (a temporary file in the same folder, then a re
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ __all__ = [
     "confidence_fields",
     "export_confidence_mesh",
     "export_samples",
+    "export_object_meshes",
     "export_markups",
     "write_summary",
     "write_json",
@@ -158,6 +160,57 @@ def export_samples(posterior, folder, n: int = 10, *, seed: int = 0, suffix: str
     return paths
 
 
+def export_object_meshes(
+    posterior,
+    folder,
+    *,
+    truth=None,
+    level: float = 0.95,
+    tolerance_mm: float = 2.0,
+    suffix: str = ".ply",
+) -> list[Path]:
+    """One confidence mesh per object of an assembly's posterior: ``folder/<name><suffix>`` (characters
+    other than letters, digits, ``.``, ``_`` and ``-`` in a name become ``_``).
+
+    Each holds the object's vertices and faces of the posterior mean with the fields of
+    :func:`confidence_fields` (the combined mesh, with its ``object_id`` array, is what
+    :func:`export_confidence_mesh` writes). Colours as there, on the credible radius.
+
+    Returns:
+        The paths written, in the assembly's order.
+    """
+    problem = getattr(posterior, "problem", None)
+    names = getattr(problem, "object_names", ())
+    if not names:
+        raise ValueError("export_object_meshes: expected the posterior of an assembly (bs.infer with an Assembly)")
+    if posterior.faces is None:
+        raise ValueError("export_object_meshes: the assembly's objects are point sets (no faces)")
+    if suffix.lower() not in (".ply", ".vtk", ".vtp"):
+        raise ValueError(f"suffix: expected '.ply', '.vtk' or '.vtp', got {suffix!r}")
+    fields = confidence_fields(posterior, truth=truth, level=level, tolerance_mm=tolerance_mm)
+    ids = np.asarray(fields["object_id"])
+    faces = np.asarray(posterior.faces)
+    mean = posterior.mean_vertices()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, name in enumerate(names):
+        stem = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+        rows = np.flatnonzero(ids == k)
+        start = int(rows[0])
+        own = faces[(ids[faces] == k).all(axis=1)] - start
+        data = {
+            key: (v[rows].astype(np.float32) if v.dtype.kind == "f" else v[rows])
+            for key, v in fields.items()
+            if key != "object_id"
+        }
+        data["rgb"] = colour_scale(fields["credible_radius"][rows], 2.0 * tolerance_mm)
+        path = folder / f"{stem}{suffix}"
+        write_mesh(path, mean[rows], own, point_data=data, active="credible_radius")
+        paths.append(path)
+    return paths
+
+
 _SLICER_SCHEMA = (
     "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"
     "markups-schema-v1.0.3.json#"
@@ -291,6 +344,7 @@ def write_summary(
     truth=None,
     tolerance_mm: float = 2.0,
     extra: dict | None = None,
+    posture_axes: tuple[int, int, int] = (1, 0, 2),
 ) -> dict:
     """Write the JSON summary of a reconstruction (atomic) and return it.
 
@@ -300,6 +354,13 @@ def write_summary(
     and max of the per-vertex std and 95% credible radius), ``measurements`` (each a
     name -> function of the vertices ``(N, 3) -> scalar``, reported as mean, sd and
     95% interval), and ``error_mm`` against ``truth`` when given.
+
+    The posterior of an assembly adds ``objects`` (per object: its reliability line,
+    :func:`bayesshape.posterior.posture.object_reliability`, and its vertex error against ``truth``)
+    and ``posture_deg`` (per joint, the sagittal, coronal and axial angles of
+    :func:`bayesshape.posterior.posture.joint_angles`: posterior mean, sd and 95% interval, degrees),
+    with ``posture_axes`` the (anterior-posterior, left-right, inferior-superior) axes of the frame:
+    ``(1, 0, 2)`` in LPS.
     """
     rel = posterior.reliability(tolerance_mm=tolerance_mm)
     std = posterior.vertex_std()
@@ -327,10 +388,35 @@ def write_summary(
             "vertex_max": float(err.max()),
             "coverage_95": float(np.mean(err <= rel.credible_radius)),
         }
+    if getattr(getattr(posterior, "problem", None), "object_names", ()):
+        out.update(_assembly_summary(posterior, truth, posture_axes))
     if extra:
         out.update(extra)
     write_json(path, out)
     return out
+
+
+def _assembly_summary(posterior, truth, axes) -> dict:
+    from .posterior import posture
+
+    names = posterior.problem.object_names
+    ids = np.asarray(posterior.problem.object_ids)
+    objects = {}
+    err = None
+    if truth is not None:
+        err = np.linalg.norm(posterior.mean_vertices() - np.asarray(getattr(truth, "vertices", truth)), axis=1)
+    for k, r in enumerate(posture.object_reliability(posterior)):
+        row = {key: val for key, val in r.as_dict().items() if key != "name"}
+        if err is not None:
+            row["vertex_error_mm"] = float(err[ids == k].mean())
+        objects[names[k]] = row
+    fw, lat, up = axes
+    table = posture.interval_table(posture.joint_angles(posterior, forward=fw, lateral=lat, up=up), levels=(0.95,))
+    angles = {
+        row["name"]: {"mean": row["mean"], "sd": row["sd"], "lo_95": row["lo_0.95"], "hi_95": row["hi_0.95"]}
+        for row in table
+    }
+    return {"objects": objects, "posture_deg": angles}
 
 
 def write_json(path, obj) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._checks import as_faces, as_points, as_seed
 from ._geometry import closed_surface_problems
-from .obs import DRR, Contour, Landmarks2D, Silhouette, mask_contour_points
+from .obs import DRR, Contour, Landmarks2D, Silhouette, label_observations, mask_contour_points
 from .projection.render import PIXEL_MODES, drr_footprint, render_drr_jit
 from .projection.views import XRayView
 
@@ -29,6 +29,8 @@ class SimulatedXRay:
         landmark_ids: vertex ids of the landmarks, or None.
         landmarks: projected landmark pixels ``(L, 2)`` with noise, or None.
         noise, contour_jitter, landmark_sigma, mu: the settings used.
+        labels: with ``object_ids``, label images ``(H, W)`` (``uint16``): 0 the background, ``k + 1``
+            where object ``k`` has the longest path (the one a segmentation would show); else None.
     """
 
     views: tuple
@@ -43,18 +45,30 @@ class SimulatedXRay:
     landmark_sigma: float
     mu: float
     pixel: str = "centre"
+    labels: tuple | None = None
 
     def observations(self, kind: str, sigma: float | None = None, **kwargs) -> list:
         """Ready-made observation objects, one per view.
 
         Args:
             kind: ``"contour"`` (from the masks), ``"silhouette"`` (the masks, pixel by pixel),
-                ``"drr"`` (the noisy images) or ``"landmarks"`` (projected landmarks).
+                ``"drr"`` (the noisy images), ``"landmarks"`` (projected landmarks), or
+                ``"label-silhouette"`` / ``"label-contour"``: per object, from the label images of
+                an assembly (:func:`bayesshape.obs.label_observations`; pass ``objects=`` the
+                assembly or its names).
             sigma: noise sd; defaults: contour ``max(1, contour_jitter)`` px, silhouette 0.5 px,
                 DRR the simulated noise sd (at least 1e-3), landmarks ``max(0.5, landmark_sigma)`` px.
             **kwargs: passed to the observation class (e.g. ``fit_scale_offset=True``). DRR
                 observations sample pixels as the images were simulated (``pixel``) unless told.
         """
+        if kind in ("label-silhouette", "label-contour"):
+            if self.labels is None:
+                raise ValueError(f"observations({kind!r}): simulate_xray was called without object_ids")
+            if "objects" not in kwargs:
+                raise ValueError(f"observations({kind!r}): pass objects= the assembly (or its object names)")
+            return label_observations(
+                self.views, self.labels, kwargs.pop("objects"), kind=kind.split("-")[1], sigma=sigma, **kwargs
+            )
         if kind == "contour":
             s = max(1.0, self.contour_jitter) if sigma is None else sigma
             if self.contour_jitter > 0:
@@ -71,7 +85,10 @@ class SimulatedXRay:
                 raise ValueError("observations('landmarks'): simulate_xray was called without landmark_ids")
             s = max(0.5, self.landmark_sigma) if sigma is None else sigma
             return [Landmarks2D(v, self.landmark_ids, p, s, **kwargs) for v, p in zip(self.views, self.landmarks)]
-        raise ValueError(f"kind: expected 'contour', 'silhouette', 'drr' or 'landmarks', got {kind!r}")
+        raise ValueError(
+            "kind: expected 'contour', 'silhouette', 'drr', 'landmarks', 'label-silhouette' or 'label-contour', "
+            f"got {kind!r}"
+        )
 
     @property
     def noise_sd(self) -> float:
@@ -90,6 +107,7 @@ def simulate_xray(
     landmark_sigma: float = 0.0,
     mu: float = 0.05,
     pixel: str = "centre",
+    object_ids=None,
 ) -> SimulatedXRay:
     """Simulate X-ray images of a mesh.
 
@@ -105,6 +123,8 @@ def simulate_xray(
         pixel: ``"centre"`` (path length through each pixel centre) or ``"area"`` (averaged
             over each pixel's square, as a detector element integrates); see :func:`render_drr`.
             Masks and contours always come from the pixel centres.
+        object_ids: ``(n_vertices,)`` the object of each vertex (``0 .. K-1``) of a mesh of several
+            closed objects (an assembly); adds label images (:attr:`SimulatedXRay.labels`).
 
     Example:
         >>> ap, lat = bs.biplanar(field_of_view=480)
@@ -138,12 +158,23 @@ def simulate_xray(
             + "; ".join(problems)
             + " (repair it, e.g. trimesh's fill_holes and fix_normals, or a watertight remesh)"
         )
+    face_object = None
+    if object_ids is not None:
+        ids = np.asarray(object_ids)
+        if ids.shape != (verts.shape[0],) or ids.dtype.kind not in "iu" or ids.min() < 0:
+            raise ValueError(
+                f"object_ids: expected one non-negative integer object index per vertex ({verts.shape[0]},), "
+                f"got shape {ids.shape} and dtype {ids.dtype}"
+            )
+        face_object = ids[faces[:, 0]]
+        if not (ids[faces] == face_object[:, None]).all():
+            raise ValueError("object_ids: a face joins vertices of two objects; each object must be a closed surface")
     rng = np.random.default_rng(as_seed(seed))
     for i, view in enumerate(views):
         view.check()
         view.check_in_front(verts, f"mesh in view {i}")
     vj, fj = jnp.asarray(verts), jnp.asarray(faces)
-    clean, noisy, masks, contours, lms = [], [], [], [], []
+    clean, noisy, masks, contours, lms, label_images = [], [], [], [], [], []
     for view in views:
         k = drr_footprint(vj, fj, view)
         h, w = view.detector_shape
@@ -162,6 +193,16 @@ def simulate_xray(
         noisy.append(img + noise * img.max() * rng.standard_normal(img.shape))
         mask = length > 0
         masks.append(mask)
+        if face_object is not None:
+            per = np.stack(
+                [
+                    np.asarray(render_drr_jit(vj, jnp.asarray(faces[face_object == obj]), view, footprint=k))
+                    if (face_object == obj).any()
+                    else np.zeros((h, w))
+                    for obj in range(int(face_object.max()) + 1)
+                ]
+            )
+            label_images.append(np.where(per.max(0) > 0, per.argmax(0) + 1, 0).astype(np.uint16))
         pts = mask_contour_points(mask)
         if contour_jitter > 0:
             pts = pts + contour_jitter * rng.standard_normal(pts.shape)
@@ -183,4 +224,5 @@ def simulate_xray(
         landmark_sigma=float(landmark_sigma),
         mu=float(mu),
         pixel=pixel,
+        labels=tuple(label_images) if face_object is not None else None,
     )

@@ -88,9 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = _sub(sub, "demo", "the main job on built-in example data", _demo.DEMO_HELP, _demo.demo)
     d.add_argument("--out", required=True, help="output folder (created)")
     d.add_argument("--views", type=int, default=2, help="2 (biplanar) or more C-arm views")
-    d.add_argument("--size", type=int, default=256, help="detector size in pixels")
+    d.add_argument("--size", type=int, help="detector size in pixels (default 256; 128 with --spine)")
     d.add_argument("--train", type=int, default=20, help="training shapes for the model")
     d.add_argument("--jitter", type=float, default=0.5, help="contour noise, pixels")
+    d.add_argument("--spine", action="store_true", help="instead: a lumbar spine (four vertebrae and their posture)")
     d.add_argument("--cohort", type=int, help="instead: an example cohort of this many cases, run by `batch`")
     d.add_argument("--workers", type=int, help="with --cohort: local Dask workers (default: serial)")
     _inference_args(d, "laplace")
@@ -198,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="--xray: PositionerSecondaryAngle, degrees, one per file (missing tag)",
     )
     i.add_argument("--contours", nargs="+", help="contour points, one CSV (row,col) per view")
+    i.add_argument(
+        "--labels",
+        nargs="+",
+        help="label images, one per view (0 background, one integer label per object), for an assembly model",
+    )
+    i.add_argument(
+        "--label-values",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help="with --labels: each object's label (default: the objects in order are 1, 2, ...)",
+    )
     i.add_argument(
         "--landmarks",
         help="3D landmarks of the patient, mm, LPS (.json Scalismo, .mrk.json or .fcsv Slicer, .csv name,x,y,z)",

@@ -27,7 +27,7 @@ or failed is run again. A failing case is recorded with its error and does not s
 (the exit code is then 1). Serial by default; --workers N starts a local Dask cluster of N
 worker processes, --scheduler ADDRESS uses a running one (each case is one task).
 
-manifest columns: case (the folder name), views, masks, images, contours, xray, flat_field,
+manifest columns: case (the folder name), views, masks, labels, images, contours, xray, flat_field,
 landmarks, landmarks2d, model_landmarks, truth (files; several per cell separated by ';',
 relative to the manifest's folder), and per-case numbers seed, sigma, mu, landmark_sigma, air,
 log_scale, frame, source_to_detector, source_to_isocenter, pixel_spacing, primary_angle,
@@ -40,7 +40,7 @@ example:
 """
 
 #: manifest column -> ``bayesshape infer`` argument (the same name unless listed)
-_PER_VIEW = ("masks", "images", "contours", "xray", "landmarks2d")
+_PER_VIEW = ("masks", "images", "contours", "xray", "landmarks2d", "labels")
 
 
 def case_namespace(base: dict, inputs: dict, out: Path) -> argparse.Namespace:

@@ -321,6 +321,43 @@ def _landmark_observations(args, model, views) -> list:
     return out
 
 
+def _label_values(args, names) -> dict | None:
+    if not args.label_values:
+        return None
+    out = {}
+    for item in args.label_values:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = int(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--label-values {item!r}: expected NAME=VALUE with an integer label (e.g. L3=2)")
+    return out
+
+
+def _label_observations(args, model, views):
+    """Per-object observations from label images (``--labels``), for an assembly model."""
+    import bayesshape as bs
+
+    if not isinstance(model, bs.prior.Assembly):
+        raise ValueError(
+            "--labels: label images need a model of several objects (an assembly file, written by "
+            "bayesshape.io.save_assembly); for a single object give its mask with --masks"
+        )
+    if args.masks or args.images or args.contours or args.xray:
+        raise ValueError("--labels: give the label images alone (not with --masks, --images, --contours or --xray)")
+    if len(args.labels) != len(views):
+        raise ValueError(f"--labels: expected one label image per view ({len(views)} views), got {len(args.labels)}")
+    images = [bs.io.read_image(p, "label image") for p in args.labels]
+    kind = "silhouette" if args.mask_likelihood == "silhouette" else "contour"
+    obs = bs.obs.label_observations(
+        views, images, model, kind=kind, sigma=args.sigma, labels=_label_values(args, model.names)
+    )
+    points = [bs.obs.mask_contour_points(np.asarray(img) > 0) for img in images]
+    return obs, [np.asarray(img, np.float64) for img in images], ["labels"] * len(images), points
+
+
 def _observations(args, views, xray_images=None):
     import bayesshape as bs
 
@@ -404,11 +441,20 @@ def infer(args) -> int:
         views, names, xray_images = _radiographs(args)
     elif args.views:
         views, names = bs.read_views(args.views)
-    elif args.masks or args.images or args.contours or args.landmarks2d:
+    elif args.masks or args.images or args.contours or args.landmarks2d or args.labels:
         raise ValueError("give the view geometry: --views FILE, or DICOM radiographs with --xray")
     else:
         views, names = [], []
-    obs, images, kinds, points = _observations(args, views, xray_images)
+    assembly = isinstance(model, bs.prior.Assembly)
+    if args.labels:
+        obs, images, kinds, points = _label_observations(args, model, views)
+    else:
+        obs, images, kinds, points = _observations(args, views, xray_images)
+    if assembly and (args.landmarks or args.landmarks2d):
+        raise ValueError(
+            "--landmarks, --landmarks2d: not available with an assembly model from the command line (use "
+            "bayesshape.obs.OnObject in Python); give --labels, --images or --masks"
+        )
     landmark_obs = _landmark_observations(args, model, views)
     if not obs and not landmark_obs:
         raise ValueError("give observations: --masks, --images, --contours or --xray per view, and/or --landmarks")
@@ -416,7 +462,13 @@ def infer(args) -> int:
     kind = kinds[0] if kinds else "landmarks"
     truth = bs.io.read_mesh(args.truth) if args.truth else None
     what = f"{len(views)} views, {kind}" + (" and landmarks" if kinds and landmark_obs else "")
-    print(f"inferring with {args.method} ({what}, pose {args.pose}, {model.n_modes} modes)")
+    if assembly:
+        print(
+            f"inferring with {args.method} ({what}, pose {args.pose}, {len(model.names)} objects "
+            f"{', '.join(model.names)}, {model.mode_offsets[-1]} modes)"
+        )
+    else:
+        print(f"inferring with {args.method} ({what}, pose {args.pose}, {model.n_modes} modes)")
     post = bs.infer(
         model,
         obs,
@@ -432,8 +484,10 @@ def infer(args) -> int:
         "views": str(args.views) if args.views else ("from the DICOM files" if args.xray else None),
         "kind": kind,
         "likelihood": type(obs[0]).__name__,
-        "files": [str(p) for p in (args.masks or args.images or args.contours or args.xray or [])],
+        "files": [str(p) for p in (args.labels or args.masks or args.images or args.contours or args.xray or [])],
     }
+    if assembly:
+        inputs["objects"] = list(model.names)
     if landmark_obs:
         inputs["landmarks"] = [str(p) for p in ([args.landmarks] if args.landmarks else []) + (args.landmarks2d or [])]
         inputs["model_landmarks"] = str(args.model_landmarks)

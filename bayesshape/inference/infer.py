@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import as_count, as_seed
+from ..obs.assembly import OnObject
 from ..obs.base import Observation
 from ..obs.contour import composite_weights as estimate_composite_weights
 from ..obs.drr import DRR, drr_composite_weights
@@ -120,21 +121,24 @@ def _fit_map(problem: Problem, observations, bind, likelihood: LikelihoodOptions
     correlated = [i for i, o in enumerate(problem.observations) if o.correlated_residuals]
     if likelihood.composite_weights and correlated:
         vs = _fitted_vertices(problem, theta_map)
-        images = [i for i in correlated if isinstance(problem.observations[i], DRR)]
+        # an observation of one object of an assembly: its own observation and the object's vertices
+        inner = {
+            i: (o.observation, o._rows(vs[i])) if isinstance(o, OnObject) else (o, vs[i])
+            for i, o in ((i, problem.observations[i]) for i in correlated)
+        }
+        images = [i for i in correlated if isinstance(inner[i][0], DRR)]
         outlines = [i for i in correlated if i not in images]
         found = dict(
             zip(
                 outlines,
-                estimate_composite_weights(
-                    [problem.observations[i] for i in outlines], [vs[i] for i in outlines], seed=seed
-                )
+                estimate_composite_weights([inner[i][0] for i in outlines], [inner[i][1] for i in outlines], seed=seed)
                 if outlines
                 else [],
             )
         )
         if images:
             found.update(
-                zip(images, drr_composite_weights([problem.observations[i] for i in images], [vs[i] for i in images]))
+                zip(images, drr_composite_weights([inner[i][0] for i in images], [inner[i][1] for i in images]))
             )
         weights = [found[i] for i in correlated]
         obs_w = list(problem.observations)

@@ -8,7 +8,7 @@ from .images import IMAGE_SUFFIXES, read_image, read_mask, write_image, write_ma
 from .landmarks import LANDMARK_SUFFIXES, LandmarkSet, read_landmarks, write_landmarks
 from .manifest import MANIFEST_COLUMNS, Case, read_manifest
 from .mesh import MESH_SUFFIXES, read_mesh, write_mesh
-from .native import load_model, save_model
+from .native import load_assembly, load_model, save_assembly, save_model
 from .posterior import load_posterior, save_posterior
 from .statismo import load_statismo, save_statismo
 from .views import read_views, view_from_dict, view_to_dict, write_views
@@ -18,6 +18,8 @@ from .vtp import read_vtp_polydata, write_vtp_polydata
 __all__ = [
     "save_model",
     "load_model",
+    "save_assembly",
+    "load_assembly",
     "load_statismo",
     "save_statismo",
     "save_posterior",

@@ -34,7 +34,7 @@ __all__ = ["Case", "read_manifest", "MANIFEST_COLUMNS"]
 
 #: columns naming files: one file, or several (one per view)
 _ONE_FILE = ("views", "flat_field", "landmarks", "model_landmarks", "truth")
-_FILES = ("masks", "images", "contours", "xray", "landmarks2d")
+_FILES = ("masks", "images", "contours", "xray", "landmarks2d", "labels")
 #: columns holding numbers (the ``bayesshape infer`` option of the same name, for this case alone)
 _NUMBERS: dict[str, type] = {
     "seed": int,

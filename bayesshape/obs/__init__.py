@@ -20,7 +20,7 @@ With an :class:`~bayesshape.prior.Assembly`, an observation sees every object (a
 their path lengths); ``OnObject(observation, name)`` restricts it to one object.
 """
 
-from .assembly import OnObject
+from .assembly import OnObject, check_label_images, label_observations
 from .base import Observation, PoseAnchor
 from .contour import Contour, composite_weights, mask_contour_points
 from .drr import DRR, drr_composite_weights
@@ -37,6 +37,8 @@ __all__ = [
     "Silhouette",
     "DRR",
     "OnObject",
+    "label_observations",
+    "check_label_images",
     "mask_contour_points",
     "composite_weights",
     "drr_composite_weights",

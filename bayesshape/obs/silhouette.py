@@ -92,6 +92,8 @@ class Silhouette(Observation):
             at 50/80/90/95%) and 0.3 less so (68/87/92/95%; docs/experiments.md).
         band: pixels within this distance (px) of a pixel of the other label are used.
         weight: a likelihood weight in (0, 1] (tempering; default 1).
+        ignore: optional ``(H, W)`` boolean: pixels outside the mask whose label is unknown (in a
+            label image, those of another object, which may hide this one); they are left out.
 
     Example:
         >>> sim = bs.simulate_xray(shape, bs.biplanar(detector_shape=(128, 128)), seed=0)  # doctest: +SKIP
@@ -122,6 +124,7 @@ class Silhouette(Observation):
         *,
         band: float = 2.0,
         weight: float = 1.0,
+        ignore=None,
         topology: Topology | None = None,
         capacity: int = 0,
         footprint: int = 0,
@@ -160,6 +163,21 @@ class Silhouette(Observation):
         self.mask = jnp.asarray(m)
         self.outline = jnp.asarray(mask_contour_points(m))
         pix, inside = boundary_band(m, band)
+        if ignore is not None:
+            ign = np.asarray(ignore)
+            if ign.shape != (h, w) or not (ign.dtype == bool or np.isin(ign, (0, 1)).all()):
+                raise ValueError(
+                    f"ignore: expected a boolean (or 0/1) array of the view's detector shape {(h, w)}, "
+                    f"got shape {ign.shape} and dtype {ign.dtype}"
+                )
+            ign = ign.astype(bool)
+            if (ign & m).any():
+                raise ValueError(
+                    f"ignore: {int((ign & m).sum())} ignored pixels lie inside the mask; only pixels outside it "
+                    "can be unknown (e.g. those of another object that may hide this one)"
+                )
+            keep = ~ign[pix[:, 0].astype(int), pix[:, 1].astype(int)]
+            pix, inside = pix[keep], inside[keep]
         self.pixels = jnp.asarray(pix)
         self.labels = jnp.asarray(np.where(inside, 1.0, -1.0))
         self.tiles = edge_tiles(pix)

@@ -6,6 +6,7 @@ Layout (all written atomically)::
     DIR/views.json           the view geometry (write_views)
     DIR/inputs.npz           per view: the input image, its kind, observed contour points
     DIR/confidence.{ply,vtk,vtp}, DIR/samples/{mean,sample_000,...}.ply
+    DIR/objects/<name>.ply   (an assembly) one confidence mesh per object
     DIR/summary.json         inputs, settings, versions, diagnostics, reliability, measurements
     DIR/truth.ply            (optional) the true shape, for simulated cases
     DIR/pictures/*.png, DIR/report.html   (make_report)
@@ -17,7 +18,14 @@ import json
 from pathlib import Path
 
 from .._atomic import atomic_folder, remove_stale_temporaries
-from ..export import COLORMAP, confidence_fields, export_confidence_mesh, export_samples, write_summary
+from ..export import (
+    COLORMAP,
+    confidence_fields,
+    export_confidence_mesh,
+    export_object_meshes,
+    export_samples,
+    write_summary,
+)
 from ..io.case_inputs import load_inputs, save_inputs
 from ..io.mesh import read_mesh, write_mesh
 from ..io.posterior import load_posterior, save_posterior
@@ -40,8 +48,11 @@ def export_case(
     settings: dict | None = None,
     measurements: dict | None = None,
     extra: dict | None = None,
+    posture_axes: tuple[int, int, int] = (1, 0, 2),
 ) -> dict:
-    """Confidence meshes (``.ply``, ``.vtk``, ``.vtp``), sample meshes and ``summary.json``.
+    """Confidence meshes (``.ply``, ``.vtk``, ``.vtp``), sample meshes and ``summary.json``; for an
+    assembly also one confidence mesh per object in ``objects/`` and its objects and posture in the
+    summary (``posture_axes``: see :func:`~bayesshape.export.write_summary`).
 
     ``summary.json`` is written last and removed first: a folder without it is incomplete (a
     killed export), and :func:`make_report` refuses it."""
@@ -57,6 +68,9 @@ def export_case(
             posterior, out / f"confidence{suffix}", truth=truth, level=level, tolerance_mm=tolerance_mm
         )
     export_samples(posterior, out / "samples", n_samples)
+    if getattr(getattr(posterior, "problem", None), "object_names", ()):
+        remove_stale_temporaries(out / "objects")
+        export_object_meshes(posterior, out / "objects", truth=truth, level=level, tolerance_mm=tolerance_mm)
     if truth is not None:
         write_mesh(out / "truth.ply", truth)
     settings = dict(
@@ -71,6 +85,7 @@ def export_case(
         truth=truth,
         tolerance_mm=tolerance_mm,
         extra=extra,
+        posture_axes=posture_axes,
     )
 
 

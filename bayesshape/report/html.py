@@ -354,6 +354,23 @@ def write_report(path, *, title: str, summary: dict, pictures: dict | None = Non
         if summary.get(key):
             unit = "mm" if key.endswith("_mm") else ""
             parts.append(f"<h2>{html.escape(name)}</h2>{_table(summary[key], unit)}")
+    if summary.get("objects"):  # an assembly: one line per object, then the joint angles
+        rows = [{"object": name, **v} for name, v in summary["objects"].items()]
+        for r in rows:
+            r["credible_radius_95_mm"] = r.pop("credible_radius_95", None)
+        parts.append(f"<h2>Objects of the assembly</h2>{_fmt(rows)}")
+    if summary.get("posture_deg"):
+        rows = [
+            {
+                "joint angle": name,
+                "mean_deg": v.get("mean"),
+                "sd_deg": v.get("sd"),
+                "95% interval from_deg": v.get("lo_95"),
+                "to_deg": v.get("hi_95"),
+            }
+            for name, v in summary["posture_deg"].items()
+        ]
+        parts.append(f"<h2>Posture: joint angles (posterior mean, sd, 95% credible interval)</h2>{_fmt(rows)}")
     if mesh is not None:
         parts.append(_viewer(mesh))
     for caption, png in (pictures or {}).items():
