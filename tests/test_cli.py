@@ -364,3 +364,67 @@ def test_infer_from_slicer_landmarks(tmp_path, capsys):
     bad = [*common, "--model-landmarks", str(tmp_path / "other.mrk.json"), "--out", str(tmp_path / "bad")]
     assert _run(bad) == 2
     assert "are not in --model-landmarks" in _one_line_error(capsys, "infer")
+
+
+def _pair_files(tmp_path):
+    """An assembly file of two example vertebrae, its views and simulated label images (one per view)."""
+    from bayesshape.prior import Assembly, PosturePrior
+
+    a = bs.datasets.example_vertebra(subdivisions=2)
+    b = bs.datasets.example_vertebra(subdivisions=2)
+    b.apply_translation([0.0, 0.0, -36.0])
+    prior = PosturePrior.independent(1, rotation_deg=3.0, translation_mm=1.0)
+    asm = Assembly.from_meshes(
+        {"upper": a, "lower": b}, rank=4, posture=prior, kernel=bs.kernels.GaussianKernel(2.0, 15.0)
+    )
+    io.save_assembly(asm, tmp_path / "pair.npz")
+    views = list(bs.biplanar(isocenter=(0.0, 0.0, -18.0), field_of_view=100.0, detector_shape=(48, 48)))
+    io.write_views(tmp_path / "views.json", views, ["AP", "LAT"])
+    m = asm.combined_model()
+    v = np.asarray(m.mean) + np.array([1.0, -0.5, 0.5])
+    sim = bs.simulate_xray((v, np.asarray(m.faces)), views, seed=0, object_ids=asm.object_ids())
+    labels = []
+    for name, lab in zip(("AP", "LAT"), sim.labels):
+        labels.append(str(tmp_path / f"{name}_labels.png"))
+        io.write_image(labels[-1], lab)
+    io.write_mesh(tmp_path / "truth.ply", v, np.asarray(m.faces))
+    return asm, labels
+
+
+def test_infer_label_images_errors(tmp_path, capsys):
+    asm, labels = _pair_files(tmp_path)
+    base = ["infer", "--views", str(tmp_path / "views.json"), "--out", str(tmp_path / "case")]
+    stray = io.read_image(labels[1]).copy()
+    stray[0, 0] = 9
+    io.write_image(tmp_path / "stray.png", stray)
+    assert main(base + ["--model", str(tmp_path / "pair.npz"), "--labels", labels[0], str(tmp_path / "stray.png")]) == 2
+    line = _one_line_error(capsys, "infer")
+    assert "view 1" in line and "[9] match no object" in line and "upper=1, lower=2" in line
+    argv = base + ["--model", str(tmp_path / "pair.npz"), "--labels", *labels, "--label-values", "upper=1", "lower=5"]
+    assert main(argv) == 2
+    line = _one_line_error(capsys, "infer")
+    assert "[2] match no object" in line and "upper=1, lower=5" in line and "--label-values" in line
+    assert main(base + ["--model", str(tmp_path / "pair.npz"), "--labels", *labels, "--label-values", "upper"]) == 2
+    assert "NAME=VALUE" in _one_line_error(capsys, "infer")
+    io.save_model(asm.models[0], tmp_path / "one.npz")
+    assert main(base + ["--model", str(tmp_path / "one.npz"), "--labels", *labels]) == 2
+    assert "several objects" in _one_line_error(capsys, "infer")
+    assert main(base + ["--model", str(tmp_path / "pair.npz"), "--labels", labels[0]]) == 2
+    assert "one label image per view" in _one_line_error(capsys, "infer")
+    assert main(["demo", "--spine", "--cohort", "2", "--out", str(tmp_path / "d")]) == 2
+    assert "give one of them" in _one_line_error(capsys, "demo")
+
+
+@pytest.mark.slow
+def test_infer_assembly_from_label_images(tmp_path):
+    asm, labels = _pair_files(tmp_path)
+    case = tmp_path / "case"
+    argv = ["infer", "--model", str(tmp_path / "pair.npz"), "--views", str(tmp_path / "views.json")]
+    argv += ["--labels", *labels, "--mask-likelihood", "contour", "--truth", str(tmp_path / "truth.ply")]
+    assert _run(argv + ["--samples", "100", "--quiet", "--report", "--out", str(case)]) == 0
+    summary = json.loads((case / "summary.json").read_text())
+    assert summary["inputs"]["objects"] == ["upper", "lower"]
+    assert summary["error_mm"]["vertex_mean"] < 1.0  # the pair moved by 1.2 mm, 2 mm pixels
+    assert set(summary["objects"]) == {"upper", "lower"} and len(summary["posture_deg"]) == 3
+    for name in ("objects/upper.ply", "objects/lower.ply", "report.html", "pictures/overlay_1.png"):
+        assert (case / name).exists(), name

@@ -158,7 +158,8 @@ def check_label_images(views, label_images, names, labels=None) -> dict[str, int
         if stray:
             raise ValueError(
                 f"label image of view {i}: label(s) {stray} match no object (objects: {legend}; 0 is the "
-                "background); relabel the image or pass labels={name: value}"
+                "background); relabel the image, or give each object's label value (labels= in Python, "
+                "--label-values on the command line)"
             )
         seen |= present
     absent = [f"{n} (label {v})" for n, v in labels.items() if v not in seen]
