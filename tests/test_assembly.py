@@ -145,6 +145,43 @@ def test_two_object_landmarks_laplace_equals_closed_form_posterior():
     assert np.all(sd_t < 1.5)
 
 
+def test_two_object_landmarks_nuts_matches_closed_form_posterior():
+    """NUTS on an assembly's posterior (shape coefficients and posture): its draws' mean and sd of every
+    parameter against the closed-form Gaussian, within what the effective sample size allows."""
+    asm = Assembly.from_meshes(
+        {"up": _sphere([0, 0, 14]), "down": _sphere([0, 0, -14])},
+        rank=3,
+        kernel=bs.kernels.GaussianKernel(4.0, 15.0),
+        posture=PosturePrior.independent(1, rotation_deg=0.005, translation_mm=2.0),
+    )
+    m = asm.combined_model()
+    rng = np.random.default_rng(4)
+    ids = rng.choice(m.n_vertices, 40, replace=False)
+    points = np.asarray(m.mean)[ids] + rng.normal(0, 1.0, (40, 3))
+    sigma = 0.8
+    post = bs.infer(
+        asm,
+        bs.obs.Landmarks3D(ids, points, sigma),
+        method=bs.NUTS(num_warmup=300, num_chains=2),
+        num_samples=600,
+        seed=1,
+        progress=False,
+    )
+    mean, cov = _linear_two_object_posterior(asm, ids, points, sigma, 0.005)
+    draws = np.asarray(post.flat_theta())[:, : mean.shape[0]]
+    sd = np.sqrt(np.diag(cov))
+    ess = np.asarray(post.diagnostics.info.ess_bulk)[: mean.shape[0]]
+    assert np.all(ess > 200), ess
+    # the mean within 4 Monte Carlo standard errors (the bulk ESS, at most the draws: NUTS's antithetic
+    # draws can beat independent ones for the mean, not to be relied on); the sd within 4 of its own
+    # relative standard error, about 1 / sqrt(2 n) with n the tail ESS (the sd is a second moment)
+    n_draws = draws.shape[0]
+    np.testing.assert_array_less(np.abs(draws.mean(0) - mean), 4 * sd / np.sqrt(np.minimum(ess, n_draws)))
+    n_sd = min(post.diagnostics.info.min_ess_tail, n_draws)
+    np.testing.assert_array_less(np.abs(draws.std(0) / sd - 1), 4 / np.sqrt(2 * n_sd))
+    assert post.diagnostics.info.max_rhat < 1.02
+
+
 def test_assembly_log_density_gradient_matches_finite_differences(rng):
     asm = _three_spheres(rank=3)
     view = bs.XRayView.parallel([0, 1, 0], detector_shape=(40, 40), pixel_spacing=2.0)
