@@ -71,7 +71,7 @@ def test_batch_refuses_a_bad_manifest_before_any_work(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cohort")
-    manifest = write_example_cohort(folder / "in", N_CASES, size=128, train=8)
+    manifest = write_example_cohort(folder / "in", N_CASES, size=64, train=8)
     (folder / "in" / CORRUPT / "LAT_mask.png").write_bytes(b"\x89PNG\r\n\x1a\nnot a png at all")
     return manifest, folder / "in" / "model.npz"
 
@@ -113,8 +113,11 @@ def _rows(out: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_batch_resumes_after_kill_and_a_cluster_matches_serial(cohort, tmp_path):
+def test_batch_resumes_after_kill_and_a_cluster_matches_serial(cohort, tmp_path, monkeypatch):
     manifest, model = cohort
+    # every batch process here compiles the same likelihoods: JAX's persistent compilation cache lets
+    # the later ones load them (the same executables, so the same numbers) instead of compiling again
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_cache"))
     serial = tmp_path / "serial"
 
     # serial, killed with SIGKILL once a case is done
