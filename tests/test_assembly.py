@@ -118,14 +118,20 @@ def _linear_two_object_posterior(asm, ids, points, sigma, rot_sd):
     return cov @ jac.T @ y / sigma**2, cov
 
 
-def test_two_object_landmarks_laplace_equals_closed_form_posterior():
+def _nearly_linear_pair(rank):
+    """Two spheres whose relative rotation is all but fixed (0.005 degrees): the posterior is the
+    linear one of :func:`_linear_two_object_posterior`. Returns the assembly and its combined model."""
     asm = Assembly.from_meshes(
         {"up": _sphere([0, 0, 14]), "down": _sphere([0, 0, -14])},
-        rank=5,
+        rank=rank,
         kernel=bs.kernels.GaussianKernel(4.0, 15.0),
         posture=PosturePrior.independent(1, rotation_deg=0.005, translation_mm=2.0),
     )
-    m = asm.combined_model()
+    return asm, asm.combined_model()
+
+
+def test_two_object_landmarks_laplace_equals_closed_form_posterior():
+    asm, m = _nearly_linear_pair(rank=5)
     rng = np.random.default_rng(3)
     ids = rng.choice(m.n_vertices, 40, replace=False)
     points = (
@@ -148,13 +154,7 @@ def test_two_object_landmarks_laplace_equals_closed_form_posterior():
 def test_two_object_landmarks_nuts_matches_closed_form_posterior():
     """NUTS on an assembly's posterior (shape coefficients and posture): its draws' mean and sd of every
     parameter against the closed-form Gaussian, within what the effective sample size allows."""
-    asm = Assembly.from_meshes(
-        {"up": _sphere([0, 0, 14]), "down": _sphere([0, 0, -14])},
-        rank=3,
-        kernel=bs.kernels.GaussianKernel(4.0, 15.0),
-        posture=PosturePrior.independent(1, rotation_deg=0.005, translation_mm=2.0),
-    )
-    m = asm.combined_model()
+    asm, m = _nearly_linear_pair(rank=3)
     rng = np.random.default_rng(4)
     ids = rng.choice(m.n_vertices, 40, replace=False)
     points = np.asarray(m.mean)[ids] + rng.normal(0, 1.0, (40, 3))
