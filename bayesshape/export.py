@@ -111,10 +111,8 @@ def export_confidence_mesh(
     if colour_by not in fields:
         raise ValueError(f"colour_by: expected one of {sorted(fields)}, got {colour_by!r}")
     vmax = 2.0 * tolerance_mm if vmax is None else float(vmax)
-    rgb = colour_scale(fields[colour_by], vmax)
     mesh = posterior.mean_mesh()
-    data = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in fields.items()}
-    data["rgb"] = rgb
+    data = _point_data(fields, colour_by, vmax)
     if path.suffix.lower() not in (".ply", ".vtk", ".vtp", ".vtu"):
         raise ValueError(f"{path}: confidence meshes are written as .ply, .vtk, .vtp or .vtu")
     if path.suffix.lower() == ".vtu":
@@ -122,6 +120,15 @@ def export_confidence_mesh(
     else:
         write_mesh(path, mesh, point_data=data, active=colour_by)
     return fields
+
+
+def _point_data(fields: dict, colour_by: str, vmax: float, rows=None) -> dict:
+    """The arrays a mesh file stores: ``fields`` (float as float32; ``rows`` of them when given) and
+    ``rgb`` colours of ``colour_by`` from 0 to ``vmax`` mm."""
+    sel = slice(None) if rows is None else rows
+    data = {k: (v[sel].astype(np.float32) if v.dtype.kind == "f" else v[sel]) for k, v in fields.items()}
+    data["rgb"] = colour_scale(fields[colour_by][sel], vmax)
+    return data
 
 
 def _write_vtu(path, mesh, data):
@@ -189,6 +196,7 @@ def export_object_meshes(
         raise ValueError(f"suffix: expected '.ply', '.vtk' or '.vtp', got {suffix!r}")
     fields = confidence_fields(posterior, truth=truth, level=level, tolerance_mm=tolerance_mm)
     ids = np.asarray(fields["object_id"])
+    per_object = {key: v for key, v in fields.items() if key != "object_id"}
     faces = np.asarray(posterior.faces)
     mean = posterior.mean_vertices()
     folder = Path(folder)
@@ -199,12 +207,7 @@ def export_object_meshes(
         rows = np.flatnonzero(ids == k)
         start = int(rows[0])
         own = faces[(ids[faces] == k).all(axis=1)] - start
-        data = {
-            key: (v[rows].astype(np.float32) if v.dtype.kind == "f" else v[rows])
-            for key, v in fields.items()
-            if key != "object_id"
-        }
-        data["rgb"] = colour_scale(fields["credible_radius"][rows], 2.0 * tolerance_mm)
+        data = _point_data(per_object, "credible_radius", 2.0 * tolerance_mm, rows)
         path = folder / f"{stem}{suffix}"
         write_mesh(path, mean[rows], own, point_data=data, active="credible_radius")
         paths.append(path)
@@ -380,6 +383,7 @@ def write_summary(
         },
         "measurements": {name: posterior.measure(fn).as_dict() for name, fn in (measurements or {}).items()},
     }
+    err = None
     if truth is not None:
         err = confidence_fields(posterior, truth=truth, tolerance_mm=tolerance_mm)["error"]
         out["error_mm"] = {
@@ -389,22 +393,20 @@ def write_summary(
             "coverage_95": float(np.mean(err <= rel.credible_radius)),
         }
     if getattr(getattr(posterior, "problem", None), "object_names", ()):
-        out.update(_assembly_summary(posterior, truth, posture_axes))
+        out.update(_assembly_summary(posterior, err, posture_axes))
     if extra:
         out.update(extra)
     write_json(path, out)
     return out
 
 
-def _assembly_summary(posterior, truth, axes) -> dict:
+def _assembly_summary(posterior, err, axes) -> dict:
+    """``objects`` and ``posture_deg`` of an assembly's summary; ``err`` the per-vertex error or None."""
     from .posterior import posture
 
     names = posterior.problem.object_names
     ids = np.asarray(posterior.problem.object_ids)
     objects = {}
-    err = None
-    if truth is not None:
-        err = np.linalg.norm(posterior.mean_vertices() - np.asarray(getattr(truth, "vertices", truth)), axis=1)
     for k, r in enumerate(posture.object_reliability(posterior)):
         row = {key: val for key, val in r.as_dict().items() if key != "name"}
         if err is not None:

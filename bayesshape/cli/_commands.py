@@ -321,18 +321,16 @@ def _landmark_observations(args, model, views) -> list:
     return out
 
 
-def _label_values(args, names) -> dict | None:
+def _label_values(args) -> dict | None:
+    """``--label-values NAME=VALUE ...`` as ``{name: label}``, or None when not given."""
     if not args.label_values:
         return None
     out = {}
     for item in args.label_values:
-        name, sep, value = item.partition("=")
-        try:
-            out[name.strip()] = int(value)
-        except ValueError:
-            sep = ""
-        if not sep:
+        name, _, value = item.partition("=")
+        if not value.strip().lstrip("-").isdigit():
             raise ValueError(f"--label-values {item!r}: expected NAME=VALUE with an integer label (e.g. L3=2)")
+        out[name.strip()] = int(value)
     return out
 
 
@@ -351,9 +349,7 @@ def _label_observations(args, model, views):
         raise ValueError(f"--labels: expected one label image per view ({len(views)} views), got {len(args.labels)}")
     images = [bs.io.read_image(p, "label image") for p in args.labels]
     kind = "silhouette" if args.mask_likelihood == "silhouette" else "contour"
-    obs = bs.obs.label_observations(
-        views, images, model, kind=kind, sigma=args.sigma, labels=_label_values(args, model.names)
-    )
+    obs = bs.obs.label_observations(views, images, model, kind=kind, sigma=args.sigma, labels=_label_values(args))
     points = [bs.obs.mask_contour_points(np.asarray(img) > 0) for img in images]
     return obs, [np.asarray(img, np.float64) for img in images], ["labels"] * len(images), points
 

@@ -13,8 +13,8 @@ from .._atomic import atomic_path
 def read_model(path, group: str | None = None):
     """A shape model from ``.npz`` (bayesshape) or ``.h5`` (Statismo; ``group`` for a nested one), or
     an assembly of several objects (``.npz`` written by :func:`bayesshape.io.save_assembly`)."""
-    from ..io import load_assembly, load_model, load_statismo
-    from ..io.native import is_assembly_file
+    from ..io import load_statismo
+    from ..io.native import load_model_file
 
     path = Path(path)
     if path.suffix.lower() in (".h5", ".hdf5"):
@@ -22,7 +22,7 @@ def read_model(path, group: str | None = None):
     if group is not None:
         raise ValueError(f"--group {group}: only Statismo .h5 models have groups, got {path}")
     if path.suffix.lower() == ".npz":
-        return load_assembly(path) if is_assembly_file(path) else load_model(path)
+        return load_model_file(path)
     raise ValueError(f"{path}: model files are .npz (bayesshape) or .h5 (Statismo), got {path.suffix!r}")
 
 

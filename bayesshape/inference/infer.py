@@ -122,10 +122,10 @@ def _fit_map(problem: Problem, observations, bind, likelihood: LikelihoodOptions
     if likelihood.composite_weights and correlated:
         vs = _fitted_vertices(problem, theta_map)
         # an observation of one object of an assembly: its own observation and the object's vertices
-        inner = {
-            i: (o.observation, o._rows(vs[i])) if isinstance(o, OnObject) else (o, vs[i])
-            for i, o in ((i, problem.observations[i]) for i in correlated)
-        }
+        inner = {}
+        for i in correlated:
+            o = problem.observations[i]
+            inner[i] = (o.observation, o._rows(vs[i])) if isinstance(o, OnObject) else (o, vs[i])
         images = [i for i in correlated if isinstance(inner[i][0], DRR)]
         outlines = [i for i in correlated if i not in images]
         found = dict(

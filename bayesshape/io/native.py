@@ -117,6 +117,10 @@ def load_model(path) -> ShapeModel:
             f"{path}: an assembly of several objects, not a single shape model; read it with "
             "bayesshape.io.load_assembly (the command line does so itself)"
         )
+    return _model_from_file(data, path)
+
+
+def _model_from_file(data, path) -> ShapeModel:
     check_format(
         path,
         "model",
@@ -164,6 +168,10 @@ def load_assembly(path) -> Assembly:
     data = read_npz(path, "assembly")
     if "format" in data and str(data["format"]) == _FORMAT:
         raise ValueError(f"{path}: a single shape model, not an assembly; read it with bayesshape.io.load_model")
+    return _assembly_from_file(data, path)
+
+
+def _assembly_from_file(data, path) -> Assembly:
     check_format(
         path,
         "assembly",
@@ -192,8 +200,11 @@ def load_assembly(path) -> Assembly:
         raise ValueError(f"{path}: {e}") from None
 
 
-def is_assembly_file(path) -> bool:
-    """Whether ``path`` is an assembly file written by :func:`save_assembly` (``ValueError`` when it
-    is not a readable ``.npz``)."""
+def load_model_file(path) -> ShapeModel | Assembly:
+    """A bayesshape ``.npz`` model file of either kind, read once: a :class:`ShapeModel` (written by
+    :func:`save_model`) or an :class:`~bayesshape.prior.Assembly` (written by :func:`save_assembly`)."""
+    refuse_hdf5_json(path)
     data = read_npz(path, "model")
-    return "format" in data and str(data["format"]) == _ASSEMBLY_FORMAT
+    if "format" in data and str(data["format"]) == _ASSEMBLY_FORMAT:
+        return _assembly_from_file(data, path)
+    return _model_from_file(data, path)
