@@ -1,9 +1,10 @@
 """The lumbar spine's shapes and posture from biplanar DRRs, with credible intervals for its angles.
 
-The prior: the mean lumbar spine of ``../shared/data/lumbar_l2l5`` (L2 to L5, one mesh per
-vertebra in its natural posture), each vertebra decimated and given a GP shape model of itself
-(``Assembly.from_meshes``' default kernel: 2 mm of variation over 40 mm and 1 mm over 15 mm),
-chained by joints where neighbours meet, with independent Gaussian postures per level:
+The population: the mean lumbar spine of ``../shared/data/lumbar_l2l5`` (L2 to L5, one mesh per
+vertebra in its natural posture), each vertebra decimated; its shapes vary as a Gaussian process
+(``Assembly.from_meshes``' default kernel: 2 mm of variation over 40 mm and 1 mm over 15 mm, 150
+modes, the rigid motions of each vertebra taken out so that a vertebra's pose is its posture's
+alone); its postures vary per level independently:
 
 * flexion-extension (about the left-right axis) sd 3 degrees, lateral bending (about the
   anterior axis) sd 2 degrees, axial rotation sd 1 degree, translations sd 0.5 mm.
@@ -12,13 +13,22 @@ These are a standing posture's spread around the mean, well inside the lumbar ra
 motion per level (White and Panjabi, *Clinical Biomechanics of the Spine*, 2nd ed., 1990, table
 2-7: flexion-extension 12 to 17 degrees, lateral bending 6 to 8, axial rotation 2 per level).
 
-Each simulated spine: shapes drawn from the same kernels at a higher rank (60 modes per
-vertebra against the prior's 60, so each truth has detail outside the model's span; the rigid
-motions of each vertebra are taken out of both, so that a vertebra's pose is its posture's alone), a posture
-drawn from the prior, a random global pose (3 degrees, 5 mm); two parallel views (AP and lateral),
-DRRs with 1% noise, counted with composite-likelihood weights over 16 x 16-pixel blocks
-(``DRR(block_size=16)``). Inferred with the Laplace approximation, the global pose unknown. One more
-case has a wedge fracture of L4 (its anterior body height reduced by 35%).
+Two priors (``--prior``):
+
+* ``gp`` (default): each vertebra's prior is a GP model of its mean mesh with the population's
+  kernel at ``--rank`` modes (60: the true shapes keep about 0.8 mm RMS of detail outside its
+  span), and the posture prior is the population's.
+* ``trained``: the prior is learned from ``--train`` training spines drawn from the population,
+  as a user would build it from their own segmented spines: a PCA model per vertebra with its
+  leave-one-out model error (:func:`bayesshape.prior.fit_model_error`) in ``--error-rank`` modes
+  (0: none), and the posture prior's mean and covariance from the training postures
+  (``PosturePrior.from_postures``).
+
+Each test spine is a fresh draw of shapes and posture (outside any training draws), under a random
+global pose (3 degrees, 5 mm); two parallel views (AP and lateral), DRRs with 1% noise, counted
+with composite-likelihood weights over 16 x 16-pixel blocks (``DRR(block_size=16)``). Inferred with
+the Laplace approximation, the global pose unknown. One more case has a wedge fracture of L4 (its
+anterior body height reduced by 35%).
 
     python experiments/spine.py --quick --out out/spine     # 6 spines, minutes on 2 cores
     python experiments/spine.py --out out/spine             # 20 spines
@@ -97,20 +107,48 @@ def wedge(vertices: np.ndarray, loss: float = 0.35) -> np.ndarray:
     return v
 
 
-def simulate_case(asm: Assembly, truth_models, rng: np.random.Generator, *, fracture: str | None = None):
+def simulate_case(
+    asm: Assembly, truth_models, physiological: PosturePrior, rng: np.random.Generator, *, fracture: str | None = None
+):
     """Truth vertices per object (natural posture), the posture increments, the global pose, and the
     posed combined mesh."""
-    shapes = []
-    for name, tm in zip(asm.names, truth_models):
-        a = rng.normal(0.0, 1.0, tm.n_modes)
-        v = np.asarray(tm.instance(jax.numpy.asarray(a)))
-        if name == fracture:
-            v = wedge(v)
-        shapes.append(v)
-    cov = np.asarray(asm.posture.covariance)
-    inc = (np.asarray(asm.posture.mean).reshape(-1) + np.linalg.cholesky(cov) @ rng.normal(size=cov.shape[0])).reshape(
-        -1, 6
-    )
+    shapes = [draw_shape(tm, rng) for tm in truth_models]
+    shapes = [wedge(v) if name == fracture else v for name, v in zip(asm.names, shapes)]
+    inc = draw_postures(physiological, rng, 1)[0]
+    return _posed(asm, shapes, inc, rng)
+
+
+def draw_postures(prior: PosturePrior, rng: np.random.Generator, n: int) -> np.ndarray:
+    """``(n, n_levels, 6)`` postures drawn from ``prior``."""
+    cov = np.asarray(prior.covariance)
+    z = rng.normal(size=(n, cov.shape[0]))
+    return (np.asarray(prior.mean).reshape(-1) + z @ np.linalg.cholesky(cov).T).reshape(n, -1, 6)
+
+
+def draw_shape(model, rng: np.random.Generator) -> np.ndarray:
+    return np.asarray(model.instance(jax.numpy.asarray(rng.normal(0.0, 1.0, model.n_modes))))
+
+
+def build_prior(
+    meshes, truth_models, physiological: PosturePrior, n_train: int, error_rank: int, seed: int
+) -> Assembly:
+    """The assembly a user would build from ``n_train`` segmented spines of the population: a PCA
+    model per vertebra (with its leave-one-out model error in ``error_rank`` modes, unless 0) and
+    the postures' sample mean and covariance. Its own random stream, apart from the test spines'."""
+    rng = np.random.default_rng([seed, 1])
+    models = {}
+    for (name, mesh), tm in zip(meshes.items(), truth_models):
+        train = [draw_shape(tm, rng) for _ in range(n_train)]
+        faces = np.asarray(mesh.faces)
+        models[name] = bs.build_pca_model(train, faces=faces, align=None)
+        if error_rank:
+            error = bs.prior.fit_model_error(train, align=None, faces=faces, seed=seed)
+            models[name] = bs.add_model_error(models[name], error, rank=error_rank)
+    posture_prior = PosturePrior.from_postures(draw_postures(physiological, rng, n_train))
+    return Assembly.from_meshes(models, posture=posture_prior)
+
+
+def _posed(asm: Assembly, shapes, inc, rng):
     from bayesshape.inference._assembly import object_transforms
 
     rots, trans = (np.asarray(x) for x in object_transforms(jax.numpy.asarray(inc), asm.joints))
@@ -124,8 +162,21 @@ def simulate_case(asm: Assembly, truth_models, rng: np.random.Generator, *, frac
     return world, faces, inc
 
 
-def run_case(asm, truth_models, views, rng, normals, *, fracture=None, samples=400, seed=0, likelihood=None, block=8):
-    world, faces, inc = simulate_case(asm, truth_models, rng, fracture=fracture)
+def run_case(
+    asm,
+    truth_models,
+    physiological,
+    views,
+    rng,
+    normals,
+    *,
+    fracture=None,
+    samples=400,
+    seed=0,
+    likelihood=None,
+    block=8,
+):
+    world, faces, inc = simulate_case(asm, truth_models, physiological, rng, fracture=fracture)
     sim = bs.simulate_xray((world, faces), views, seed=seed, noise=0.01, mu=0.02)
     t0 = time.perf_counter()
     post = bs.infer(
@@ -213,17 +264,27 @@ def main(argv=None) -> int:
     ap.add_argument("--detector", type=int, default=128, help="detector side, pixels (field of view 192 mm)")
     ap.add_argument("--samples", type=int, default=400, help="posterior draws per spine")
     ap.add_argument("--block-size", type=int, default=16, help="DRR composite-likelihood blocks, pixels (0: none)")
-    ap.add_argument("--rank", type=int, default=60, help="modes of each vertebra's GP model (the prior)")
-    ap.add_argument("--truth-rank", type=int, default=150, help="modes of the kernels the true shapes come from")
+    ap.add_argument("--prior", choices=("gp", "trained"), default="gp", help="the prior (see above)")
+    ap.add_argument("--rank", type=int, default=60, help="modes of each vertebra's GP model (--prior gp)")
+    ap.add_argument("--train", type=int, default=30, help="training spines (--prior trained)")
+    ap.add_argument(
+        "--error-rank",
+        type=int,
+        default=40,
+        help="modes of each vertebra's leave-one-out model error (--prior trained; 0: none)",
+    )
+    ap.add_argument("--truth-rank", type=int, default=150, help="modes of the population's shape process")
     args = ap.parse_args(argv)
     n_cases = args.cases or (6 if args.quick else 20)
     n_faces = args.faces
-    rank = args.rank
     meshes = load_spine(args.data, n_faces)
-    prior = PosturePrior.independent(3, rotation_deg=ROTATION_SD_DEG, translation_mm=TRANSLATION_SD_MM)
-    asm = Assembly.from_meshes(meshes, rank=rank, posture=prior)
     kernel = bs.kernels.multiscale((4.0, 1.0), (40.0, 15.0))
     truth_models = [without_rigid_motion(bs.gp_model(m, kernel, args.truth_rank)) for m in meshes.values()]
+    physiological = PosturePrior.independent(3, rotation_deg=ROTATION_SD_DEG, translation_mm=TRANSLATION_SD_MM)
+    if args.prior == "gp":
+        asm = Assembly.from_meshes(meshes, rank=args.rank, kernel=kernel, posture=physiological)
+    else:
+        asm = build_prior(meshes, truth_models, physiological, args.train, args.error_rank, args.seed)
     normals = (endplate_normal(meshes["L2"], +1), endplate_normal(meshes["L5"], -1))
     allv = np.concatenate([m.vertices for m in meshes.values()])
     views = bs.biplanar(isocenter=tuple(allv.mean(0)), field_of_view=192.0, detector_shape=(args.detector,) * 2)
@@ -235,6 +296,7 @@ def main(argv=None) -> int:
         r = run_case(
             asm,
             truth_models,
+            physiological,
             views,
             rng,
             normals,
@@ -253,6 +315,7 @@ def main(argv=None) -> int:
     frac = run_case(
         asm,
         truth_models,
+        physiological,
         views,
         rng,
         normals,
@@ -288,7 +351,9 @@ def main(argv=None) -> int:
     summary = {
         "cases": n_cases,
         "faces_per_vertebra": n_faces,
-        "modes_per_vertebra": rank,
+        "prior": args.prior,
+        **({"training_spines": args.train, "model_error_rank": args.error_rank} if args.prior == "trained" else {}),
+        "modes_per_vertebra": [m.n_modes for m in asm.models],
         "dice_mean": float(np.mean([v["dice"] for v in verts])),
         "dice_per_vertebra": {n: float(np.mean([v["dice"] for v in verts if v["vertebra"] == n])) for n in NAMES},
         "surface_error_mm": float(np.mean([v["surface_mean_mm"] for v in verts])),

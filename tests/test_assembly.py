@@ -193,7 +193,7 @@ def test_assembly_log_density_gradient_matches_finite_differences(rng):
     ]
     problem, _ = build_assembly_problem(asm, obs, pose="rigid")
     th = jnp.asarray(rng.normal(0, 0.3, problem.dim))
-    grad = np.asarray(jax.grad(problem.log_density)(th))
+    grad = np.asarray(jax.jit(jax.grad(problem.log_density))(th))
     f = jax.jit(lambda x: problem.log_density(x))
     # one shape coefficient per object, the global pose and every posture parameter
     k = problem.n_modes

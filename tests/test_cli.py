@@ -428,3 +428,32 @@ def test_infer_assembly_from_label_images(tmp_path):
     assert set(summary["objects"]) == {"upper", "lower"} and len(summary["posture_deg"]) == 3
     for name in ("objects/upper.ply", "objects/lower.ply", "report.html", "pictures/overlay_1.png"):
         assert (case / name).exists(), name
+
+
+def test_compiled_programs_are_kept_between_runs(tmp_path):
+    """The command line keeps compiled programs in $XDG_CACHE_HOME/bayesshape/jax (not with
+    --no-compile-cache); a second run loads them and writes the same files."""
+    import os
+    import subprocess
+    import sys
+
+    model = tmp_path / "m.npz"
+    assert _run(["build-model", "--example", "6", "--out", str(model)]) == 0
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+    def simulate(out, home, *extra):
+        cmd = [sys.executable, "-m", "bayesshape.cli", *extra, "simulate", "--model", str(model)]
+        cmd += ["--biplanar", "480", "--size", "32", "--out", str(tmp_path / out)]
+        run = subprocess.run(cmd, env={**env, "XDG_CACHE_HOME": str(tmp_path / home)}, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return {p.name: p.read_bytes() for p in sorted((tmp_path / out).iterdir()) if p.is_file()}
+
+    first = simulate("a", "home")
+    cache = tmp_path / "home" / "bayesshape" / "jax"
+    entries = sorted(p.name for p in cache.iterdir())
+    assert entries, "nothing was cached"
+    assert simulate("b", "home") == first
+    assert sorted(p.name for p in cache.iterdir()) == entries  # loaded, not compiled and written again
+    simulate("c", "elsewhere", "--no-compile-cache")
+    assert not (tmp_path / "elsewhere").exists()

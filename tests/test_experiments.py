@@ -356,7 +356,7 @@ def test_spine_smoke(tmp_path):
     from tests.conftest import shared
 
     data = shared("lumbar_l2l5")
-    argv = ["--cases", "1", "--faces", "300", "--rank", "4", "--truth-rank", "8", "--detector", "48"]
+    argv = "--cases 1 --faces 300 --prior trained --train 6 --error-rank 4 --truth-rank 8 --detector 48".split()
     _run_script(
         "spine.py", [*argv, "--block-size", "8", "--samples", "50", "--data", str(data), "--out", str(tmp_path)]
     )
@@ -365,5 +365,6 @@ def test_spine_smoke(tmp_path):
         assert key in s
     assert set(s["angle_coverage"]) == {"0.5", "0.8", "0.9", "0.95"}
     assert 0.5 < s["dice_mean"] <= 1.0
+    assert s["prior"] == "trained" and s["modes_per_vertebra"] == [5 + 4] * 4  # 6 shapes: 5 PCA modes
     rows = (tmp_path / "angles.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 3 + 2  # header, three planes at three joints, two lordosis angles

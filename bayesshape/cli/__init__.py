@@ -83,6 +83,12 @@ def _infer_options(i):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bayesshape", description="Probabilistic 3D shape reconstruction from X-rays.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not keep compiled likelihoods between runs (by default up to 1 GiB of them are kept in "
+        "$XDG_CACHE_HOME/bayesshape/jax, or where JAX_COMPILATION_CACHE_DIR says)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     d = _sub(sub, "demo", "the main job on built-in example data", _demo.DEMO_HELP, _demo.demo)
@@ -244,9 +250,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _use_compilation_cache() -> None:
+    """Keep compiled programs on disk (JAX's persistent compilation cache), so that a second run on
+    inputs of the same sizes loads its likelihoods instead of compiling them again: the same
+    executables, so the same numbers. JAX_COMPILATION_CACHE_DIR, where set, is JAX's own setting and
+    wins; a cache folder that cannot be created is skipped without a word (the run only compiles)."""
+    import os
+    from pathlib import Path
+
+    import jax
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or getattr(jax.config, "jax_compilation_cache_dir", None):
+        return
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    folder = Path(base) / "bayesshape" / "jax"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)  # for worker processes (batch --workers)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_compilation_cache_max_size", 2**30)  # 1 GiB, the least recently used go first
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.no_compile_cache:
+        _use_compilation_cache()
     try:
         return args.func(args)
     except (ValueError, OSError) as e:

@@ -355,6 +355,15 @@ def render_drr(
             footprint = tuple(drr_footprint(vertices, g, view) for g in faces)
         else:
             footprint = drr_footprint(vertices, faces, view)
+    if pixel not in PIXEL_MODES:
+        raise ValueError(f"pixel: expected one of {PIXEL_MODES}, got {pixel!r}")
+    if is_concrete(vertices) and is_concrete(view.origin) and (mu is None or is_concrete(mu)):
+        # called eagerly: one compiled program per mesh size and footprint, not one per operation
+        return _render_drr_compiled(vertices, faces, view, footprint=footprint, mu=mu, pixel=pixel)
+    return _render_drr_checked(vertices, faces, view, footprint=footprint, mu=mu, pixel=pixel)
+
+
+def _render_drr_checked(vertices, faces, view, *, footprint, mu, pixel):
     img, too_big, behind = render_drr_flagged(vertices, faces, view, footprint=footprint, mu=mu, pixel=pixel)
     img = eqx.error_if(img, behind, "render_drr: vertices lie at or behind the X-ray source")
     img = eqx.error_if(
@@ -363,6 +372,9 @@ def render_drr(
         "render_drr: a triangle is larger than the footprint window; pass a larger footprint (see drr_footprint)",
     )
     return img
+
+
+_render_drr_compiled = jax.jit(_render_drr_checked, static_argnames=("footprint", "pixel"))
 
 
 def render_drr_flagged(
