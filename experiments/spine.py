@@ -292,19 +292,13 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     cases = []
     lik = bs.LikelihoodOptions()
+    settings = {"likelihood": lik, "block": args.block_size, "samples": args.samples}
+
+    def case(seed, fracture=None):
+        return run_case(asm, truth_models, physiological, views, rng, normals, fracture=fracture, seed=seed, **settings)
+
     for i in range(n_cases):
-        r = run_case(
-            asm,
-            truth_models,
-            physiological,
-            views,
-            rng,
-            normals,
-            seed=args.seed + i,
-            likelihood=lik,
-            block=args.block_size,
-            samples=args.samples,
-        )
+        r = case(args.seed + i)
         cases.append(r)
         print(
             f"spine {i}: {r['wall_s']:.0f} s, dice {np.mean([v['dice'] for v in r['vertebrae']]):.3f}, "
@@ -312,19 +306,7 @@ def main(argv=None) -> int:
             f"rotation error {np.round(r['rotation_error_deg'], 2).tolist()} deg, composite weights {r['weights']}",
             flush=True,
         )
-    frac = run_case(
-        asm,
-        truth_models,
-        physiological,
-        views,
-        rng,
-        normals,
-        fracture="L4",
-        seed=args.seed + 1000,
-        likelihood=lik,
-        block=args.block_size,
-        samples=args.samples,
-    )
+    frac = case(args.seed + 1000, fracture="L4")
     flagged = [v["vertebra"] for v in frac["vertebrae"] if v["flagged"]]
     print(
         f"fracture of L4: flagged {flagged}; "
