@@ -10,7 +10,7 @@ import numpy as np
 from ._checks import as_faces, as_points, as_seed
 from ._geometry import closed_surface_problems
 from .obs import DRR, Contour, Landmarks2D, Silhouette, label_observations, mask_contour_points
-from .projection.render import PIXEL_MODES, drr_footprint, render_drr_jit
+from .projection.render import PIXEL_MODES, drr_footprint, render_drr
 from .projection.views import XRayView
 
 __all__ = ["simulate_xray", "SimulatedXRay"]
@@ -183,12 +183,10 @@ def simulate_xray(
                 f"simulate_xray: a triangle projects {k} pixels wide on a {h} x {w} detector; the source is "
                 "too close to the mesh (check the source-to-isocentre distance and the units, mm)"
             )
-        length = np.asarray(render_drr_jit(vj, fj, view, footprint=k))
+        length = np.asarray(render_drr(vj, fj, view, footprint=k))
         if not (length > 0).any():
             raise ValueError("simulate_xray: the mesh is not visible in one of the views (empty DRR)")
-        img = mu * (
-            length if pixel == "centre" else np.asarray(render_drr_jit(vj, fj, view, footprint=k, pixel="area"))
-        )
+        img = mu * (length if pixel == "centre" else np.asarray(render_drr(vj, fj, view, footprint=k, pixel="area")))
         clean.append(img)
         noisy.append(img + noise * img.max() * rng.standard_normal(img.shape))
         mask = length > 0
@@ -196,7 +194,7 @@ def simulate_xray(
         if face_object is not None:
             per = np.stack(
                 [
-                    np.asarray(render_drr_jit(vj, jnp.asarray(faces[face_object == obj]), view, footprint=k))
+                    np.asarray(render_drr(vj, jnp.asarray(faces[face_object == obj]), view, footprint=k))
                     if (face_object == obj).any()
                     else np.zeros((h, w))
                     for obj in range(int(face_object.max()) + 1)

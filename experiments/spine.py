@@ -126,6 +126,7 @@ def draw_postures(prior: PosturePrior, rng: np.random.Generator, n: int) -> np.n
 
 
 def draw_shape(model, rng: np.random.Generator) -> np.ndarray:
+    """``(N, 3)`` vertices of one shape drawn from ``model``'s prior (mm)."""
     return np.asarray(model.instance(jax.numpy.asarray(rng.normal(0.0, 1.0, model.n_modes))))
 
 

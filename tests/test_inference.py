@@ -205,7 +205,7 @@ def test_gauss_newton_laplace_equals_the_hessian_on_a_noise_free_drr(example_sha
     exact gradient (step 1e-5: truncation error ~1e-10 relative), at the true parameters."""
     from bayesshape.inference import laplace_covariance, reference_shapes
     from bayesshape.inference._problem import Problem
-    from bayesshape.projection.render import render_drr_jit
+    from bayesshape.projection.render import render_drr
 
     model = bs.build_pca_model(example_shapes[:6], align="rigid")  # 5 modes: a cheaper Hessian
     alpha = jnp.asarray(np.random.default_rng(4).normal(scale=0.8, size=model.n_modes))
@@ -213,7 +213,7 @@ def test_gauss_newton_laplace_equals_the_hessian_on_a_noise_free_drr(example_sha
     refs = reference_shapes(model)
     drrs = []
     for view in bs.biplanar(field_of_view=480, detector_shape=(40, 40)):
-        drrs.append(obs.DRR(view, render_drr_jit(truth, model.faces, view, footprint=8), 0.5).bind(model.faces, refs))
+        drrs.append(obs.DRR(view, render_drr(truth, model.faces, view, footprint=8), 0.5).bind(model.faces, refs))
     zero = jnp.zeros(3)
     problem = Problem(
         model, tuple(drrs), jnp.asarray(model.mean).mean(0), zero, zero, jnp.zeros(()), bs.RigidPose(0.1, 10.0), None

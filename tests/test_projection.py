@@ -134,7 +134,7 @@ def test_bad_views():
 
 
 def test_drr_needs_footprint_under_jit_and_checks_it(sphere):
-    from bayesshape.projection.render import render_drr_jit  # the run-time checks, compiled
+    from bayesshape.projection.render import render_drr  # eager calls run compiled, with the run-time checks
 
     view = bs.XRayView.parallel((0, 1, 0), (0, 0, 1), (64, 64), 2.5)
     v, f = jnp.asarray(sphere.vertices), jnp.asarray(sphere.faces)
@@ -142,10 +142,10 @@ def test_drr_needs_footprint_under_jit_and_checks_it(sphere):
         jax.jit(lambda v: bs.projection.render_drr(v, f, view))(v)
     big = bs.datasets.icosphere(60.0, 1)
     with pytest.raises(Exception, match="larger than the footprint"):
-        render_drr_jit(jnp.asarray(big.vertices), jnp.asarray(big.faces), view, footprint=2)
+        render_drr(jnp.asarray(big.vertices), jnp.asarray(big.faces), view, footprint=2)
     cone = bs.XRayView.cone_beam(1300.0, 1000.0, (64, 64), 4.0)
     with pytest.raises(Exception, match="behind the X-ray source"):
-        render_drr_jit(v - jnp.array([0.0, 1000.0, 0.0])[None, :], f, cone, footprint=8)
+        render_drr(v - jnp.array([0.0, 1000.0, 0.0])[None, :], f, cone, footprint=8)
 
 
 def test_rotation_matrix_and_pose():

@@ -355,8 +355,6 @@ def render_drr(
             footprint = tuple(drr_footprint(vertices, g, view) for g in faces)
         else:
             footprint = drr_footprint(vertices, faces, view)
-    if pixel not in PIXEL_MODES:
-        raise ValueError(f"pixel: expected one of {PIXEL_MODES}, got {pixel!r}")
     if is_concrete(vertices) and is_concrete(view.origin) and (mu is None or is_concrete(mu)):
         # called eagerly: one compiled program per mesh size and footprint, not one per operation
         return _render_drr_compiled(vertices, faces, view, footprint=footprint, mu=mu, pixel=pixel)
@@ -434,11 +432,6 @@ def render_drr_flagged(
     if mu is not None:
         img = mu * img
     return img, too_big, behind
-
-
-#: :func:`render_drr` compiled with a static ``footprint``, for callers holding concrete meshes
-#: (simulation, pictures); library code that is itself traced calls :func:`render_drr`
-render_drr_jit = jax.jit(render_drr, static_argnames=("footprint", "pixel"))
 
 
 def beer_lambert(line_integral: Float[Array, "H W"], i0: float = 1.0) -> Float[Array, "H W"]:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._atomic import atomic_path
-from ..projection.render import contour_generator, drr_footprint, render_drr_jit
+from ..projection.render import contour_generator, drr_footprint, render_drr
 from ..projection.topology import Topology
 
 __all__ = ["confidence_png", "overlay_png", "drr_residual_png", "calibration_png", "save_figure"]
@@ -184,7 +184,7 @@ def drr_residual_png(image, view, mean_vertices, faces, path, *, mu: float = 0.0
         raise ValueError(f"image: expected the view's detector shape {view.detector_shape}, got {img.shape}")
     v, f = jnp.asarray(mean_vertices), jnp.asarray(np.asarray(faces))
     k = drr_footprint(v, f, view, margin=0.1)
-    pred = mu * np.asarray(render_drr_jit(v, f, view, footprint=k))
+    pred = mu * np.asarray(render_drr(v, f, view, footprint=k))
     a = np.stack([pred.ravel(), np.ones(pred.size)], axis=1)
     coef, *_ = np.linalg.lstsq(a, img.ravel(), rcond=None)
     fit = (a @ coef).reshape(img.shape)
