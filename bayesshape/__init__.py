@@ -10,7 +10,7 @@ from the subpackages.
 from . import datasets, export, inference, io, obs, posterior, prior, projection, registration, report
 from ._version import __version__
 from .export import export_confidence_mesh
-from .inference import NUTS, SVI, Importance, Laplace, LikelihoodOptions, infer, posterior_from_landmarks
+from .inference import NUTS, SVI, Importance, Laplace, LikelihoodOptions, infer, infer_batch, posterior_from_landmarks
 from .io import load_posterior, read_views, save_posterior, write_views
 from .posterior import Posterior
 from .prior import ShapeModel, add_model_error, augment, build_pca_model, gp_model, kernels, loo_residual_covariance
@@ -38,6 +38,7 @@ __all__ = [
     "obs",
     # inference
     "infer",
+    "infer_batch",
     "NUTS",
     "SVI",
     "Laplace",

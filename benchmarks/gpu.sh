@@ -10,6 +10,7 @@
 #    renders per second) -> OUT/bench/results.json and the printed table
 # 3. the tests of the projection, the observations and the inference on the GPU -> OUT/tests.log
 # 4. NUTS (4 chains, 1000 draws after 500 warm-up) on two femurs, contours and pixel-area DRRs -> OUT/nuts_*
+# 5. many cases at once: bs.infer_batch against bs.infer case by case (32 example cases, 256 px DRRs) -> OUT/batch
 # Each step's wall time goes to OUT/steps.txt. Record the figures in docs/benchmarks.md with the device.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,10 +28,11 @@ step() {  # step NAME COMMAND...: run, log its wall time, stop the script on fai
 }
 
 if [ "$SMOKE" = "--smoke" ]; then
-    REPEATS=1; SIZE=64; CHAINS=2; WARMUP=5; DRAWS=5; CASES=(0); TESTS=(tests/test_projection.py -k "sphere_drr_parallel")
+    REPEATS=1; SIZE=64; CHAINS=2; WARMUP=5; DRAWS=5; CASES=(0); BATCH=2
+    TESTS=(tests/test_projection.py -k "sphere_drr_parallel")
 else
-    REPEATS=20; SIZE=256; CHAINS=4; WARMUP=500; DRAWS=1000; CASES=(0 1)
-    TESTS=(tests/test_projection.py tests/test_obs.py tests/test_inference.py)
+    REPEATS=20; SIZE=256; CHAINS=4; WARMUP=500; DRAWS=1000; CASES=(0 1); BATCH=32
+    TESTS=(tests/test_projection.py tests/test_obs.py tests/test_inference.py tests/test_infer_batch.py)
 fi
 
 {
@@ -48,4 +50,6 @@ step nuts_contour python experiments/femur_loo.py --methods nuts --obs contour -
 step nuts_drr python experiments/femur_loo.py --methods nuts --obs drr --drr-pixel area --drr-size "$SIZE" \
     --drr-likelihood-faces 4000 --cases "${CASES[@]}" --chains "$CHAINS" --warmup "$WARMUP" --samples "$DRAWS" \
     --out "$OUT/nuts_drr"
-echo "done: $OUT (steps.txt, device.txt, bench/results.json, tests.log, nuts_*/)"
+step batch python benchmarks/bench_batch.py --obs drr --cases "$BATCH" --size "$SIZE" --batch-size "$BATCH" \
+    --out "$OUT/batch"
+echo "done: $OUT (steps.txt, device.txt, bench/results.json, tests.log, nuts_*/, batch/)"

@@ -1,6 +1,7 @@
 """Inference: the method configurations, the driver, the MAP fit, the Laplace approximation,
 NUTS, SVI, importance sampling, the closed form for 3D landmarks, and the diagnostics records."""
 
+from .batch import infer_batch
 from .closed_form import posterior_from_landmarks
 from .config import NUTS, SVI, Importance, Laplace, LikelihoodOptions, as_method
 from .diagnostics import (
@@ -24,6 +25,7 @@ from .svi import run_svi
 
 __all__ = [
     "infer",
+    "infer_batch",
     "NUTS",
     "SVI",
     "Laplace",

@@ -63,15 +63,20 @@ def _as_observations(observations) -> list[Observation]:
     return observations
 
 
-def build_problem(model: ShapeModel, observations, pose=None, likelihood: LikelihoodOptions | None = None):
+def build_problem(
+    model: ShapeModel, observations, pose=None, likelihood: LikelihoodOptions | None = None, *, references=None
+):
     """Bind the observations to the model's mesh and assemble the log density.
+
+    ``references``: :func:`reference_shapes` of the model where already computed (many cases of
+    one model), else computed here.
 
     Returns ``(problem, bind)``: the :class:`Problem` and the function that binds other
     observations (e.g. warm-start stand-ins) the same way.
     """
     likelihood = likelihood or LikelihoodOptions()
     pose_prior = as_pose_prior(pose)
-    refs = reference_shapes(model)
+    refs = reference_shapes(model) if references is None else references
     faces = None if model.faces is None else np.asarray(model.faces)
     index: Any = None
     on_coarse: tuple[bool, ...] = ()
@@ -118,33 +123,8 @@ def _fit_map(problem: Problem, observations, bind, likelihood: LikelihoodOptions
     else:
         theta_map, history = find_map(problem)
     weights = None
-    correlated = [i for i, o in enumerate(problem.observations) if o.correlated_residuals]
-    if likelihood.composite_weights and correlated:
-        vs = _fitted_vertices(problem, theta_map)
-        # an observation of one object of an assembly: its own observation and the object's vertices
-        inner = {}
-        for i in correlated:
-            o = problem.observations[i]
-            inner[i] = (o.observation, o._rows(vs[i])) if isinstance(o, OnObject) else (o, vs[i])
-        images = [i for i in correlated if isinstance(inner[i][0], DRR)]
-        outlines = [i for i in correlated if i not in images]
-        found = dict(
-            zip(
-                outlines,
-                estimate_composite_weights([inner[i][0] for i in outlines], [inner[i][1] for i in outlines], seed=seed)
-                if outlines
-                else [],
-            )
-        )
-        if images:
-            found.update(
-                zip(images, drr_composite_weights([inner[i][0] for i in images], [inner[i][1] for i in images]))
-            )
-        weights = [found[i] for i in correlated]
-        obs_w = list(problem.observations)
-        for i, w in zip(correlated, weights):
-            obs_w[i] = obs_w[i].with_weight(w)
-        problem = problem.with_observations(obs_w)
+    if likelihood.composite_weights and any(o.correlated_residuals for o in problem.observations):
+        problem, weights = _composite_weighting(problem, theta_map, seed)
         theta_map, more = find_map(problem, start=theta_map)
         history += more
     theta_map, gn_cov, newton = refine_map(problem, theta_map)
@@ -156,16 +136,49 @@ def _fit_map(problem: Problem, observations, bind, likelihood: LikelihoodOptions
         warm_start=tuple(None if w is None else type(w).__name__ for w in warm) if warm_started else None,
         composite_weights=None if weights is None else tuple(float(w) for w in weights),
     )
+    _map_warning(info, stacklevel=4)
+    return problem, theta_map, gn_cov, info
+
+
+def _composite_weighting(problem: Problem, theta_map, seed: int):
+    """Composite weights of the observations with correlated residuals, estimated at ``theta_map``:
+    ``(the problem with them, the weights)``."""
+    correlated = [i for i, o in enumerate(problem.observations) if o.correlated_residuals]
+    vs = _fitted_vertices(problem, theta_map)
+    # an observation of one object of an assembly: its own observation and the object's vertices
+    inner = {}
+    for i in correlated:
+        o = problem.observations[i]
+        inner[i] = (o.observation, o._rows(vs[i])) if isinstance(o, OnObject) else (o, vs[i])
+    images = [i for i in correlated if isinstance(inner[i][0], DRR)]
+    outlines = [i for i in correlated if i not in images]
+    found = dict(
+        zip(
+            outlines,
+            estimate_composite_weights([inner[i][0] for i in outlines], [inner[i][1] for i in outlines], seed=seed)
+            if outlines
+            else [],
+        )
+    )
+    if images:
+        found.update(zip(images, drr_composite_weights([inner[i][0] for i in images], [inner[i][1] for i in images])))
+    weights = [found[i] for i in correlated]
+    obs_w = list(problem.observations)
+    for i, w in zip(correlated, weights):
+        obs_w[i] = obs_w[i].with_weight(w)
+    return problem.with_observations(obs_w), weights
+
+
+def _map_warning(info: MapInfo, stacklevel: int) -> None:
     if info.newton_decrement > 5.0:
         warnings.warn(
             f"MAP not converged: after {info.newton_steps} Gauss-Newton steps a full step would still gain "
             f"{info.newton_decrement:.1f} nats; the Laplace approximation and the MCMC starts are off-centre "
-            "(a log density rough at the posterior's scale, e.g. DRRs of a shape outside the model): prefer NUTS, "
-            "or treat the Laplace credible regions as approximate",
+            "(a log density rough at the posterior's scale, e.g. DRRs of a shape outside the model): prefer "
+            "NUTS, or treat the Laplace credible regions as approximate",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
-    return problem, theta_map, gn_cov, info
 
 
 def _covariance(problem, theta_map, gn_cov, hessian: str = "gauss-newton"):
@@ -227,9 +240,37 @@ def infer(
         >>> post.diagnostics.info
         LaplaceInfo(hessian='gauss-newton')
     """
+    model, config, likelihood, pose_prior, num_samples, seed, progress = _checked_arguments(
+        model, method, pose, likelihood, num_samples, seed, progress
+    )
+    observations = _as_observations(observations)
+    _method_caveats(config, [observations], stacklevel=3)
+    t_start = time.perf_counter()
+    problem, bind = _build(model, observations, pose_prior, likelihood, stacklevel=3)
+    problem, theta_map, gn_cov, map_info = _fit_map(problem, observations, bind, likelihood, seed)
+    return _posterior(
+        model,
+        observations,
+        problem,
+        theta_map,
+        gn_cov,
+        map_info,
+        config,
+        pose_prior,
+        likelihood,
+        num_samples,
+        seed,
+        progress,
+        t_start,
+    )
+
+
+def _checked_arguments(model, method, pose, likelihood, num_samples, seed, progress):
+    """The structural checks shared by :func:`infer` and :func:`~bayesshape.inference.infer_batch`;
+    returns ``(model, config, likelihood, pose_prior, num_samples, seed, progress)`` (the model with
+    its model error scaled where ``likelihood.model_error_scale`` asks)."""
     if not isinstance(model, (ShapeModel, Assembly)):
         raise ValueError(f"model: expected a ShapeModel or an Assembly, got {type(model).__name__}")
-    observations = _as_observations(observations)
     config = as_method(method)
     likelihood = LikelihoodOptions() if likelihood is None else likelihood
     if not isinstance(likelihood, LikelihoodOptions):
@@ -247,29 +288,55 @@ def infer(
     seed = as_seed(seed)
     if progress is None:
         progress = sys.stderr.isatty()
-    if config.name == "nuts":
-        for caveat in dict.fromkeys(c for c in (o.sampling_caveat() for o in observations) if c):
-            warnings.warn(caveat, UserWarning, stacklevel=2)
-    t_start = time.perf_counter()
+    return model, config, likelihood, pose_prior, num_samples, seed, progress
 
+
+def _method_caveats(config, cases, stacklevel: int) -> None:
+    if config.name == "nuts":
+        caveats = (o.sampling_caveat() for observations in cases for o in observations)
+        for caveat in dict.fromkeys(c for c in caveats if c):
+            warnings.warn(caveat, UserWarning, stacklevel=stacklevel)
+
+
+def _build(model, observations, pose_prior, likelihood, stacklevel: int, references=None):
+    """The bound problem of one case and its binding function, with the few-data warning."""
     if isinstance(model, Assembly):
         problem, bind = build_assembly_problem(model, observations, pose_prior, likelihood)
     else:
-        problem, bind = build_problem(model, observations, pose_prior, likelihood)
+        problem, bind = build_problem(model, observations, pose_prior, likelihood, references=references)
     n_data = sum(o.n_data for o in problem.observations)
     if n_data < problem.dim:
         warnings.warn(
             f"only {n_data} data for {problem.dim} free parameters: most of the posterior will be the prior; "
             "add observations or views, or fix the pose",
             UserWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
-    problem, theta_map, gn_cov, map_info = _fit_map(problem, observations, bind, likelihood, seed)
+    return problem, bind
+
+
+def _posterior(
+    model,
+    observations,
+    problem,
+    theta_map,
+    gn_cov,
+    map_info,
+    config,
+    pose_prior,
+    likelihood,
+    num_samples,
+    seed,
+    progress,
+    t_start,
+) -> Posterior:
+    """From the MAP of one case to its posterior: the method, the diagnostics and the warnings."""
+    n_data = sum(o.n_data for o in problem.observations)
     pairing: tuple[str, ...] = ()
     if isinstance(model, ShapeModel):
         pairing = _view_pairing_warnings(model, observations, problem, theta_map, map_info, pose_prior, likelihood)
-    if error_scale != 1.0:
-        map_info = dataclasses.replace(map_info, model_error_scale=float(error_scale))
+    if likelihood.model_error_scale != 1.0:
+        map_info = dataclasses.replace(map_info, model_error_scale=float(likelihood.model_error_scale))
 
     key = jax.random.key(seed)
     gaussian = None

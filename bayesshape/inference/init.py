@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,19 +64,29 @@ def initial_pose(model: ShapeModel, observations, pose: str | None):
     if not pairs:
         return zero
 
-    def resid(t):
-        return jnp.concatenate(
-            [v.project(jnp.asarray(p3 + 0.0)[None, :] + t[None, :])[0] - jnp.asarray(q) for v, p3, q in pairs]
-        )
+    views = tuple(v for v, _, _ in pairs)
+    points = tuple(jnp.asarray(p3) for _, p3, _ in pairs)
+    pixels = tuple(jnp.asarray(q) for _, _, q in pairs)
+    t = _anchor_translation(views, points, pixels)
+    return np.zeros(3), np.asarray(t, dtype=np.float64), 0.0
 
-    t = jnp.zeros(3)
+
+@eqx.filter_jit
+def _anchor_translation(views, points, pixels):
+    """The translation that brings each model point onto its pixel in its view: ten damped
+    Gauss-Newton steps from zero, compiled as one program (views of the same layout share it)."""
+
+    def resid(t):
+        return jnp.concatenate([v.project(p3[None, :] + t[None, :])[0] - q for v, p3, q in zip(views, points, pixels)])
+
+    t = jnp.zeros(3, dtype=points[0].dtype)
     jac = jax.jacfwd(resid)
     for _ in range(10):
         r, j = resid(t), jac(t)
         h = j.T @ j
         lam = 1e-6 * jnp.trace(h) + 1e-9
         t = t - jnp.linalg.solve(h + lam * jnp.eye(3, dtype=h.dtype), j.T @ r)
-    return np.zeros(3), np.asarray(t, dtype=np.float64), 0.0
+    return t
 
 
 def check_units(model: ShapeModel, observations) -> None:
