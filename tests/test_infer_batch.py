@@ -63,6 +63,7 @@ def _projected_cases(model, ids_per_case, seed=0):
     return cases
 
 
+@pytest.mark.slow
 def test_infer_batch_equals_infer_case_by_case(example_model, monkeypatch):
     """Three cases of one layout and one of another (more landmarks): two groups. Every case's
     MAP, Laplace covariance and draws equal ``infer``'s with seed ``seed + i``, up to the

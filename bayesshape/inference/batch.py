@@ -3,18 +3,18 @@
 Cases whose bound observations have the same layout (the same observation types in the same
 order, arrays of the same shapes, the same static settings; e.g. DRRs or masks of one detector
 size, landmarks of the same points) form a group. A group's cases are stacked along a leading
-axis and every step before the method runs is ``vmap``-ed over them in one compiled program:
-the L-BFGS MAP (optax, in a ``lax.while_loop``), the Gauss-Newton steps to the mode and the
-Gauss-Newton covariance. On a GPU the group is evaluated together; on a CPU the batch saves the
-per-case dispatch and compilation. Each case then gets its own posterior by the chosen method
-(:class:`~bayesshape.Laplace`: its draws; the others run case by case from that MAP).
-"""
+axis and every step before the method runs is one compiled program over them: the L-BFGS MAP
+(optax, in a ``lax.while_loop``), the Gauss-Newton steps to the mode and the Gauss-Newton
+information. On a GPU the cases are ``vmap``-ed and evaluated together; on a CPU they run one
+after the other inside the program (``lax.map``), which saves SciPy's per-evaluation round trips.
+Each case then gets its own posterior by the chosen method (:class:`~bayesshape.Laplace`: its
+draws; the others run case by case from that MAP)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import equinox as eqx
 import jax
@@ -69,11 +69,13 @@ def _same_layout(p: Problem, q: Problem) -> bool:
     (pa, ps), (qa, qs) = _batched_parts(p), _batched_parts(q)
     la, ta = jax.tree.flatten(pa)
     lb, tb = jax.tree.flatten(qa)
-    if ta != tb or any(x.shape != y.shape or x.dtype != y.dtype for x, y in zip(la, lb)):
+    same_tree: bool = ta == tb  # type: ignore[operator]
+    if not same_tree or any(x.shape != y.shape or x.dtype != y.dtype for x, y in zip(la, lb)):
         return False
     sa, sta = jax.tree.flatten(ps)
     sb, stb = jax.tree.flatten(qs)
-    return sta == stb and all(_same_leaf(x, y) for x, y in zip(sa, sb))
+    same_static: bool = sta == stb  # type: ignore[operator]
+    return same_static and all(_same_leaf(x, y) for x, y in zip(sa, sb))
 
 
 def _groups(problems: Sequence[Problem]) -> list[list[int]]:
@@ -267,7 +269,7 @@ def _run(problems: list[Problem], starts, pose_first: bool, refine: bool, batch_
     refine_steps = jnp.asarray(_NEWTON_STEPS if refine and gn else 0, jnp.int32)
     n = len(problems)
     size = min(batch_size, 1 << (n - 1).bit_length())
-    parts: list[list[np.ndarray]] = []
+    parts: list[list[np.ndarray | None]] = []
     for lo in range(0, n, size):
         idx = list(range(lo, min(lo + size, n)))
         idx += [idx[-1]] * (size - len(idx))
@@ -337,8 +339,8 @@ def _fit_group(problems: list[Problem], cases, binds, likelihood: LikelihoodOpti
         if r["information"] is not None:
             # inverted in float64, as laplace_covariance does (float32 loses the small variances)
             h = np.asarray(r["information"][i], dtype=np.float64)
-            cov = np.linalg.inv(0.5 * (h + h.T))
-            cov = jnp.asarray(0.5 * (cov + cov.T), dtype=dtype)
+            inverse = np.linalg.inv(0.5 * (h + h.T))
+            cov = jnp.asarray(0.5 * (inverse + inverse.T), dtype=dtype)
             newton = {"map_newton_decrement": float(r["dec"][i]), "map_newton_steps": int(r["newton_steps"][i])}
             logp = float(r["logp"][i])
         else:
@@ -404,19 +406,17 @@ def infer_batch(
 
     Example:
         >>> import bayesshape as bs
-        >>> model = bs.build_pca_model(bs.datasets.example_shapes(12, seed=0))
+        >>> shapes = bs.datasets.example_shapes(12, seed=0)
+        >>> model = bs.build_pca_model(shapes, align=None)
         >>> ids = [0, 400, 800, 1200, 1600, 2000]
-        >>> truths = bs.datasets.example_shapes(3, seed=7)
-        >>> cases = [bs.obs.Landmarks3D(ids, t.vertices[ids], sigma=1.0) for t in truths]
-        >>> posts = bs.inference.infer_batch(model, cases, bs.Laplace(), num_samples=100)
-        >>> [p.credible_radius(0.95).shape for p in posts] == [(len(truths[0].vertices),)] * 3
+        >>> cases = [bs.obs.Landmarks3D(ids, s.vertices[ids], sigma=1.0) for s in shapes[:3]]
+        >>> posts = bs.infer_batch(model, cases, bs.Laplace(), num_samples=100)
+        >>> [p.credible_radius(0.95).shape for p in posts] == [(model.n_vertices,)] * 3
         True
     """
     if isinstance(model, Assembly):
         raise ValueError("infer_batch: expected a ShapeModel; infer the cases of an Assembly with bs.infer")
-    model, config, likelihood, pose_prior, num_samples, seed, progress = _checked_arguments(
-        model, method, pose, likelihood, num_samples, seed, progress
-    )
+    run = _checked_arguments(model, method, pose, likelihood, num_samples, seed, progress)
     if isinstance(cases, Observation) or not isinstance(cases, Sequence) or len(cases) == 0:
         raise ValueError("cases: expected a non-empty sequence of cases, each one observation or a list of them")
     observations = []
@@ -425,12 +425,14 @@ def infer_batch(
             observations.append(_as_observations(case))
         except ValueError as err:
             raise ValueError(f"cases[{i}]: {err}") from None
-    _method_caveats(config, observations, stacklevel=3)
-    seeds = [seed + i for i in range(len(observations))]
+    _method_caveats(run.config, observations, stacklevel=3)
+    seeds = [run.seed + i for i in range(len(observations))]
     batch_size = as_count(batch_size, "batch_size", 1)
     t_start = time.perf_counter()
-    references = reference_shapes(model)
-    built = [_build(model, obs, pose_prior, likelihood, 4, references) for obs in observations]
+    references = reference_shapes(cast(ShapeModel, run.model))  # assemblies were refused above
+    built = []
+    for obs in observations:  # a loop, not a comprehension: the warnings' stacklevel points at the caller
+        built.append(_build(run.model, obs, run.pose_prior, run.likelihood, 3, references))
     problems = [p for p, _ in built]
     fitted: list[Any] = [None] * len(problems)
     shares: list[float] = [0.0] * len(problems)
@@ -440,7 +442,7 @@ def infer_batch(
             [problems[i] for i in g],
             [observations[i] for i in g],
             [built[i][1] for i in g],
-            likelihood,
+            run.likelihood,
             [seeds[i] for i in g],
             [str(i) for i in g],
             batch_size,
@@ -448,25 +450,9 @@ def infer_batch(
         share = (time.perf_counter() - t0) / len(g)
         for i, r in zip(g, out):
             fitted[i], shares[i] = r, share
-    build_share = (time.perf_counter() - t_start - sum(shares)) / len(problems)
+    # each case's wall time: its share of the binding and of its group's fit, then its own method
+    build_share = max((time.perf_counter() - t_start - sum(shares)) / len(problems), 0.0)
     posts = []
-    for i, (problem, theta_map, gn_cov, map_info) in enumerate(fitted):
-        t_case = time.perf_counter() - shares[i] - max(build_share, 0.0)
-        posts.append(
-            _posterior(
-                model,
-                observations[i],
-                problem,
-                theta_map,
-                gn_cov,
-                map_info,
-                config,
-                pose_prior,
-                likelihood,
-                num_samples,
-                seeds[i],
-                progress,
-                t_case,
-            )
-        )
+    for obs, fit, s, share in zip(observations, fitted, seeds, shares):
+        posts.append(_posterior(run, obs, *fit, seed=s, t_start=time.perf_counter() - share - build_share))
     return posts

@@ -240,35 +240,31 @@ def infer(
         >>> post.diagnostics.info
         LaplaceInfo(hessian='gauss-newton')
     """
-    model, config, likelihood, pose_prior, num_samples, seed, progress = _checked_arguments(
-        model, method, pose, likelihood, num_samples, seed, progress
-    )
+    run = _checked_arguments(model, method, pose, likelihood, num_samples, seed, progress)
     observations = _as_observations(observations)
-    _method_caveats(config, [observations], stacklevel=3)
+    _method_caveats(run.config, [observations], stacklevel=3)
     t_start = time.perf_counter()
-    problem, bind = _build(model, observations, pose_prior, likelihood, stacklevel=3)
-    problem, theta_map, gn_cov, map_info = _fit_map(problem, observations, bind, likelihood, seed)
-    return _posterior(
-        model,
-        observations,
-        problem,
-        theta_map,
-        gn_cov,
-        map_info,
-        config,
-        pose_prior,
-        likelihood,
-        num_samples,
-        seed,
-        progress,
-        t_start,
-    )
+    problem, bind = _build(run.model, observations, run.pose_prior, run.likelihood, stacklevel=3)
+    fitted = _fit_map(problem, observations, bind, run.likelihood, run.seed)
+    return _posterior(run, observations, *fitted, seed=run.seed, t_start=t_start)
 
 
-def _checked_arguments(model, method, pose, likelihood, num_samples, seed, progress):
-    """The structural checks shared by :func:`infer` and :func:`~bayesshape.inference.infer_batch`;
-    returns ``(model, config, likelihood, pose_prior, num_samples, seed, progress)`` (the model with
-    its model error scaled where ``likelihood.model_error_scale`` asks)."""
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """The checked settings of one call of :func:`infer` or
+    :func:`~bayesshape.inference.infer_batch`, shared by its cases."""
+
+    model: ShapeModel | Assembly  # its model error scaled where likelihood.model_error_scale asks
+    config: Method
+    likelihood: LikelihoodOptions
+    pose_prior: Any
+    num_samples: int
+    seed: int
+    progress: bool
+
+
+def _checked_arguments(model, method, pose, likelihood, num_samples, seed, progress) -> _Run:
+    """The structural checks shared by :func:`infer` and :func:`~bayesshape.inference.infer_batch`."""
     if not isinstance(model, (ShapeModel, Assembly)):
         raise ValueError(f"model: expected a ShapeModel or an Assembly, got {type(model).__name__}")
     config = as_method(method)
@@ -288,7 +284,7 @@ def _checked_arguments(model, method, pose, likelihood, num_samples, seed, progr
     seed = as_seed(seed)
     if progress is None:
         progress = sys.stderr.isatty()
-    return model, config, likelihood, pose_prior, num_samples, seed, progress
+    return _Run(model, config, likelihood, pose_prior, num_samples, seed, bool(progress))
 
 
 def _method_caveats(config, cases, stacklevel: int) -> None:
@@ -316,21 +312,11 @@ def _build(model, observations, pose_prior, likelihood, stacklevel: int, referen
 
 
 def _posterior(
-    model,
-    observations,
-    problem,
-    theta_map,
-    gn_cov,
-    map_info,
-    config,
-    pose_prior,
-    likelihood,
-    num_samples,
-    seed,
-    progress,
-    t_start,
+    run: _Run, observations, problem, theta_map, gn_cov, map_info, *, seed: int, t_start: float
 ) -> Posterior:
     """From the MAP of one case to its posterior: the method, the diagnostics and the warnings."""
+    model, config, likelihood, pose_prior = run.model, run.config, run.likelihood, run.pose_prior
+    num_samples, progress = run.num_samples, run.progress
     n_data = sum(o.n_data for o in problem.observations)
     pairing: tuple[str, ...] = ()
     if isinstance(model, ShapeModel):
@@ -426,7 +412,7 @@ def _view_pairing_warnings(model, observations, problem, theta_map, map_info, po
         f"composite weights {min(weights):.2f}) and fit much better with the views swapped ({other:.2f}): "
         "check that each mask or contour is given with its own view"
     )
-    warnings.warn(msg, UserWarning, stacklevel=3)
+    warnings.warn(msg, UserWarning, stacklevel=4)
     return (msg,)
 
 
@@ -441,7 +427,7 @@ def _overflow_warnings(post: Posterior) -> tuple[str, ...]:
                 "the data."
             )
             msgs.append(msg)
-            warnings.warn(msg, UserWarning, stacklevel=3)
+            warnings.warn(msg, UserWarning, stacklevel=4)
     return tuple(msgs)
 
 
@@ -459,5 +445,5 @@ def _misfit_warnings(post: Posterior, threshold: float = 4.0) -> tuple[str, ...]
         "or the views, units or noise levels are wrong"
     )
     msg = f"observations fit badly at the posterior mean (mean squared standardised residual): {kinds}; {hint}"
-    warnings.warn(msg, UserWarning, stacklevel=3)
+    warnings.warn(msg, UserWarning, stacklevel=4)
     return (msg,)
