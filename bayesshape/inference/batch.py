@@ -128,11 +128,11 @@ def _lbfgs(fun, x0, steps, gtol: float, ftol: float):
             updates, new_state = opt.update(g, state, x, value=v, grad=g, value_fn=fun)
         x_new = optax.apply_updates(x, updates)
         v_new = optax.tree_utils.tree_get(new_state, "value")
-        # a line search that found no decrease at all ends the fit at the previous point
-        failed = ~(v_new < v)
+        # a line search that found no decrease at all (or left the finite numbers) ends the fit at the previous point
+        failed = ~(v_new < v) | ~jnp.all(jnp.isfinite(x_new))
         g_new = optax.tree_utils.tree_get(new_state, "grad")
         change = (v - v_new) / jnp.maximum(jnp.maximum(jnp.abs(v), jnp.abs(v_new)), 1.0)
-        go = ~failed & (change > ftol) & (jnp.max(jnp.abs(g_new)) > gtol) & jnp.all(jnp.isfinite(x_new))
+        go = ~failed & (change > ftol) & (jnp.max(jnp.abs(g_new)) > gtol)
         x = jnp.where(failed, x, x_new)
         state = jax.tree.map(lambda a, b: jnp.where(failed, a, b), state, new_state)
         evals = evals + jnp.asarray(optax.tree_utils.tree_get(new_state, "num_linesearch_steps"), jnp.int32)
