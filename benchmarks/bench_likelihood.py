@@ -41,6 +41,9 @@ jax.config.update("jax_enable_x64", False)
 import bayesshape as bs  # noqa: E402
 from bayesshape.projection import Topology  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _reference_paths as R  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
@@ -188,7 +191,22 @@ def main(argv=None):
         return ll
 
     x0 = jnp.concatenate([jnp.full(k, 0.2), jnp.array([0.01, -0.01, 0.005, 1.0, -1.0, 0.5])]).astype(model.mean.dtype)
+
+    def make_ref_ll(name):
+        tiles = [R.edge_tiles(o.pixels) for o in silhouette]
+
+        def ll(params):
+            v = bs.projection.Pose(params[k : k + 3], params[k + 3 : k + 6], jnp.zeros((), params.dtype)).apply(
+                model.instance(params[:k]), center
+            )
+            if name == "contour":
+                return sum(R.contour_log_likelihood(o, v) for o in contour)
+            return sum(R.silhouette_log_likelihood(o, v, t) for o, t in zip(silhouette, tiles))
+
+        return ll
+
     res = {}
+    ms = {}
     for name, observations in (("contour", contour), ("silhouette", silhouette), ("drr", drr), ("drr_area", drr_area)):
         vg = jax.jit(jax.value_and_grad(make_ll(observations)))
         t0 = time.perf_counter()
@@ -197,11 +215,31 @@ def main(argv=None):
         res[f"jax_{name}_value_and_grad_s"] = timeit(lambda vg=vg: vg(x0), args.repeats)
         val = jax.jit(make_ll(observations))
         res[f"jax_{name}_value_s"] = timeit(lambda val=val: val(x0), args.repeats)
-    fp = max(bs.projection.drr_footprint(truth.vertices, truth.faces, vw) for vw in views)
+        ms[f"{name}_vg"] = 1000 * res[f"jax_{name}_value_and_grad_s"]
+        # the reference: the previous implementation where it changed (benchmarks/_reference_paths.py),
+        # else the same code timed again, so that every ratio comes from one run
+        ref = make_ref_ll(name) if name in ("contour", "silhouette") else make_ll(observations)
+        vg_ref = jax.jit(jax.value_and_grad(ref))
+        value_ref = vg_ref(x0)
+        res[f"{name}_value_new_vs_reference"] = [float(vg(x0)[0]), float(value_ref[0])]
+        res[f"{name}_gradient_max_rel_diff"] = float(
+            jnp.max(jnp.abs(vg(x0)[1] - value_ref[1])) / jnp.max(jnp.abs(value_ref[1]))
+        )
+        ms[f"{name}_vg_reference"] = 1000 * timeit(lambda vg_ref=vg_ref: vg_ref(x0), args.repeats)
     stacked = bs.projection.stack_views(views)
     faces = model.faces
+    # one render per view: the DRR likelihood's face groups (each face in the window it needs) against
+    # the single window that holds the largest triangle (the reference)
+    groups, fps = bs.projection.drr_face_groups(np.asarray(model.mean), model.faces, views[0])
+    fp = max(bs.projection.drr_footprint(truth.vertices, truth.faces, vw) for vw in views)
+    render1 = jax.jit(lambda v: bs.projection.render_drr(v, groups, views[0], footprint=fps))
+    render1_ref = jax.jit(lambda v: bs.projection.render_drr(v, faces, views[0], footprint=fp))
     render2 = jax.jit(lambda v: jax.vmap(lambda vw: bs.projection.render_drr(v, faces, vw, footprint=fp))(stacked))
     verts = jnp.asarray(truth.vertices, dtype=model.mean.dtype)
+    ms["render"] = 1000 * timeit(lambda: render1(verts), args.repeats)
+    ms["render_reference"] = 1000 * timeit(lambda: render1_ref(verts), args.repeats)
+    res["render_max_abs_diff_mm"] = float(jnp.max(jnp.abs(render1(verts) - render1_ref(verts))))
+    res["ms"] = ms
     res["jax_render_2views_s"] = timeit(lambda: render2(verts), args.repeats)
     res["jax_renders_per_s"] = 2.0 / res["jax_render_2views_s"]
     imgs = np.asarray(render2(verts))
@@ -310,6 +348,10 @@ def main(argv=None):
             ("DiffDRR render + backward (pose), 2 views", res["diffdrr"]["value_and_grad_2views_s"]),
         ]
     print(f"machine: {res['machine']}")
+    print("| what (2 views; render: one view) | ms | reference ms | reference / ms |\n|---|---|---|---|")
+    for key in ("contour_vg", "silhouette_vg", "drr_vg", "drr_area_vg", "render"):
+        print(f"| {key} | {ms[key]:.1f} | {ms[key + '_reference']:.1f} | {ms[key + '_reference'] / ms[key]:.2f} |")
+    print()
     print("| what | ms |\n|---|---|")
     for name, t in rows:
         print(f"| {name} | {1000 * t:.1f} |")

@@ -503,7 +503,7 @@ def test_silhouette_overflow_is_detected(example_model):
         topology=sil.topology,
         capacity=8,
         footprint=sil.footprint,
-        _arrays=(sil.mask, sil.outline, sil.pixels, sil.labels, sil.tiles),
+        _arrays=(sil.mask, sil.outline, sil.pixels, sil.labels),
     )
     assert small.overflow(v)
 

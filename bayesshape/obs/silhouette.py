@@ -17,12 +17,10 @@ from ..projection.views import XRayView
 from .base import Observation, PoseAnchor, check_outline_units, check_visible, replace_view
 from .contour import (
     Contour,
-    EdgeTiles,
     _edge_count,
     candidate_edges,
     checked_view_sigma_weight,
     edge_capacity,
-    edge_tiles,
     mask_contour_points,
     nearest_edge_distance,
 )
@@ -108,7 +106,6 @@ class Silhouette(Observation):
     outline: Float[Array, "n_out 2"]
     pixels: Float[Array, "n_px 2"]
     labels: Float[Array, " n_px"]
-    tiles: EdgeTiles
     sigma: Float[Array, ""]
     weight: Float[Array, ""]
     topology: Topology | None
@@ -141,7 +138,7 @@ class Silhouette(Observation):
             )
         self.band = band
         if _arrays is not None:  # internal copy (bind, with_weight)
-            self.mask, self.outline, self.pixels, self.labels, self.tiles = _arrays
+            self.mask, self.outline, self.pixels, self.labels = _arrays
             return
         view.check()
         h, w = view.detector_shape
@@ -180,7 +177,6 @@ class Silhouette(Observation):
             pix, inside = pix[keep], inside[keep]
         self.pixels = jnp.asarray(pix)
         self.labels = jnp.asarray(np.where(inside, 1.0, -1.0))
-        self.tiles = edge_tiles(pix)
 
     def bind(self, faces, reference_vertices) -> Silhouette:
         """Attach the mesh topology, a static capacity for contour edges (as :meth:`Contour.bind`)
@@ -201,7 +197,7 @@ class Silhouette(Observation):
             topology=topo,
             capacity=edge_capacity(topo, self.view, refs),
             footprint=fp,
-            _arrays=(self.mask, self.outline, self.pixels, self.labels, self.tiles),
+            _arrays=(self.mask, self.outline, self.pixels, self.labels),
         )
 
     def with_weight(self, weight: float) -> Silhouette:
@@ -242,7 +238,7 @@ class Silhouette(Observation):
         if self.topology is None:
             raise ValueError("Silhouette: call obs.bind(model.faces, model.mean) before evaluating the likelihood")
         a, b, wgt, ramp, valid, count = candidate_edges(vertices, self.topology, self.view, self.capacity)
-        d = nearest_edge_distance(self.pixels, (a, b, wgt, ramp, valid), self.view.detector_shape, self.tiles)
+        d = nearest_edge_distance(self.pixels, (a, b, wgt, ramp, valid), self.view.detector_shape)
         # which side: the coverage of the pixel centre, a step of the shape (no gradient; s is
         # continuous across it because the outline passes through the centre there, d = 0)
         img, too_big, behind = render_drr_flagged(
