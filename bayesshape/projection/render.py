@@ -155,27 +155,39 @@ def contour_weights(vertices: Float[Array, "n_vert 3"], topology: Topology, view
     return w, p[topology.edges]
 
 
-def _centre_depths(x, y, tz, safe_area, valid_face, py, px, parallel):
-    """Which window pixel centres each triangle covers, and its depth there."""
+def _centre_depths(x, y, tz, safe_area, valid_face, i0, j0, k, parallel):
+    """Which pixel centres of each triangle's ``k x k`` window (rows from ``i0``, columns from ``j0``)
+    it covers, and its depth there, both ``(F, k, k)``.
+
+    Coverage is decided by the exact edge functions (ties by the top-left rule). The depth (parallel) or
+    inverse depth (cone) is affine over the triangle: its value at the window's corner and its two slopes
+    are computed per face and spread over the window as ``c + s_col * dj + s_row * di`` with small integer
+    offsets, so that reverse mode sums three ``(F, k, k)`` cotangents back to each face instead of one per
+    vertex coordinate (about three times faster on a femur)."""
+    dt = x.dtype
+    off = jnp.arange(k, dtype=dt)
+    py = i0.astype(dt)[:, None, None] + off[None, :, None]
+    px = j0.astype(dt)[:, None, None] + off[None, None, :]
+    sg = jax.lax.stop_gradient
 
     def edge(a, b):
-        ex, ey = x[:, b] - x[:, a], y[:, b] - y[:, a]
-        e = ex[:, None, None] * (py - y[:, a][:, None, None]) - ey[:, None, None] * (px - x[:, a][:, None, None])
+        xa, ya, ex, ey = sg(x[:, a]), sg(y[:, a]), sg(x[:, b] - x[:, a]), sg(y[:, b] - y[:, a])
+        e = ex[:, None, None] * (py - ya[:, None, None]) - ey[:, None, None] * (px - xa[:, None, None])
         owned = (ey > 0) | ((ey == 0) & (ex < 0))
-        return e, (e > 0) | ((e == 0) & owned[:, None, None])
+        return (e > 0) | ((e == 0) & owned[:, None, None])
 
-    e_bc, in_a = edge(1, 2)
-    e_ca, in_b = edge(2, 0)
-    e_ab, in_c = edge(0, 1)
-    inside = in_a & in_b & in_c & valid_face[:, None, None]
-    la = e_bc / safe_area[:, None, None]
-    lb = e_ca / safe_area[:, None, None]
-    lc = e_ab / safe_area[:, None, None]
-    if parallel:
-        depth = la * tz[:, 0, None, None] + lb * tz[:, 1, None, None] + lc * tz[:, 2, None, None]
-    else:
-        inv = la / tz[:, 0, None, None] + lb / tz[:, 1, None, None] + lc / tz[:, 2, None, None]
-        depth = 1.0 / jnp.where(inside, inv, 1.0)
+    inside = edge(1, 2) & edge(2, 0) & edge(0, 1) & valid_face[:, None, None]
+    # the edge function of a -> b at the window's corner, and its slopes along columns and rows
+    c0, c1 = i0.astype(dt), j0.astype(dt)
+    coef = [
+        (x[:, b] - x[:, a]) * (c0 - y[:, a]) - (y[:, b] - y[:, a]) * (c1 - x[:, a]) for a, b in ((1, 2), (2, 0), (0, 1))
+    ]
+    slope_col = [-(y[:, b] - y[:, a]) for a, b in ((1, 2), (2, 0), (0, 1))]
+    slope_row = [x[:, b] - x[:, a] for a, b in ((1, 2), (2, 0), (0, 1))]
+    vals = [tz[:, i] if parallel else 1.0 / tz[:, i] for i in range(3)]  # interpolated affinely
+    lin = [sum(c[i] * vals[i] for i in range(3)) / safe_area for c in (coef, slope_col, slope_row)]
+    q = lin[0][:, None, None] + lin[1][:, None, None] * off[None, None, :] + lin[2][:, None, None] * off[None, :, None]
+    depth = q if parallel else 1.0 / jnp.where(inside, q, 1.0)
     return inside, depth
 
 
@@ -296,7 +308,7 @@ def _rasterise(vertices, z, faces, view, k, pixel):
     ii = i0[:, None, None] + off[None, :, None]
     in_image = (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
     if pixel == "centre":
-        inside, depth = _centre_depths(x, y, tz, safe_area, valid_face, ii.astype(dt), jj.astype(dt), view.is_parallel)
+        inside, depth = _centre_depths(x, y, tz, safe_area, valid_face, i0, j0, k, view.is_parallel)
         inside = inside & in_image
         contrib = jnp.where(inside, sigma[:, None, None] * depth, 0.0)
     else:
