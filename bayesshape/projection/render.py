@@ -179,11 +179,10 @@ def _centre_depths(x, y, tz, safe_area, valid_face, i0, j0, k, parallel):
     inside = edge(1, 2) & edge(2, 0) & edge(0, 1) & valid_face[:, None, None]
     # the edge function of a -> b at the window's corner, and its slopes along columns and rows
     c0, c1 = i0.astype(dt), j0.astype(dt)
-    coef = [
-        (x[:, b] - x[:, a]) * (c0 - y[:, a]) - (y[:, b] - y[:, a]) * (c1 - x[:, a]) for a, b in ((1, 2), (2, 0), (0, 1))
-    ]
-    slope_col = [-(y[:, b] - y[:, a]) for a, b in ((1, 2), (2, 0), (0, 1))]
-    slope_row = [x[:, b] - x[:, a] for a, b in ((1, 2), (2, 0), (0, 1))]
+    opposite = ((1, 2), (2, 0), (0, 1))  # the edge facing each vertex: its function weighs that vertex
+    coef = [(x[:, b] - x[:, a]) * (c0 - y[:, a]) - (y[:, b] - y[:, a]) * (c1 - x[:, a]) for a, b in opposite]
+    slope_col = [-(y[:, b] - y[:, a]) for a, b in opposite]
+    slope_row = [x[:, b] - x[:, a] for a, b in opposite]
     vals = [tz[:, i] if parallel else 1.0 / tz[:, i] for i in range(3)]  # interpolated affinely
     lin = [sum(c[i] * vals[i] for i in range(3)) / safe_area for c in (coef, slope_col, slope_row)]
     q = lin[0][:, None, None] + lin[1][:, None, None] * off[None, None, :] + lin[2][:, None, None] * off[None, :, None]
