@@ -58,7 +58,7 @@ import bayesshape as bs  # noqa: E402
 from bayesshape._atomic import atomic_path  # noqa: E402
 from bayesshape._geometry import surface_distances, volume_dice  # noqa: E402
 from bayesshape.export import write_json  # noqa: E402
-from bayesshape.posterior import posture  # noqa: E402
+from bayesshape.posterior import morphometry, posture  # noqa: E402
 from bayesshape.prior import Assembly, PosturePrior, coarsen_mesh, without_rigid_motion  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lumbar_l2l5"
@@ -95,25 +95,33 @@ def endplate_normal(mesh: trimesh.Trimesh, side: int) -> np.ndarray:
     return n / np.linalg.norm(n)
 
 
-def wedge(vertices: np.ndarray, loss: float = 0.35) -> np.ndarray:
+def wedge(vertices: np.ndarray, points: morphometry.BodyPoints, loss: float = 0.35) -> np.ndarray:
     """A wedge fracture: the body's height (about its mid-height) reduced by ``loss`` at its anterior
-    edge, by nothing at the centroid, linearly in between."""
+    wall, by nothing at its posterior wall, linearly in between (along x, anterior), as Genant's
+    semi-quantitative grading measures it (anterior against posterior height: 35% is grade 2)."""
     v = vertices.copy()
-    cx, xmax = v[:, 0].mean(), v[:, 0].max()
-    body = v[:, 0] > cx
+    x_ant = v[list(points.anterior), 0].mean()
+    x_post = v[list(points.posterior), 0].mean()
+    body = v[:, 0] > x_post
     zmid = np.median(v[body, 2])
-    f = 1.0 - loss * (v[body, 0] - cx) / (xmax - cx)
+    f = 1.0 - loss * np.clip((v[body, 0] - x_post) / (x_ant - x_post), 0.0, 1.0)
     v[body, 2] = zmid + (v[body, 2] - zmid) * f
     return v
 
 
 def simulate_case(
-    asm: Assembly, truth_models, physiological: PosturePrior, rng: np.random.Generator, *, fracture: str | None = None
+    asm: Assembly,
+    truth_models,
+    physiological: PosturePrior,
+    rng: np.random.Generator,
+    *,
+    fracture: str | None = None,
+    body: dict | None = None,
 ):
     """Truth vertices per object (natural posture), the posture increments, the global pose, and the
     posed combined mesh."""
     shapes = [draw_shape(tm, rng) for tm in truth_models]
-    shapes = [wedge(v) if name == fracture else v for name, v in zip(asm.names, shapes)]
+    shapes = [wedge(v, body[name]) if name == fracture else v for name, v in zip(asm.names, shapes)]
     inc = draw_postures(physiological, rng, 1)[0]
     return _posed(asm, shapes, inc, rng)
 
@@ -163,6 +171,20 @@ def _posed(asm: Assembly, shapes, inc, rng):
     return world, faces, inc
 
 
+def _wedge_columns(w, truth, points) -> dict:
+    if w is None:
+        return {}
+    ha, hp = morphometry.height_ratios(truth, points)
+    return {
+        "true_height_reduction": float(1.0 - (ha / hp) / w.reference_ratio),
+        "height_ratio": w.ratio,
+        "height_reduction": w.reduction,
+        "p_genant_1": w.probability,
+        "genant_grade": w.grade,
+        "flagged_wedge": w.flagged,
+    }
+
+
 def run_case(
     asm,
     truth_models,
@@ -176,8 +198,9 @@ def run_case(
     seed=0,
     likelihood=None,
     block=8,
+    body=None,
 ):
-    world, faces, inc = simulate_case(asm, truth_models, physiological, rng, fracture=fracture)
+    world, faces, inc = simulate_case(asm, truth_models, physiological, rng, fracture=fracture, body=body)
     sim = bs.simulate_xray((world, faces), views, seed=seed, noise=0.01, mu=0.02)
     t0 = time.perf_counter()
     post = bs.infer(
@@ -193,6 +216,7 @@ def run_case(
     mean_v = post.mean_vertices()
     off = asm.vertex_offsets
     rel = posture.object_reliability(post)
+    wedges = {w.name: w for w in morphometry.wedge_assessment(post, body)} if body else {}
     vert_rows = []
     for k, name in enumerate(asm.names):
         f = np.asarray(asm.models[k].faces)
@@ -208,9 +232,11 @@ def run_case(
                 "credible_radius_95_mm": rel[k].credible_radius_95,
                 "shape_mahalanobis": rel[k].shape_mahalanobis,
                 "misfit": rel[k].misfit,
-                "flagged": rel[k].flagged,
+                "flagged_misfit": rel[k].flagged,
+                **_wedge_columns(wedges.get(name), tru, body and body.get(name)),
             }
         )
+        vert_rows[-1]["flagged"] = vert_rows[-1]["flagged_misfit"] or vert_rows[-1].get("flagged_wedge", False)
     # angles: posterior draws against the truth
     draws = posture.joint_angles(post)
     truth = posture.posture_angles(asm, inc)
@@ -293,7 +319,9 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     cases = []
     lik = bs.LikelihoodOptions()
-    settings = {"likelihood": lik, "block": args.block_size, "samples": args.samples}
+    # the ends of each body's anterior and posterior heights (x anterior, z superior)
+    body = {name: morphometry.body_points(m) for name, m in meshes.items()}
+    settings = {"likelihood": lik, "block": args.block_size, "samples": args.samples, "body": body}
 
     def case(seed, fracture=None):
         return run_case(asm, truth_models, physiological, views, rng, normals, fracture=fracture, seed=seed, **settings)
@@ -312,7 +340,9 @@ def main(argv=None) -> int:
     print(
         f"fracture of L4: flagged {flagged}; "
         + ", ".join(
-            f"{v['vertebra']} misfit {v['misfit']:.2f} maha {v['shape_mahalanobis']:.2f}" for v in frac["vertebrae"]
+            f"{v['vertebra']} misfit {v['misfit']:.2f} maha {v['shape_mahalanobis']:.2f} "
+            f"height reduction {100 * v['height_reduction']:.0f}% (P(grade >= 1) {v['p_genant_1']:.2f})"
+            for v in frac["vertebrae"]
         )
     )
 
@@ -357,6 +387,11 @@ def main(argv=None) -> int:
             p: mean_sd([a for a in angles if a["angle"].startswith(p)]) for p in ("sagittal", "coronal", "axial")
         },
         "flagged_in_normal_cases": sum(v["flagged"] for v in verts),
+        "flagged_by_misfit_in_normal_cases": sum(v["flagged_misfit"] for v in verts),
+        "flagged_by_wedge_in_normal_cases": sum(v["flagged_wedge"] for v in verts),
+        "fracture_flags_by_misfit": [v["vertebra"] for v in frac["vertebrae"] if v["flagged_misfit"]],
+        "fracture_flags_by_wedge": [v["vertebra"] for v in frac["vertebrae"] if v["flagged_wedge"]],
+        "fracture_height_reduction": {v["vertebra"]: v["height_reduction"] for v in frac["vertebrae"]},
         "fracture_flagged": flagged == ["L4"],
         "fracture_flags": flagged,
         "fracture_case": frac["vertebrae"],

@@ -304,6 +304,7 @@ def _check_loo_outputs(out: Path, n_cases: int):
     s = json.loads((out / "summary.json").read_text())
     for key in ("coverage", "coverage_se", "spearman_vertex", "error_mm", "floor_mm", "prior_error_mm"):
         assert key in s, key
+    assert -1.0 <= s["spearman_vertex_ideal"] <= 1.0
     cov = [s["coverage"][k] for k in ("0.5", "0.8", "0.9", "0.95")]
     assert all(0.0 <= c <= 1.0 for c in cov) and cov == sorted(cov)
     with (out / "cases.csv").open() as fh:
@@ -366,5 +367,11 @@ def test_spine_smoke(tmp_path):
     assert set(s["angle_coverage"]) == {"0.5", "0.8", "0.9", "0.95"}
     assert 0.5 < s["dice_mean"] <= 1.0
     assert s["prior"] == "trained" and s["modes_per_vertebra"] == [5 + 4] * 4  # 6 shapes: 5 PCA modes
+    # the wedge fracture and each vertebra's morphometry: heights reduced as measured on the truth
+    frac = {v["vertebra"]: v for v in s["fracture_case"]}
+    assert set(frac) == {"L2", "L3", "L4", "L5"}
+    for v in frac.values():
+        assert -1 < v["height_reduction"] < 1 and 0 <= v["p_genant_1"] <= 1 and v["genant_grade"] in (0, 1, 2, 3)
+    assert set(s["fracture_flags_by_wedge"]) <= set(frac) and "flagged_by_wedge_in_normal_cases" in s
     rows = (tmp_path / "angles.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 3 + 2  # header, three planes at three joints, two lordosis angles

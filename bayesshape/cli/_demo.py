@@ -172,7 +172,7 @@ def _spine_demo(args) -> int:
     import bayesshape as bs
     from bayesshape._geometry import surface_distances
     from bayesshape.inference._assembly import object_transforms
-    from bayesshape.posterior import posture
+    from bayesshape.posterior import morphometry, posture
     from bayesshape.prior import Assembly, PosturePrior
     from bayesshape.report import make_report, write_case
 
@@ -225,6 +225,9 @@ def _spine_demo(args) -> int:
         f = np.asarray(asm.models[k].faces)
         d = np.asarray(surface_distances(jnp.asarray(mean[sl]), jnp.asarray(f), jnp.asarray(world[sl]), jnp.asarray(f)))
         per_object[name] = {"mean": float(d.mean()), "p95": float(np.quantile(d, 0.95))}
+    # each body's anterior and posterior heights, and Genant's grade of a wedge deformity (LPS: anterior -y)
+    body = {name: morphometry.body_points(m, forward=(0.0, -1.0, 0.0)) for name, m in spine.items()}
+    wedges = {w.name: w for w in morphometry.wedge_assessment(post, body)}
     true_angles = posture.posture_angles(asm, inc, forward=1, lateral=0, up=2)
     true_angles = {k: v if k == "joints" else np.asarray(v).reshape(-1) for k, v in true_angles.items()}
     true_angles["joints"] = list(true_angles["joints"])
@@ -255,6 +258,7 @@ def _spine_demo(args) -> int:
                 for key in ("sagittal", "coronal", "axial")
                 for j, joint in enumerate(true_angles["joints"])
             },
+            "vertebral_morphometry": {name: w.as_dict() for name, w in wedges.items()},
             "wall_time_s": time.perf_counter() - t0,
         },
     )
@@ -265,12 +269,12 @@ def _spine_demo(args) -> int:
     for name, lab in zip(names, sim.labels or ()):
         bs.io.write_image(inputs / f"{name}_labels.png", lab)
     make_report(out, title="bayesshape demo: a lumbar spine's shapes and posture from biplanar DRRs")
-    print("\nvertebra  surface error (mean, p95)  95% radius  flagged")
+    print("\nvertebra  surface error (mean, p95)  95% radius  flagged  anterior height lost (P(>= 20%))")
     for name in asm.names:
-        o, e = summary["objects"][name], per_object[name]
+        o, e, w = summary["objects"][name], per_object[name], wedges[name]
         print(
             f"{name:8s}  {e['mean']:.2f} mm, {e['p95']:.2f} mm{'':10s}{o['credible_radius_95']:.2f} mm"
-            f"     {'yes' if o['flagged'] else 'no'}"
+            f"     {'yes' if o['flagged'] else 'no ':8s} {100 * w.reduction:5.1f}% ({w.probability:.2f})"
         )
     print("\njoint angle            truth    posterior mean (95% interval), degrees")
     for key, row in summary["posture_deg"].items():
