@@ -185,6 +185,17 @@ def _wedge_columns(w, truth, points) -> dict:
     }
 
 
+def _confusion(rows) -> dict:
+    truth = [r["true_height_reduction"] >= morphometry.GENANT_THRESHOLDS[0] for r in rows]
+    flag = [r["flagged_wedge"] for r in rows]
+    return {
+        "true_positive": sum(t and f for t, f in zip(truth, flag)),
+        "false_positive": sum(f and not t for t, f in zip(truth, flag)),
+        "false_negative": sum(t and not f for t, f in zip(truth, flag)),
+        "true_negative": sum(not t and not f for t, f in zip(truth, flag)),
+    }
+
+
 def run_case(
     asm,
     truth_models,
@@ -392,6 +403,8 @@ def main(argv=None) -> int:
         "fracture_flags_by_misfit": [v["vertebra"] for v in frac["vertebrae"] if v["flagged_misfit"]],
         "fracture_flags_by_wedge": [v["vertebra"] for v in frac["vertebrae"] if v["flagged_wedge"]],
         "fracture_height_reduction": {v["vertebra"]: v["height_reduction"] for v in frac["vertebrae"]},
+        # the morphometric flag against the truth's own loss (Genant's grade 1: 20%), every vertebra
+        "wedge_flags_against_truth": _confusion(verts + frac["vertebrae"]),
         "fracture_flagged": flagged == ["L4"],
         "fracture_flags": flagged,
         "fracture_case": frac["vertebrae"],

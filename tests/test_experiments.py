@@ -373,5 +373,6 @@ def test_spine_smoke(tmp_path):
     for v in frac.values():
         assert -1 < v["height_reduction"] < 1 and 0 <= v["p_genant_1"] <= 1 and v["genant_grade"] in (0, 1, 2, 3)
     assert set(s["fracture_flags_by_wedge"]) <= set(frac) and "flagged_by_wedge_in_normal_cases" in s
+    assert sum(s["wedge_flags_against_truth"].values()) == 2 * 4  # one spine and the fracture case
     rows = (tmp_path / "angles.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 3 + 2  # header, three planes at three joints, two lordosis angles
