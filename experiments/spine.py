@@ -179,10 +179,17 @@ def _wedge_columns(w, truth, points) -> dict:
         "true_height_reduction": float(1.0 - (ha / hp) / w.reference_ratio),
         "height_ratio": w.ratio,
         "height_reduction": w.reduction,
+        # the 95% interval of the loss, from that of the ratio
+        "height_reduction_lo95": float(1.0 - w.ratio_interval[1] / w.reference_ratio),
+        "height_reduction_hi95": float(1.0 - w.ratio_interval[0] / w.reference_ratio),
         "p_genant_1": w.probability,
         "genant_grade": w.grade,
         "flagged_wedge": w.flagged,
     }
+
+
+def _loss_covered(row) -> bool:
+    return row["height_reduction_lo95"] <= row["true_height_reduction"] <= row["height_reduction_hi95"]
 
 
 def _confusion(rows) -> dict:
@@ -405,6 +412,10 @@ def main(argv=None) -> int:
         "fracture_height_reduction": {v["vertebra"]: v["height_reduction"] for v in frac["vertebrae"]},
         # the morphometric flag against the truth's own loss (Genant's grade 1: 20%), every vertebra
         "wedge_flags_against_truth": _confusion(verts + frac["vertebrae"]),
+        "height_reduction_error": float(
+            np.mean([abs(v["height_reduction"] - v["true_height_reduction"]) for v in verts])
+        ),
+        "height_reduction_coverage_95": float(np.mean([_loss_covered(v) for v in verts])),
         "fracture_flagged": flagged == ["L4"],
         "fracture_flags": flagged,
         "fracture_case": frac["vertebrae"],

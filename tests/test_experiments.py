@@ -374,5 +374,6 @@ def test_spine_smoke(tmp_path):
         assert -1 < v["height_reduction"] < 1 and 0 <= v["p_genant_1"] <= 1 and v["genant_grade"] in (0, 1, 2, 3)
     assert set(s["fracture_flags_by_wedge"]) <= set(frac) and "flagged_by_wedge_in_normal_cases" in s
     assert sum(s["wedge_flags_against_truth"].values()) == 2 * 4  # one spine and the fracture case
+    assert 0 <= s["height_reduction_coverage_95"] <= 1 and s["height_reduction_error"] >= 0
     rows = (tmp_path / "angles.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 3 + 2  # header, three planes at three joints, two lordosis angles
