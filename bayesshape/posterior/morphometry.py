@@ -61,7 +61,8 @@ class WedgeAssessment:
 
     Attributes:
         name: the object.
-        anterior_mm, posterior_mm: posterior means of the anterior and posterior heights.
+        anterior_mm: posterior mean of the anterior height.
+        posterior_mm: posterior mean of the posterior height.
         ratio: posterior mean of ``Ha / Hp``.
         ratio_interval: its 95% equal-tailed credible interval.
         reference_ratio: ``Ha / Hp`` of the model's mean shape.
@@ -99,7 +100,8 @@ def body_points(mesh, *, forward=(1.0, 0.0, 0.0), up=(0.0, 0.0, 1.0), band: floa
 
     Args:
         mesh: a trimesh (or an object with ``vertices`` and ``faces``) of one vertebra, mm.
-        forward, up: the anterior and superior directions of its frame.
+        forward: the anterior direction of its frame.
+        up: the superior direction of its frame.
         band: half-width of the mid-sagittal band, as a fraction of the body's half-width.
 
     Returns:
