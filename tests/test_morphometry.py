@@ -97,6 +97,7 @@ def test_wedge_probability_and_grade_against_the_closed_form():
     assert not strict.flagged
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", [0.0, 0.35])
 def test_a_wedge_is_recovered_from_landmarks_and_flagged_only_when_present(loss):
     """A GP model of a vertebra; the truth is its mean shape, wedged or not, seen as 3D landmarks on every
@@ -117,6 +118,7 @@ def test_a_wedge_is_recovered_from_landmarks_and_flagged_only_when_present(loss)
         assert true_reduction > 0.25 and a.grade >= 1
 
 
+@pytest.mark.slow
 def test_wedge_assessment_reads_each_object_of_an_assembly():
     spine = {k: v for k, v in bs.datasets.example_spine(subdivisions=2).items() if k in ("L3", "L4")}
     asm = bs.prior.Assembly.from_meshes(spine, rank=3)
