@@ -121,10 +121,10 @@ def body_points(mesh, *, forward=(1.0, 0.0, 0.0), up=(0.0, 0.0, 1.0), band: floa
     cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # area-weighted normals
     centre = tri.mean(1)
     in_body = (centre - c) @ fw > 0
+    facing_up = (cross / np.maximum(np.linalg.norm(cross, axis=1, keepdims=True), 1e-300)) @ u
     normals = []
     for side in (1.0, -1.0):
-        unit = cross / np.maximum(np.linalg.norm(cross, axis=1, keepdims=True), 1e-300)
-        sel = in_body & (side * unit @ u > 0.7)
+        sel = in_body & (side * facing_up > 0.7)
         if not sel.any():
             raise ValueError("mesh: no endplate found (no body face facing up and down); check forward and up")
         normals.append(side * cross[sel].sum(0))
