@@ -217,6 +217,7 @@ def run_case(
     likelihood=None,
     block=8,
     body=None,
+    robust=False,
 ):
     world, faces, inc = simulate_case(asm, truth_models, physiological, rng, fracture=fracture, body=body)
     sim = bs.simulate_xray((world, faces), views, seed=seed, noise=0.01, mu=0.02)
@@ -224,7 +225,7 @@ def run_case(
     post = bs.infer(
         asm,
         sim.observations("drr", block_size=block or None),
-        bs.Laplace(),
+        bs.Laplace(robust=robust),
         bs.RigidPose(rotation_sd=0.1, translation_sd=10.0),
         num_samples=samples,
         seed=seed,
@@ -318,6 +319,12 @@ def main(argv=None) -> int:
         default=40,
         help="modes of each vertebra's leave-one-out model error (--prior trained; 0: none)",
     )
+    ap.add_argument(
+        "--covariance",
+        choices=("weights", "robust"),
+        default="weights",
+        help="the Laplace covariance: composite weights per view (weights) or the DRR blocks' sandwich (robust)",
+    )
     ap.add_argument("--truth-rank", type=int, default=150, help="modes of the population's shape process")
     args = ap.parse_args(argv)
     n_cases = args.cases or (6 if args.quick else 20)
@@ -339,7 +346,13 @@ def main(argv=None) -> int:
     lik = bs.LikelihoodOptions()
     # the ends of each body's anterior and posterior heights (x anterior, z superior)
     body = {name: morphometry.body_points(m) for name, m in meshes.items()}
-    settings = {"likelihood": lik, "block": args.block_size, "samples": args.samples, "body": body}
+    settings = {
+        "likelihood": lik,
+        "block": args.block_size,
+        "samples": args.samples,
+        "body": body,
+        "robust": args.covariance == "robust",
+    }
 
     def case(seed, fracture=None):
         return run_case(asm, truth_models, physiological, views, rng, normals, fracture=fracture, seed=seed, **settings)
@@ -383,6 +396,7 @@ def main(argv=None) -> int:
         "cases": n_cases,
         "faces_per_vertebra": n_faces,
         "prior": args.prior,
+        "covariance": args.covariance,
         **({"training_spines": args.train, "model_error_rank": args.error_rank} if args.prior == "trained" else {}),
         "modes_per_vertebra": [m.n_modes for m in asm.models],
         "dice_mean": float(np.mean([v["dice"] for v in verts])),

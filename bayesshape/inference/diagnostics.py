@@ -101,16 +101,27 @@ class MapInfo:
 
 @dataclasses.dataclass(frozen=True)
 class LaplaceInfo:
-    """Laplace approximation: which Hessian was used (``"gauss-newton"`` or ``"finite-difference"``)."""
+    """Laplace approximation.
+
+    Attributes:
+        hessian: the Hessian used (``"gauss-newton"`` or ``"finite-difference"``).
+        robust_blocks: with ``Laplace(robust=True)``, the residual blocks whose scores made the
+            sandwich covariance; None otherwise.
+    """
 
     hessian: str
+    robust_blocks: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"laplace_hessian": self.hessian}
+        d: dict[str, Any] = {"laplace_hessian": self.hessian}
+        if self.robust_blocks is not None:
+            d["laplace_robust_blocks"] = int(self.robust_blocks)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> LaplaceInfo:
-        return cls(d["laplace_hessian"])
+        blocks = d.get("laplace_robust_blocks")
+        return cls(d["laplace_hessian"], None if blocks is None else int(blocks))
 
 
 @dataclasses.dataclass(frozen=True)

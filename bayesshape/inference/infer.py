@@ -29,7 +29,7 @@ from .config import SVI, Importance, Laplace, LikelihoodOptions, Method, as_meth
 from .diagnostics import Diagnostics, ImportanceInfo, LaplaceInfo, MapInfo, MethodInfo, sampler_warnings
 from .importance import importance_sample
 from .init import check_units, problem_fields
-from .laplace import laplace_covariance, laplace_draws, neg_log_density_and_grad
+from .laplace import laplace_covariance, laplace_draws, neg_log_density_and_grad, robust_covariance
 from .map import find_map, refine_map
 from .nuts import run_nuts
 from .svi import run_svi
@@ -238,7 +238,7 @@ def infer(
         >>> post.credible_radius(0.95).shape == (len(truth.vertices),)
         True
         >>> post.diagnostics.info
-        LaplaceInfo(hessian='gauss-newton')
+        LaplaceInfo(hessian='gauss-newton', robust_blocks=None)
     """
     run = _checked_arguments(model, method, pose, likelihood, num_samples, seed, progress)
     observations = _as_observations(observations)
@@ -329,12 +329,18 @@ def _posterior(
     sample_stats: dict = {}
     info: MethodInfo
     if isinstance(config, (Laplace, Importance)):
-        cov, used = _covariance(problem, theta_map, gn_cov, config.hessian)
-        if isinstance(config, Laplace):
+        if isinstance(config, Laplace) and config.robust:
+            cov, blocks = robust_covariance(problem, theta_map, seed=seed)
+            gaussian = (theta_map, cov)
+            theta = laplace_draws(key, theta_map, cov, num_samples)
+            info = LaplaceInfo(hessian="gauss-newton", robust_blocks=blocks)
+        elif isinstance(config, Laplace):
+            cov, used = _covariance(problem, theta_map, gn_cov, config.hessian)
             gaussian = (theta_map, cov)
             theta = laplace_draws(key, theta_map, cov, num_samples)
             info = LaplaceInfo(hessian=used)
         else:
+            cov, used = _covariance(problem, theta_map, gn_cov, config.hessian)
             theta, d = importance_sample(
                 problem,
                 theta_map,
