@@ -217,7 +217,7 @@ def run_case(
     likelihood=None,
     block=8,
     body=None,
-    robust=False,
+    map_modes=None,
 ):
     world, faces, inc = simulate_case(asm, truth_models, physiological, rng, fracture=fracture, body=body)
     sim = bs.simulate_xray((world, faces), views, seed=seed, noise=0.01, mu=0.02)
@@ -225,7 +225,7 @@ def run_case(
     post = bs.infer(
         asm,
         sim.observations("drr", block_size=block or None),
-        bs.Laplace(robust=robust),
+        bs.Laplace(map_modes=map_modes),
         bs.RigidPose(rotation_sd=0.1, translation_sd=10.0),
         num_samples=samples,
         seed=seed,
@@ -320,10 +320,10 @@ def main(argv=None) -> int:
         help="modes of each vertebra's leave-one-out model error (--prior trained; 0: none)",
     )
     ap.add_argument(
-        "--covariance",
-        choices=("weights", "robust"),
-        default="weights",
-        help="the Laplace covariance: composite weights per view (weights) or the DRR blocks' sandwich (robust)",
+        "--map-modes",
+        type=int,
+        default=None,
+        help="fit the MAP in each vertebra's first K modes, the rest marginalised (Laplace(map_modes=K))",
     )
     ap.add_argument("--truth-rank", type=int, default=150, help="modes of the population's shape process")
     args = ap.parse_args(argv)
@@ -351,7 +351,7 @@ def main(argv=None) -> int:
         "block": args.block_size,
         "samples": args.samples,
         "body": body,
-        "robust": args.covariance == "robust",
+        "map_modes": args.map_modes,
     }
 
     def case(seed, fracture=None):
@@ -396,7 +396,7 @@ def main(argv=None) -> int:
         "cases": n_cases,
         "faces_per_vertebra": n_faces,
         "prior": args.prior,
-        "covariance": args.covariance,
+        "map_modes": args.map_modes,
         **({"training_spines": args.train, "model_error_rank": args.error_rank} if args.prior == "trained" else {}),
         "modes_per_vertebra": [m.n_modes for m in asm.models],
         "dice_mean": float(np.mean([v["dice"] for v in verts])),

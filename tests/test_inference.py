@@ -196,6 +196,15 @@ def test_gauss_newton_laplace_is_exact_for_linear_gaussian_landmarks(example_mod
     assert fd.diagnostics.info.hessian == "finite-difference"
     np.testing.assert_allclose(fd.gaussian[1], exact.gaussian[1], atol=1e-8)
 
+    # the MAP in the first three modes, then one Gauss-Newton step in all: the exact posterior too
+    lead = bs.infer(model, obs.Landmarks3D(ids, y, 1.5), method=bs.Laplace(map_modes=3), num_samples=10)
+    np.testing.assert_allclose(lead.gaussian[0], exact.gaussian[0], atol=1e-6)
+    np.testing.assert_allclose(lead.gaussian[1], exact.gaussian[1], atol=1e-10)
+    assert lead.diagnostics.map.newton_steps == 1 and lead.diagnostics.map.newton_decrement < 1e-10
+    assert np.abs(np.asarray(exact.gaussian[0])[3:]).max() > 1e-3  # the later modes are informed
+    with pytest.raises(ValueError, match="infer_batch: Laplace\\(map_modes"):
+        bs.infer_batch(model, [obs.Landmarks3D(ids, y, 1.5)], bs.Laplace(map_modes=3))
+
 
 @pytest.mark.slow
 def test_gauss_newton_laplace_equals_the_hessian_on_a_noise_free_drr(example_shapes):

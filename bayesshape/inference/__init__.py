@@ -18,7 +18,7 @@ from .diagnostics import (
 from .importance import importance_sample, pareto_khat
 from .infer import build_problem, infer, reference_shapes
 from .init import check_units, initial_pose
-from .laplace import laplace_covariance, robust_covariance
+from .laplace import laplace_covariance
 from .map import find_map, refine_map
 from .nuts import numpyro_model, run_nuts
 from .svi import run_svi
@@ -46,7 +46,6 @@ __all__ = [
     "find_map",
     "refine_map",
     "laplace_covariance",
-    "robust_covariance",
     "importance_sample",
     "pareto_khat",
     "run_svi",

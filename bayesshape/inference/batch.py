@@ -28,7 +28,7 @@ from ..posterior.posterior import Posterior
 from ..prior.assembly import Assembly
 from ..prior.model import ShapeModel
 from ._problem import Problem
-from .config import LikelihoodOptions, Method
+from .config import Laplace, LikelihoodOptions, Method
 from .diagnostics import MapInfo
 from .infer import (
     _as_observations,
@@ -417,6 +417,8 @@ def infer_batch(
     if isinstance(model, Assembly):
         raise ValueError("infer_batch: expected a ShapeModel; infer the cases of an Assembly with bs.infer")
     run = _checked_arguments(model, method, pose, likelihood, num_samples, seed, progress)
+    if isinstance(run.config, Laplace) and run.config.map_modes is not None:
+        raise ValueError("infer_batch: Laplace(map_modes=...) runs case by case; use bs.infer")
     if isinstance(cases, Observation) or not isinstance(cases, Sequence) or len(cases) == 0:
         raise ValueError("cases: expected a non-empty sequence of cases, each one observation or a list of them")
     observations = []

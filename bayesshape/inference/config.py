@@ -37,29 +37,25 @@ class Laplace:
             differences of the gradient, eigenvalues clipped at the prior precision. Where an
             observation has no Gauss-Newton form the finite-difference Hessian is used; the one
             used is in ``diagnostics.info.hessian``.
-        robust: the cluster-robust (sandwich) covariance ``H^-1 (I + sum_b g_b g_b^T) H^-1``
-            instead of ``H^-1`` (:func:`~bayesshape.inference.robust_covariance`): ``g_b`` the
-            score of each block of residuals that may share an error (a DRR's ``block_size``
-            pixels, a contour's spatial blocks), so the posterior widens in the directions where
-            the blocks disagree more than the noise explains, such as a pose or posture that
-            absorbs detail the shape model cannot make, rather than every direction by one
-            factor per observation as the composite weights do. The weights still temper the
-            MAP fit; the sandwich does not depend on them where the data dominate the prior
-            (the weight cancels). Needs the Gauss-Newton form; observations without blocks
-            count as independent.
+        map_modes: fit the MAP in each shape model's first ``map_modes`` modes only (the rest held
+            at zero), then take one Gauss-Newton step in all of them and the covariance over all
+            there: the later modes (a GP model's fine detail, a model error) are marginalised
+            around the fit at the cost of two Jacobians over every mode instead of a full fit.
+            Exact for linear-Gaussian data (one Newton step from any point reaches the mode).
+            Default None: the MAP over every mode.
     """
 
     hessian: str = "gauss-newton"
-    robust: bool = False
+    map_modes: int | None = None
 
     name = "laplace"
 
     def __post_init__(self):
         _check_hessian(self.hessian)
-        if not isinstance(self.robust, bool):
-            raise ValueError(f"robust: expected True or False, got {self.robust!r}")
-        if self.robust and self.hessian != "gauss-newton":
-            raise ValueError("robust=True: the sandwich covariance is built on the Gauss-Newton Hessian")
+        if self.map_modes is not None:
+            object.__setattr__(self, "map_modes", as_count(self.map_modes, "map_modes", 1))
+            if self.hessian != "gauss-newton":
+                raise ValueError("map_modes: the step to all modes is a Gauss-Newton step (hessian='gauss-newton')")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -101,27 +101,16 @@ class MapInfo:
 
 @dataclasses.dataclass(frozen=True)
 class LaplaceInfo:
-    """Laplace approximation.
-
-    Attributes:
-        hessian: the Hessian used (``"gauss-newton"`` or ``"finite-difference"``).
-        robust_blocks: with ``Laplace(robust=True)``, the residual blocks whose scores made the
-            sandwich covariance; None otherwise.
-    """
+    """Laplace approximation: which Hessian was used (``"gauss-newton"`` or ``"finite-difference"``)."""
 
     hessian: str
-    robust_blocks: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"laplace_hessian": self.hessian}
-        if self.robust_blocks is not None:
-            d["laplace_robust_blocks"] = int(self.robust_blocks)
-        return d
+        return {"laplace_hessian": self.hessian}
 
     @classmethod
     def from_dict(cls, d: dict) -> LaplaceInfo:
-        blocks = d.get("laplace_robust_blocks")
-        return cls(d["laplace_hessian"], None if blocks is None else int(blocks))
+        return cls(d["laplace_hessian"])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,7 @@ from .config import SVI, Importance, Laplace, LikelihoodOptions, Method, as_meth
 from .diagnostics import Diagnostics, ImportanceInfo, LaplaceInfo, MapInfo, MethodInfo, sampler_warnings
 from .importance import importance_sample
 from .init import check_units, problem_fields
-from .laplace import laplace_covariance, laplace_draws, neg_log_density_and_grad, robust_covariance
+from .laplace import laplace_covariance, laplace_draws, neg_log_density_and_grad
 from .map import find_map, refine_map
 from .nuts import run_nuts
 from .svi import run_svi
@@ -140,6 +140,57 @@ def _fit_map(problem: Problem, observations, bind, likelihood: LikelihoodOptions
     return problem, theta_map, gn_cov, info
 
 
+def _leading_modes(model, k: int):
+    """``model`` (a ShapeModel or an Assembly) with each shape model cut to its first ``k`` modes,
+    or None where none has more."""
+    if isinstance(model, Assembly):
+        if all(m.n_modes <= k for m in model.models):
+            return None
+        cut = tuple(m.truncate(k) if m.n_modes > k else m for m in model.models)
+        return eqx.tree_at(lambda a: a.models, model, cut)
+    return None if model.n_modes <= k else model.truncate(k)
+
+
+def _mode_offsets(problem: Problem) -> tuple[int, ...]:
+    offsets = getattr(problem, "mode_offsets", ())
+    return tuple(offsets) if offsets else (0, problem.n_modes)
+
+
+def _fit_map_leading(run, problem: Problem, observations, bind, k: int):
+    """:func:`_fit_map` in each model's first ``k`` modes, then one Gauss-Newton step in all modes
+    from there (the rest at zero), with the composite weights of the small fit."""
+    small = _leading_modes(run.model, k)
+    if small is None:
+        return _fit_map(problem, observations, bind, run.likelihood, run.seed)
+    small_problem, small_bind = _build(small, observations, run.pose_prior, run.likelihood, stacklevel=4)
+    with warnings.catch_warnings():
+        # the small fit's convergence is not the posterior's: the full step below is checked
+        warnings.filterwarnings("ignore", message="MAP not converged")
+        small_problem, theta_small, _, small_info = _fit_map(
+            small_problem, observations, small_bind, run.likelihood, run.seed
+        )
+    if small_info.composite_weights is not None:
+        correlated = [i for i, o in enumerate(problem.observations) if o.correlated_residuals]
+        obs_w = list(problem.observations)
+        for i, w in zip(correlated, small_info.composite_weights):
+            obs_w[i] = obs_w[i].with_weight(w)
+        problem = problem.with_observations(obs_w)
+    so, fo = _mode_offsets(small_problem), _mode_offsets(problem)
+    theta = jnp.zeros(problem.dim, dtype=theta_small.dtype)
+    for a, b, c in zip(so[:-1], so[1:], fo[:-1]):
+        theta = theta.at[c : c + (b - a)].set(theta_small[a:b])
+    theta = theta.at[problem.n_modes :].set(theta_small[small_problem.n_modes :])
+    theta_map, gn_cov, newton = refine_map(problem, theta, steps=1, tol=1e-12)
+    info = dataclasses.replace(
+        small_info,
+        log_density=-float(neg_log_density_and_grad(theta_map, problem)[0]),
+        newton_decrement=float(newton["map_newton_decrement"]),
+        newton_steps=int(newton["map_newton_steps"]),
+    )
+    _map_warning(info, stacklevel=4)
+    return problem, theta_map, gn_cov, info
+
+
 def _composite_weighting(problem: Problem, theta_map, seed: int):
     """Composite weights of the observations with correlated residuals, estimated at ``theta_map``:
     ``(the problem with them, the weights)``."""
@@ -238,14 +289,17 @@ def infer(
         >>> post.credible_radius(0.95).shape == (len(truth.vertices),)
         True
         >>> post.diagnostics.info
-        LaplaceInfo(hessian='gauss-newton', robust_blocks=None)
+        LaplaceInfo(hessian='gauss-newton')
     """
     run = _checked_arguments(model, method, pose, likelihood, num_samples, seed, progress)
     observations = _as_observations(observations)
     _method_caveats(run.config, [observations], stacklevel=3)
     t_start = time.perf_counter()
     problem, bind = _build(run.model, observations, run.pose_prior, run.likelihood, stacklevel=3)
-    fitted = _fit_map(problem, observations, bind, run.likelihood, run.seed)
+    if isinstance(run.config, Laplace) and run.config.map_modes is not None:
+        fitted = _fit_map_leading(run, problem, observations, bind, run.config.map_modes)
+    else:
+        fitted = _fit_map(problem, observations, bind, run.likelihood, run.seed)
     return _posterior(run, observations, *fitted, seed=run.seed, t_start=t_start)
 
 
@@ -329,18 +383,12 @@ def _posterior(
     sample_stats: dict = {}
     info: MethodInfo
     if isinstance(config, (Laplace, Importance)):
-        if isinstance(config, Laplace) and config.robust:
-            cov, blocks = robust_covariance(problem, theta_map, seed=seed)
-            gaussian = (theta_map, cov)
-            theta = laplace_draws(key, theta_map, cov, num_samples)
-            info = LaplaceInfo(hessian="gauss-newton", robust_blocks=blocks)
-        elif isinstance(config, Laplace):
-            cov, used = _covariance(problem, theta_map, gn_cov, config.hessian)
+        cov, used = _covariance(problem, theta_map, gn_cov, config.hessian)
+        if isinstance(config, Laplace):
             gaussian = (theta_map, cov)
             theta = laplace_draws(key, theta_map, cov, num_samples)
             info = LaplaceInfo(hessian=used)
         else:
-            cov, used = _covariance(problem, theta_map, gn_cov, config.hessian)
             theta, d = importance_sample(
                 problem,
                 theta_map,

@@ -14,7 +14,7 @@ import numpy as np
 from .._gaussian import gaussian_draws
 from ._problem import Problem
 
-__all__ = ["laplace_covariance", "robust_covariance", "laplace_draws", "neg_log_density_and_grad"]
+__all__ = ["laplace_covariance", "laplace_draws", "neg_log_density_and_grad"]
 
 
 def _neg_log_density(theta, problem):
@@ -45,93 +45,6 @@ def _gn_information(problem, theta_map):
 
 
 _gn_info = eqx.filter_jit(_gn_information)
-
-
-def _gn_jacobian(problem, theta_map):
-    """``(J^T (k, N), r (N,))``: the transposed Jacobian of every observation's whitened
-    residuals over the shape and pose entries, and the residuals, at ``theta_map``."""
-    k = problem.n_modes + problem.n_pose
-    sig = problem.sigmas(theta_map)
-
-    def resid(x):
-        vs = problem.observation_vertices(problem.vertices(jnp.concatenate([x, theta_map[k:]])))
-        return jnp.concatenate(
-            [o.whitened_residuals(v, sigma=s).reshape(-1) for o, s, v in zip(problem.observations, sig, vs)]
-        )
-
-    r, lin = jax.linearize(resid, theta_map[:k])
-    return jax.lax.map(lin, jnp.eye(k, dtype=theta_map.dtype)), r
-
-
-_gn_jac = eqx.filter_jit(_gn_jacobian)
-
-
-def _n_residuals(o, v) -> int:
-    return int(np.prod(jax.eval_shape(o.whitened_residuals, v).shape))
-
-
-_obs_vertices = eqx.filter_jit(lambda problem, theta: problem.observation_vertices(problem.vertices(theta)))
-
-
-def robust_covariance(problem: Problem, theta_map, seed: int = 0):
-    """The cluster-robust (sandwich) covariance of the Laplace approximation at the MAP.
-
-    ``H^-1 (I + sum_b g_b g_b^T) H^-1`` over the shape and pose entries, with ``H = I + J^T J``
-    the Gauss-Newton posterior precision (:func:`laplace_covariance`) and ``g_b = J_b^T r_b`` the
-    score of block ``b`` of residuals (:meth:`~bayesshape.obs.Observation.residual_blocks`: square
-    pixel blocks of a DRR with ``block_size``, spatial blocks of a contour's points). Residuals
-    with no blocks count as independent (their ``J^T J`` in the middle). When the noise is as the
-    likelihood says, the middle's expectation is ``H`` and the covariance is the usual one; when
-    neighbouring residuals share an error the model cannot make (detail outside the prior's
-    span, absorbed by the pose or posture), the blocks' scores disagree more than the noise
-    explains, and the covariance widens in exactly the directions they disagree in. Inferred
-    noise scales keep their Gauss-Newton variance.
-
-    Returns:
-        ``(cov (dim, dim), n_blocks)``: the covariance and the number of residual blocks with a
-        non-zero score.
-    """
-    if not all(o.has_gauss_newton() for o in problem.observations):
-        raise ValueError(
-            "Laplace(robust=True): every observation needs a Gauss-Newton form (whitened_residuals); "
-            + ", ".join(type(o).__name__ for o in problem.observations if not o.has_gauss_newton())
-            + " has none"
-        )
-    k, dim = problem.n_modes + problem.n_pose, problem.dim
-    jt, r = (np.asarray(x, dtype=np.float64) for x in _gn_jac(problem, theta_map))
-    if not (np.all(np.isfinite(jt)) and np.all(np.isfinite(r))):
-        raise ValueError("Laplace(robust=True): the residuals or their Jacobian are not finite at the MAP")
-    vs = _obs_vertices(problem, theta_map)
-    meat = np.zeros((k, k))
-    start, n_blocks = 0, 0
-    for i, (o, v) in enumerate(zip(problem.observations, vs)):
-        labels = o.residual_blocks(v, seed=seed + i)
-        stop = start + (len(labels) if labels is not None else _n_residuals(o, v))
-        js, rs = jt[:, start:stop], r[start:stop]
-        if labels is None:
-            meat += js @ js.T
-        else:
-            labels = np.asarray(labels)
-            order = np.argsort(labels, kind="stable")
-            sorted_labels = labels[order]
-            first = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
-            g = np.add.reduceat((js * rs[None, :])[:, order], first, axis=1)
-            n_blocks += int(np.sum(np.any(g != 0.0, axis=0)))
-            meat += g @ g.T
-        start = stop
-    if start != r.shape[0]:
-        raise RuntimeError(f"robust_covariance: residual blocks cover {start} of {r.shape[0]} residuals")
-    h = np.eye(dim)
-    h[:k, :k] += jt @ jt.T
-    middle = np.eye(dim)
-    middle[:k, :k] += meat
-    for i, o in enumerate(problem.observations[: problem.n_noise]):
-        extra = float(problem.noise_sd or 0.0) ** 2 * o.log_sigma_information()
-        h[k + i, k + i] += extra
-        middle[k + i, k + i] += extra
-    h_inv = np.linalg.inv(0.5 * (h + h.T))
-    cov = h_inv @ middle @ h_inv
-    return jnp.asarray(0.5 * (cov + cov.T), dtype=theta_map.dtype), n_blocks
 
 
 def laplace_covariance(problem: Problem, theta_map, hessian: str = "gauss-newton", step: float = 1e-2):

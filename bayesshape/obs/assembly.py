@@ -94,9 +94,6 @@ class OnObject(Observation):
     def residual_vectors(self, vertices):
         return self.observation.residual_vectors(self._rows(vertices))
 
-    def residual_blocks(self, vertices, seed: int = 0):
-        return self.observation.residual_blocks(self._rows(vertices), seed=seed)
-
     def sampling_caveat(self) -> str | None:
         return self.observation.sampling_caveat()
 

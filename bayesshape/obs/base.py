@@ -71,8 +71,6 @@ class Observation(eqx.Module):
       neighbouring residuals are correlated get a composite-likelihood weight at the MAP
       (:class:`~bayesshape.LikelihoodOptions`); they implement ``with_weight`` and
       ``residual_vectors``.
-    * ``residual_blocks(vertices, seed)``: which whitened residuals may share an error, for the
-      robust Laplace covariance. Default: None (all independent).
     * ``sampling_caveat()``: a reason NUTS may struggle with this likelihood (warned when the
       method is NUTS). Default: None.
     * ``image_view`` and ``with_view(view)``: the view an image observation belongs to, and a copy
@@ -131,13 +129,6 @@ class Observation(eqx.Module):
         """True when ``vertices`` need more than the static buffer :meth:`bind` sized (part of the
         data is then ignored)."""
         return False
-
-    def residual_blocks(self, vertices, seed: int = 0) -> np.ndarray | None:
-        """Block labels, one integer per entry of :meth:`whitened_residuals` at ``vertices``, for
-        the robust (sandwich) Laplace covariance (:class:`~bayesshape.Laplace` ``robust=True``):
-        entries of one block may share an error, blocks are taken as independent. Default: None
-        (every entry independent, the likelihood taken at its word)."""
-        return None
 
     def with_weight(self, weight: float) -> Observation:
         """A copy whose log-likelihood is multiplied by ``weight`` in (0, 1]."""

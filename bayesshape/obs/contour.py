@@ -359,23 +359,6 @@ class Contour(Observation):
         k = jnp.argmin(dist, axis=1)
         return jnp.take_along_axis(r, k[:, None, None], axis=1)[:, 0, :]
 
-    def residual_blocks(self, vertices, seed: int = 0, block_size: int = 16) -> np.ndarray:
-        """Spatial blocks of about ``block_size`` observed points (k-means on the points, as
-        :func:`composite_weights`) for the ``M`` image -> model residuals, and each model -> image
-        residual in the block of the observed point nearest its edge's midpoint at ``vertices``."""
-        from scipy.cluster.vq import kmeans2
-        from scipy.spatial import cKDTree
-
-        pts = np.asarray(self.points, dtype=np.float64)
-        m = pts.shape[0]
-        if m < 2 * block_size:
-            label = np.zeros(m, dtype=np.int64)
-        else:
-            _, label = kmeans2(pts, m // int(block_size), seed=seed, minit="++")
-        mid = np.asarray(_edge_midpoints(self, vertices), dtype=np.float64)
-        _, nearest = cKDTree(pts).query(np.where(np.isfinite(mid), mid, 0.0))
-        return np.concatenate([label, label[nearest]]).astype(np.int64)
-
     def overflow(self, vertices) -> bool:
         """True when the shape has more contour edges in this view than the capacity."""
         return bool(_edge_count(self, vertices) > self.capacity)
@@ -473,7 +456,4 @@ def composite_weights(contours, vertices, *, block_size: int = 16, seed: int = 0
 
 # for concrete callers (the fit's weights, the overflow check): compiled once per contour shape
 _residual_vectors = eqx.filter_jit(lambda o, v: o.residual_vectors(v))
-_edge_midpoints = eqx.filter_jit(
-    lambda o, v: (lambda e: 0.5 * (e[0] + e[1]))(candidate_edges(v, o.topology, o.view, o.capacity))
-)
 _edge_count = eqx.filter_jit(lambda o, v: jnp.sum(contour_weights(v, o.topology, o.view)[0] > _MIN_WEIGHT))

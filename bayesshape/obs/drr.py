@@ -209,16 +209,6 @@ class DRR(Observation):
     def correlated_residuals(self) -> bool:  # type: ignore[override]
         return self.block_size is not None
 
-    def residual_blocks(self, vertices=None, seed: int = 0) -> np.ndarray | None:
-        """Square blocks of ``block_size`` pixels (partial blocks at the right and bottom edges),
-        one label per pixel in :meth:`whitened_residuals`' order; None without ``block_size``."""
-        if self.block_size is None:
-            return None
-        h, w = self.view.detector_shape
-        b = self.block_size
-        rows, cols = np.divmod(np.arange(h * w), w)
-        return (rows // b) * (-(-w // b)) + cols // b
-
     def with_weight(self, weight: float) -> DRR:
         w = float(weight)
         if not 0.0 < w <= 1.0:
