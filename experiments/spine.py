@@ -16,8 +16,11 @@ motion per level (White and Panjabi, *Clinical Biomechanics of the Spine*, 2nd e
 Two priors (``--prior``):
 
 * ``gp`` (default): each vertebra's prior is a GP model of its mean mesh with the population's
-  kernel at ``--rank`` modes (60: the true shapes keep about 0.8 mm RMS of detail outside its
-  span), and the posture prior is the population's.
+  kernel at ``--rank`` modes (150, the population's own: no detail of a true shape lies outside
+  it), and the posture prior is the population's. The MAP is fitted in each vertebra's first
+  ``--map-modes`` modes (60; the true shapes keep about 0.8 mm RMS of detail outside them), the
+  rest marginalised by one Gauss-Newton step and the Laplace covariance over all
+  (``bs.Laplace(map_modes=60)``); ``--map-modes 0`` fits all of them.
 * ``trained``: the prior is learned from ``--train`` training spines drawn from the population,
   as a user would build it from their own segmented spines: a PCA model per vertebra with its
   leave-one-out model error (:func:`bayesshape.prior.fit_model_error`) in ``--error-rank`` modes
@@ -311,7 +314,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=400, help="posterior draws per spine")
     ap.add_argument("--block-size", type=int, default=16, help="DRR composite-likelihood blocks, pixels (0: none)")
     ap.add_argument("--prior", choices=("gp", "trained"), default="gp", help="the prior (see above)")
-    ap.add_argument("--rank", type=int, default=60, help="modes of each vertebra's GP model (--prior gp)")
+    ap.add_argument("--rank", type=int, default=150, help="modes of each vertebra's GP model (--prior gp)")
     ap.add_argument("--train", type=int, default=30, help="training spines (--prior trained)")
     ap.add_argument(
         "--error-rank",
@@ -322,8 +325,8 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--map-modes",
         type=int,
-        default=None,
-        help="fit the MAP in each vertebra's first K modes, the rest marginalised (Laplace(map_modes=K))",
+        default=60,
+        help="fit the MAP in each vertebra's first K modes, the rest marginalised (Laplace(map_modes=K); 0: all)",
     )
     ap.add_argument("--truth-rank", type=int, default=150, help="modes of the population's shape process")
     args = ap.parse_args(argv)
@@ -351,7 +354,7 @@ def main(argv=None) -> int:
         "block": args.block_size,
         "samples": args.samples,
         "body": body,
-        "map_modes": args.map_modes,
+        "map_modes": args.map_modes or None,
     }
 
     def case(seed, fracture=None):
@@ -396,7 +399,7 @@ def main(argv=None) -> int:
         "cases": n_cases,
         "faces_per_vertebra": n_faces,
         "prior": args.prior,
-        "map_modes": args.map_modes,
+        "map_modes": args.map_modes or None,
         **({"training_spines": args.train, "model_error_rank": args.error_rank} if args.prior == "trained" else {}),
         "modes_per_vertebra": [m.n_modes for m in asm.models],
         "dice_mean": float(np.mean([v["dice"] for v in verts])),

@@ -358,6 +358,7 @@ def test_spine_smoke(tmp_path):
 
     data = shared("lumbar_l2l5")
     argv = "--cases 1 --faces 300 --prior trained --train 6 --error-rank 4 --truth-rank 8 --detector 48".split()
+    argv += ["--map-modes", "4"]
     _run_script(
         "spine.py", [*argv, "--block-size", "8", "--samples", "50", "--data", str(data), "--out", str(tmp_path)]
     )
