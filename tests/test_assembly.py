@@ -130,8 +130,8 @@ def _nearly_linear_pair(rank):
     return asm, asm.combined_model()
 
 
-def test_two_object_landmarks_laplace_equals_closed_form_posterior():
-    asm, m = _nearly_linear_pair(rank=5)
+def _shifted_landmarks(asm, m):
+    """40 landmarks of the pair with 1 mm noise, the lower object's moved by 1.5 mm."""
     rng = np.random.default_rng(3)
     ids = rng.choice(m.n_vertices, 40, replace=False)
     points = (
@@ -139,6 +139,12 @@ def test_two_object_landmarks_laplace_equals_closed_form_posterior():
         + rng.normal(0, 1.0, (40, 3))
         + np.where(ids[:, None] >= asm.vertex_offsets[1], 1.5, 0.0)
     )
+    return ids, points
+
+
+def test_two_object_landmarks_laplace_equals_closed_form_posterior():
+    asm, m = _nearly_linear_pair(rank=5)
+    ids, points = _shifted_landmarks(asm, m)
     sigma = 0.8
     post = bs.infer(asm, bs.obs.Landmarks3D(ids, points, sigma), method=bs.Laplace(), num_samples=100, seed=0)
     mean, cov = _linear_two_object_posterior(asm, ids, points, sigma, 0.005)
@@ -280,13 +286,7 @@ def test_map_in_the_leading_modes_equals_the_closed_form_posterior():
     Gauss-Newton step in all of them, reaches the (nearly linear) closed-form posterior as the full
     fit does; the step matters (the fit alone leaves modes 3 to 5 at zero)."""
     asm, m = _nearly_linear_pair(rank=5)
-    rng = np.random.default_rng(3)
-    ids = rng.choice(m.n_vertices, 40, replace=False)
-    points = (
-        np.asarray(m.mean)[ids]
-        + rng.normal(0, 1.0, (40, 3))
-        + np.where(ids[:, None] >= asm.vertex_offsets[1], 1.5, 0.0)
-    )
+    ids, points = _shifted_landmarks(asm, m)
     sigma = 0.8
     lm = bs.obs.Landmarks3D(ids, points, sigma)
     post = bs.infer(asm, lm, method=bs.Laplace(map_modes=2), num_samples=100, seed=0)
