@@ -177,7 +177,7 @@ def method_config(args):
         return bs.SVI(steps=args.svi_steps)
     if args.method == "importance":
         return bs.Importance()
-    return bs.Laplace(map_modes=args.map_modes)
+    return bs.Laplace()
 
 
 def map_misfit(post) -> list[float]:
@@ -351,12 +351,6 @@ def main(argv=None) -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="the leave-one-out model error inside the prior (bs.add_model_error); --no-model-error without",
-    )
-    ap.add_argument(
-        "--map-modes",
-        type=int,
-        default=None,
-        help="Laplace: the MAP in the model's first K modes, the rest marginalised (Laplace(map_modes=K))",
     )
     ap.add_argument("--max-rank", type=int, default=200, help="model-error modes at most")
     ap.add_argument(

@@ -170,11 +170,7 @@ def _fit_map_leading(run, problem: Problem, observations, bind, k: int):
             small_problem, observations, small_bind, run.likelihood, run.seed
         )
     if small_info.composite_weights is not None:
-        correlated = [i for i, o in enumerate(problem.observations) if o.correlated_residuals]
-        obs_w = list(problem.observations)
-        for i, w in zip(correlated, small_info.composite_weights):
-            obs_w[i] = obs_w[i].with_weight(w)
-        problem = problem.with_observations(obs_w)
+        problem = _with_weights(problem, small_info.composite_weights)
     so, fo = _mode_offsets(small_problem), _mode_offsets(problem)
     theta = jnp.zeros(problem.dim, dtype=theta_small.dtype)
     for a, b, c in zip(so[:-1], so[1:], fo[:-1]):
@@ -214,10 +210,16 @@ def _composite_weighting(problem: Problem, theta_map, seed: int):
     if images:
         found.update(zip(images, drr_composite_weights([inner[i][0] for i in images], [inner[i][1] for i in images])))
     weights = [found[i] for i in correlated]
+    return _with_weights(problem, weights), weights
+
+
+def _with_weights(problem: Problem, weights) -> Problem:
+    """``problem`` with its observations that have correlated residuals weighted, in order."""
+    correlated = [i for i, o in enumerate(problem.observations) if o.correlated_residuals]
     obs_w = list(problem.observations)
     for i, w in zip(correlated, weights):
         obs_w[i] = obs_w[i].with_weight(w)
-    return problem.with_observations(obs_w), weights
+    return problem.with_observations(obs_w)
 
 
 def _map_warning(info: MapInfo, stacklevel: int) -> None:
