@@ -254,6 +254,7 @@ def run_case(
                 "credible_radius_95_mm": rel[k].credible_radius_95,
                 "shape_mahalanobis": rel[k].shape_mahalanobis,
                 "misfit": rel[k].misfit,
+                "misfit_p_value": rel[k].misfit_p_value,
                 "flagged_misfit": rel[k].flagged,
                 **_wedge_columns(wedges.get(name), tru, body and body.get(name)),
             }

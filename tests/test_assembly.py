@@ -319,3 +319,69 @@ def test_two_object_landmarks_svi_matches_closed_form_posterior():
     sd = np.sqrt(np.diag(cov))
     np.testing.assert_array_less(np.abs(draws.mean(0) - mean) / sd, 0.15)
     np.testing.assert_array_less(np.abs(draws.std(0) / sd - 1), 0.1)
+
+
+def _correlated_residuals(rng, rho, length, shape=(64, 64)):
+    """Standard-normal residual images, a share ``rho`` of their variance a smooth field."""
+    from scipy.ndimage import gaussian_filter
+
+    g = gaussian_filter(rng.normal(size=shape), length)
+    return np.sqrt(1 - rho) * rng.normal(size=shape) + np.sqrt(rho) * g / g.std()
+
+
+def test_misfit_p_values_hold_their_level_for_correlated_residuals():
+    """Three objects' misfits from residuals that are alike everywhere (the null): the share of
+    p-values below 5% is 5% within 5 standard errors (1800 tests), for independent pixels and
+    for pixels correlated over a few pixels, where counting every pixel as independent gives 30%."""
+    from bayesshape.obs.drr import block_dispersion
+    from bayesshape.posterior.posture import _misfit_p_values
+
+    rng = np.random.default_rng(0)
+    regions = np.zeros((3, 64, 64), bool)
+    regions[0, 4:28, 8:40] = regions[1, 30:50, 10:56] = regions[2, 50:62, 20:44] = True
+    cnt = regions.sum((1, 2))
+    for rho, length in ((0.0, 1.0), (0.7, 3.0)):
+        p, naive = [], []
+        for _ in range(600):
+            r = _correlated_residuals(rng, rho, length)
+            sq = np.array([(r[m] ** 2).sum() for m in regions])
+            between, dof = block_dispersion(r, regions.any(0), 8)
+            p.extend(_misfit_p_values(sq, cnt, between / dof))
+            naive.extend(_misfit_p_values(sq, cnt, 1.0))
+        rate, se = np.mean(np.asarray(p) < 0.05), np.sqrt(0.05 * 0.95 / len(p))
+        assert abs(rate - 0.05) < 5 * se, (rho, rate)
+        if rho > 0:
+            assert np.mean(np.asarray(naive) < 0.05) > 0.2
+
+
+@pytest.mark.slow
+def test_object_reliability_flags_alone_the_object_its_model_cannot_make():
+    """Three spheres in biplanar DRRs: drawn as the model's mean, none is flagged; with the middle
+    one flattened by 40% (beyond its 6-mode GP), that one alone, with a misfit p-value near 0."""
+    asm = _three_spheres(rank=6)
+    m = asm.combined_model()
+    off = asm.vertex_offsets
+    for flatten in (None, 0.6):
+        x = np.asarray(m.mean).copy()
+        if flatten:
+            b = x[off[1] : off[2]]
+            b[:, 0] = b[:, 0].mean() + (b[:, 0] - b[:, 0].mean()) * flatten
+        views = bs.biplanar(isocenter=tuple(x.mean(0)), field_of_view=90.0, detector_shape=(64, 64))
+        sim = bs.simulate_xray((x, np.asarray(m.faces)), views, seed=0, noise=0.01, mu=0.02)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="MAP not converged")
+            post = bs.infer(
+                asm,
+                sim.observations("drr", block_size=8),
+                bs.Laplace(),
+                bs.RigidPose(rotation_sd=0.1, translation_sd=5.0),
+                num_samples=100,
+                seed=0,
+            )
+        rel = posture.object_reliability(post)
+        if flatten is None:
+            assert not any(r.flagged for r in rel)
+            assert min(r.misfit_p_value for r in rel) > 0.05
+        else:
+            assert [r.flagged for r in rel] == [False, True, False]
+            assert rel[1].misfit_p_value < 1e-6 < min(rel[0].misfit_p_value, rel[2].misfit_p_value)

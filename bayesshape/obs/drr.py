@@ -266,23 +266,32 @@ def drr_composite_weights(drrs, vertices) -> list[float]:
         pred = np.asarray(_render(o, v), np.float64)
         covered = (pred > 0) | (np.asarray(o.image) > 3.0 * float(o.sigma))
         s2.append(float(np.mean(r[covered] ** 2)) if covered.any() else 1.0)
-        b = o.block_size
-        h, w = (r.shape[0] // b) * b, (r.shape[1] // b) * b
-        rb = r[:h, :w].reshape(h // b, b, w // b, b).transpose(0, 2, 1, 3).reshape(-1, b * b)
-        cb = covered[:h, :w].reshape(h // b, b, w // b, b).transpose(0, 2, 1, 3).reshape(-1, b * b)
-        n_b = cb.sum(1)
-        use = n_b >= max(2, b * b // 4)
-        if use.sum() < 2:
-            continue
-        vals = r[covered]
-        mean, var = float(vals.mean()), float(vals.var())
-        if var <= 0:
-            continue
-        m_b = (rb * cb).sum(1)[use] / n_b[use]
-        between += float(np.sum(n_b[use] * (m_b - mean) ** 2)) / var
-        dof += int(use.sum()) - 1
+        b, d = block_dispersion(r, covered, o.block_size)
+        between, dof = between + b, dof + d
     f = between / dof if dof else 1.0
     return [float(1.0 / max(f * x, 1.0)) for x in s2]
+
+
+def block_dispersion(r: np.ndarray, covered: np.ndarray, block: int) -> tuple[float, int]:
+    """The between-block dispersion of standardised residuals ``r`` (an image) over the
+    ``covered`` pixels: ``(sum_b n_b (m_b - m)^2 / var, B - 1)`` over the ``block`` x ``block``
+    blocks with at least a quarter of their pixels covered (``m_b`` their means, ``m`` and
+    ``var`` the covered pixels'). Its ratio is the variance inflation of a block mean over
+    independent pixels: about 1 for independent residuals, up to the block's pixel count
+    for residuals correlated over whole blocks. ``(0.0, 0)`` where fewer than two blocks count."""
+    h, w = (r.shape[0] // block) * block, (r.shape[1] // block) * block
+    rb = r[:h, :w].reshape(h // block, block, w // block, block).transpose(0, 2, 1, 3).reshape(-1, block * block)
+    cb = covered[:h, :w].reshape(h // block, block, w // block, block).transpose(0, 2, 1, 3).reshape(-1, block * block)
+    n_b = cb.sum(1)
+    use = n_b >= max(2, block * block // 4)
+    if use.sum() < 2:
+        return 0.0, 0
+    vals = r[covered]
+    mean, var = float(vals.mean()), float(vals.var())
+    if var <= 0:
+        return 0.0, 0
+    m_b = (rb * cb).sum(1)[use] / n_b[use]
+    return float(np.sum(n_b[use] * (m_b - mean) ** 2)) / var, int(use.sum()) - 1
 
 
 _std_residuals = eqx.filter_jit(lambda o, v: o.whitened_residuals(v) / jnp.sqrt(o.weight))

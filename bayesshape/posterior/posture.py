@@ -168,6 +168,11 @@ class ObjectReliability:
         misfit: the mean squared standardised residual of the image data where this object is what
             the ray sees most (its share of each pixel's path length above one half), over every
             image observation; ``nan`` where no pixel is its own.
+        misfit_p_value: were this object fitted no worse than the others, the probability of a
+            misfit this much above theirs: the ratio of its misfit to the others' pooled one
+            against an F distribution whose degrees of freedom are the objects' pixel counts
+            divided by the residuals' variance inflation over blocks (residuals correlated over
+            many pixels are few independent ones); ``nan`` without a misfit.
         flagged: see :func:`object_reliability`.
     """
 
@@ -175,6 +180,7 @@ class ObjectReliability:
     credible_radius_95: float
     shape_mahalanobis: float
     misfit: float
+    misfit_p_value: float
     flagged: bool
 
     def as_dict(self) -> dict:
@@ -182,17 +188,28 @@ class ObjectReliability:
 
 
 def object_reliability(
-    post, *, misfit_threshold: float = 2.0, misfit_ratio: float = 1.3, mahalanobis_threshold: float = 4.0
+    post,
+    *,
+    misfit_threshold: float = 2.0,
+    misfit_ratio: float = 1.3,
+    misfit_alpha: float = 0.01,
+    mahalanobis_threshold: float = 4.0,
 ) -> list[ObjectReliability]:
     """Per object: its credible radius, how atypical its fitted shape is and how badly its own pixels
     fit (:class:`ObjectReliability`).
 
-    An object is flagged when its misfit is above ``misfit_threshold`` *and* above ``misfit_ratio``
-    times the median misfit of the assembly's objects (a shape the model cannot make shows up as
-    one object fitting worse than its neighbours, which share the views, the noise and the model's
-    general limits), or when its shape's Mahalanobis norm is above ``mahalanobis_threshold``.
+    An object is flagged when its misfit is above ``misfit_threshold``, above ``misfit_ratio``
+    times the median misfit of the assembly's objects, *and* significantly above the others'
+    (``misfit_p_value`` below ``misfit_alpha``): a shape the model cannot make shows up as one
+    object fitting worse than its neighbours, which share the views, the noise and the model's
+    general limits, by more than the spread of a misfit over a few hundred correlated pixels.
+    It is also flagged when its shape's Mahalanobis norm is above ``mahalanobis_threshold``.
     """
+    from ..obs.drr import block_dispersion
     from ..projection.render import render_drr
+
+    if not 0.0 < misfit_alpha <= 1.0:
+        raise ValueError(f"misfit_alpha: expected a probability in (0, 1], got {misfit_alpha!r}")
 
     problem = _check(post)
     ids = np.asarray(problem.object_ids)
@@ -204,6 +221,7 @@ def object_reliability(
     n_obj = len(names)
     sq = np.zeros(n_obj)
     cnt = np.zeros(n_obj)
+    between, dof = 0.0, 0
     for o in problem.observations:
         view = getattr(o, "view", None)
         if view is None or faces is None or getattr(o, "rows", None) is not None:
@@ -222,17 +240,45 @@ def object_reliability(
         total = lengths.sum(0)
         own = (lengths > 0.5 * np.maximum(total, 1e-9)[None]) & (total > 0)[None]
         r2 = (res**2).reshape(h, w)
+        block = getattr(o, "block_size", None)
+        if block is not None:
+            b, d = block_dispersion(res.reshape(h, w), own.any(0), int(block))
+            between, dof = between + b, dof + d
         for k in range(n_obj):
             sq[k] += r2[own[k]].sum()
             cnt[k] += own[k].sum()
     mis = np.where(cnt > 0, sq / np.maximum(cnt, 1), np.nan)
     typical = float(np.nanmedian(mis)) if np.isfinite(mis).any() else np.nan
+    p_values = _misfit_p_values(sq, cnt, between / dof if dof else 1.0)
     out = []
     mo = problem.mode_offsets
     for k, name in enumerate(names):
         a = alpha[mo[k] : mo[k + 1]]
         maha = float(np.mean(a**2)) if a.size else 0.0
-        bad_fit = np.isfinite(mis[k]) and mis[k] > misfit_threshold and mis[k] > misfit_ratio * typical
+        bad_fit = (
+            np.isfinite(mis[k])
+            and mis[k] > misfit_threshold
+            and mis[k] > misfit_ratio * typical
+            and p_values[k] < misfit_alpha
+        )
         flag = bool(bad_fit or maha > mahalanobis_threshold)
-        out.append(ObjectReliability(name, float(r95[ids == k].mean()), maha, float(mis[k]), flag))
+        out.append(ObjectReliability(name, float(r95[ids == k].mean()), maha, float(mis[k]), float(p_values[k]), flag))
+    return out
+
+
+def _misfit_p_values(sq: np.ndarray, cnt: np.ndarray, inflation: float) -> np.ndarray:
+    """Per object, the one-sided p-value of its misfit ``sq / cnt`` (sums of squared standardised
+    residuals over its ``cnt`` pixels) against the others' pooled misfit: the ratio against
+    F(``cnt_k / inflation``, ``sum_j cnt_j / inflation``), the degrees of freedom being the pixel
+    counts over the residuals' variance inflation (at least 1). ``nan`` where there is no misfit."""
+    from scipy import stats
+
+    sq, cnt = np.asarray(sq, np.float64), np.asarray(cnt, np.float64)
+    eff = np.maximum(cnt / max(float(inflation), 1.0), 1.0)
+    out = np.full(cnt.shape, np.nan)
+    for k in range(cnt.size):
+        rest = [j for j in range(cnt.size) if j != k and cnt[j] > 0]
+        if cnt[k] > 0 and rest and sq[rest].sum() > 0:
+            ratio = (sq[k] / cnt[k]) / (sq[rest].sum() / cnt[rest].sum())
+            out[k] = float(stats.f.sf(ratio, eff[k], eff[rest].sum()))
     return out

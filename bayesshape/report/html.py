@@ -359,6 +359,7 @@ def write_report(path, *, title: str, summary: dict, pictures: dict | None = Non
         for r in rows:
             r["credible_radius_95_mm"] = r.pop("credible_radius_95", None)
             r["misfit of its own pixels"] = r.pop("misfit", None)
+            r["p-value of that misfit against the others'"] = r.pop("misfit_p_value", None)
         parts.append(f"<h2>Objects of the assembly</h2>{_fmt(rows)}")
     if summary.get("posture_deg"):
         rows = [
