@@ -24,7 +24,7 @@ Two priors (``--prior``):
 * ``trained``: the prior is learned from ``--train`` training spines drawn from the population,
   as a user would build it from their own segmented spines: a PCA model per vertebra with its
   leave-one-out model error (:func:`bayesshape.prior.fit_model_error`) in ``--error-rank`` modes
-  (0: none), and the posture prior's mean and covariance from the training postures
+  (150; 0: none), and the posture prior's mean and covariance from the training postures
   (``PosturePrior.from_postures``).
 
 Each test spine is a fresh draw of shapes and posture (outside any training draws), under a random
@@ -320,7 +320,7 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--error-rank",
         type=int,
-        default=40,
+        default=150,
         help="modes of each vertebra's leave-one-out model error (--prior trained; 0: none)",
     )
     ap.add_argument(
