@@ -79,8 +79,10 @@ def femur10(args) -> int:
         err = np.linalg.norm(reg.mesh.vertices - meshes[i].vertices, axis=1)
         # the true correspondence as a deformation of the reference: how much of it the GP can
         # make (least squares after a similarity fit) and at what prior energy, against the MAP's
-        x, fit = bs.prior.best_fit(gp, meshes[i].vertices, align="similarity")
-        alpha_true = np.asarray(gp.coefficients(jax.numpy.asarray(x)))
+        x, _ = bs.prior.best_fit(gp, meshes[i].vertices, align="similarity")
+        alpha_true = gp.coefficients(jax.numpy.asarray(x))
+        fit = np.asarray(gp.instance(alpha_true))
+        alpha_true = np.asarray(alpha_true)
         rows.append(
             {
                 "femur": files[i].stem,

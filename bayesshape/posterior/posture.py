@@ -274,11 +274,8 @@ def _misfit_p_values(sq: np.ndarray, cnt: np.ndarray, inflation: float) -> np.nd
     from scipy import stats
 
     sq, cnt = np.asarray(sq, np.float64), np.asarray(cnt, np.float64)
-    eff = np.maximum(cnt / max(float(inflation), 1.0), 1.0)
-    out = np.full(cnt.shape, np.nan)
-    for k in range(cnt.size):
-        rest = [j for j in range(cnt.size) if j != k and cnt[j] > 0]
-        if cnt[k] > 0 and rest and sq[rest].sum() > 0:
-            ratio = (sq[k] / cnt[k]) / (sq[rest].sum() / cnt[rest].sum())
-            out[k] = float(stats.f.sf(ratio, eff[k], eff[rest].sum()))
-    return out
+    eff = np.where(cnt > 0, np.maximum(cnt / max(float(inflation), 1.0), 1.0), 0.0)
+    sq_rest, cnt_rest, eff_rest = sq.sum() - sq, cnt.sum() - cnt, eff.sum() - eff
+    ok = (cnt > 0) & (cnt_rest > 0) & (sq_rest > 0)
+    ratio = np.where(ok, sq / np.maximum(cnt, 1.0) / np.where(ok, sq_rest / np.maximum(cnt_rest, 1.0), 1.0), 1.0)
+    return np.where(ok, stats.f.sf(ratio, np.maximum(eff, 1.0), np.maximum(eff_rest, 1.0)), np.nan)
