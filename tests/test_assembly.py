@@ -385,3 +385,9 @@ def test_object_reliability_flags_alone_the_object_its_model_cannot_make():
         else:
             assert [r.flagged for r in rel] == [False, True, False]
             assert rel[1].misfit_p_value < 1e-6 < min(rel[0].misfit_p_value, rel[2].misfit_p_value)
+
+
+@pytest.mark.parametrize("alpha", [0.0, -0.1, 1.5, float("nan")])
+def test_object_reliability_refuses_a_misfit_alpha_that_is_not_a_probability(alpha):
+    with pytest.raises(ValueError, match="misfit_alpha"):
+        posture.object_reliability(None, misfit_alpha=alpha)
