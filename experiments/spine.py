@@ -19,7 +19,7 @@ Two priors (``--prior``):
   kernel at ``--rank`` modes (150, the population's own: no detail of a true shape lies outside
   it), and the posture prior is the population's. The MAP is fitted in each vertebra's first
   ``--map-modes`` modes (60; the true shapes keep about 0.8 mm RMS of detail outside them), the
-  rest marginalised by one Gauss-Newton step and the Laplace covariance over all
+  rest marginalised by Gauss-Newton steps in all of them and the Laplace covariance there
   (``bs.Laplace(map_modes=60)``); ``--map-modes 0`` fits all of them.
 * ``trained``: the prior is learned from ``--train`` training spines drawn from the population,
   as a user would build it from their own segmented spines: a PCA model per vertebra with its

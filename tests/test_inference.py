@@ -191,12 +191,14 @@ def test_gauss_newton_laplace_is_exact_for_linear_gaussian_landmarks(example_mod
         refine_map(post.problem, start[:-1])
     with pytest.raises(ValueError, match="tol: expected a positive"):
         refine_map(post.problem, start, tol=0.0)
+    with pytest.raises(ValueError, match="min_steps: expected an integer from 0 to steps"):
+        refine_map(post.problem, start, steps=2, min_steps=3)
 
     fd = bs.infer(model, Plain(obs.Landmarks3D(ids, y, 1.5)), method="laplace", num_samples=10)
     assert fd.diagnostics.info.hessian == "finite-difference"
     np.testing.assert_allclose(fd.gaussian[1], exact.gaussian[1], atol=1e-8)
 
-    # the MAP in the first three modes, then one Gauss-Newton step in all: the exact posterior too
+    # the MAP in the first three modes, then Gauss-Newton steps in all: the exact posterior too
     lead = bs.infer(model, obs.Landmarks3D(ids, y, 1.5), method=bs.Laplace(map_modes=3), num_samples=10)
     np.testing.assert_allclose(lead.gaussian[0], exact.gaussian[0], atol=1e-6)
     np.testing.assert_allclose(lead.gaussian[1], exact.gaussian[1], atol=1e-10)

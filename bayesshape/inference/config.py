@@ -38,11 +38,12 @@ class Laplace:
             observation has no Gauss-Newton form the finite-difference Hessian is used; the one
             used is in ``diagnostics.info.hessian``.
         map_modes: fit the MAP in each shape model's first ``map_modes`` modes only (the rest held
-            at zero), then take one Gauss-Newton step in all of them and the covariance over all
-            there: the later modes (a GP model's fine detail, a model error) are marginalised
-            around the fit at the cost of two Jacobians over every mode instead of a full fit.
-            Exact for linear-Gaussian data (one Newton step from any point reaches the mode).
-            Default None: the MAP over every mode.
+            at zero), then take Gauss-Newton steps in all of them to the mode (at most 10, until a
+            full step would gain less than 1e-3 nats) and the covariance over all there: the
+            later modes (a GP model's fine detail, a model error) are marginalised around the fit
+            at the cost of a few Jacobians over every mode instead of a fit by L-BFGS in all of
+            them. One step suffices for linear-Gaussian data (a Newton step from any point
+            reaches the mode). Default None: the MAP over every mode.
     """
 
     hessian: str = "gauss-newton"
