@@ -283,8 +283,8 @@ def test_posture_angles_of_increments_equal_the_posteriors():
 @pytest.mark.slow
 def test_map_in_the_leading_modes_equals_the_closed_form_posterior():
     """``Laplace(map_modes=2)``: the MAP fitted in each object's first two of five modes, then
-    Gauss-Newton steps in all of them (one, the problem being nearly linear), reaches the (nearly linear) closed-form posterior as the full
-    fit does; the step matters (the fit alone leaves modes 3 to 5 at zero)."""
+    Gauss-Newton steps in all of them (one: the problem is nearly linear), reaches the closed-form
+    posterior as the full fit does; the step matters (the fit alone leaves modes 3 to 5 at zero)."""
     asm, m = _nearly_linear_pair(rank=5)
     ids, points = _shifted_landmarks(asm, m)
     sigma = 0.8
